@@ -1,0 +1,324 @@
+"""YAML → :class:`PipelineDef`.
+
+Checks the shape of the document: top-level keys, node keys, types, one operation per transform,
+aggregate specs, expression syntax.  Connector keys are checked by the connector's ``PARAMS``
+(through the registry); graph-level checks (inputs, cycles, import paths, files) happen when the
+definition is planned (:mod:`streamlet.api.planner`).  Every error names the file, the node id and
+the key, e.g. ``wordcount.yaml: transforms.counts.key_by: ...``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from streamlet.api.yaml.schema import (
+    AGGREGATE_FUNCTIONS, BATCH, OPERATIONS, PARTITIONERS, STREAMING, AggregateDef, FunctionDef,
+    KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef,
+)
+from streamlet.errors import PipelineDefinitionError
+
+TOP_LEVEL_KEYS = ("name", "parallelism", "max_parallelism", "mode", "batch_size", "checkpointing",
+                  "state", "restart", "sources", "transforms", "sinks")
+#: accepted top-level keys whose feature arrives with a later issue; a warning is printed
+UNIMPLEMENTED_TOP_LEVEL = ("checkpointing", "state", "restart")
+SOURCE_COMMON = ("type", "parallelism")
+SINK_COMMON = ("type", "input", "parallelism", "partition")
+TRANSFORM_KEYS = ("input", "key_by", "parallelism", "partition", "name") + OPERATIONS
+NOT_YET = {
+    "window": "windows arrive with event time; use a running aggregate for now",
+    "process": "keyed process functions arrive with state and timers",
+    "join": "joins arrive with event time",
+    "timestamp": "event time arrives in a later version; remove the key",
+    "watermark": "event time arrives in a later version; remove the key",
+}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in out:
+            line = key_node.start_mark.line + 1
+            raise PipelineDefinitionError(f"duplicate key {key!r} (line {line}); ids and keys must be unique")
+        out[key] = loader.construct_object(value_node, deep=deep)
+    return out
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _did_you_mean(word: str, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(allowed), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _unknown(key: str, allowed: tuple[str, ...] | list[str], where: str) -> PipelineDefinitionError:
+    if key in NOT_YET:
+        return PipelineDefinitionError(f"{key!r} is not supported yet: {NOT_YET[key]}", where)
+    return PipelineDefinitionError(
+        f"unknown key {key!r}; {_did_you_mean(key, allowed)}allowed keys: {', '.join(allowed)}", where)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineDefinitionError(f"expected a positive integer, got {value!r}", where)
+    return value
+
+
+def compile_expression(expr: Any, where: str) -> FunctionDef:
+    """A :class:`FunctionDef` from a YAML value: ``pkg.mod:name`` or a Python expression over ``r``."""
+    if not isinstance(expr, str) or not expr.strip():
+        raise PipelineDefinitionError(
+            f"expected a Python expression over r or an import path 'package.module:function', got {expr!r}",
+            where)
+    text = expr.strip()
+    if _looks_like_import_path(text):
+        return FunctionDef(path=text)
+    try:
+        compile(text, where, "eval")
+    except SyntaxError as exc:
+        raise PipelineDefinitionError(
+            f"expression {text!r} does not compile: {exc.msg} (column {exc.offset}); "
+            "write a Python expression over the record r, e.g. \"r['price'] * 2\"", where) from None
+    return FunctionDef(expr=text)
+
+
+def _looks_like_import_path(text: str) -> bool:
+    if text.count(":") != 1:
+        return False
+    mod, name = text.split(":")
+    return all(p.isidentifier() for p in mod.split(".")) and all(p.isidentifier() for p in name.split("."))
+
+
+def parse_key(value: Any, where: str) -> KeyDef:
+    """``key_by:`` value: a field name, a list of field names, an expression or an import path."""
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise PipelineDefinitionError(f"expected a non-empty list of field names, got {value!r}", where)
+        return KeyDef(fields=tuple(value))
+    if isinstance(value, str) and value.isidentifier():
+        return KeyDef(fields=(value,))
+    return KeyDef(function=compile_expression(value, where))
+
+
+def parse_aggregates(value: Any, where: str) -> tuple[AggregateDef, ...]:
+    """``aggregate: {name: count | {func: field}}``."""
+    if not isinstance(value, dict) or not value:
+        raise PipelineDefinitionError(
+            "expected a map of output name to aggregate, e.g. {n: count, total: {sum: price}}", where)
+    out = []
+    for name, spec in value.items():
+        w = f"{where}.{name}"
+        if not isinstance(name, str) or not name:
+            raise PipelineDefinitionError(f"aggregate names must be strings, got {name!r}", where)
+        if spec == "count":
+            out.append(AggregateDef(name, "count"))
+            continue
+        if isinstance(spec, str):
+            raise PipelineDefinitionError(
+                f"{spec!r} needs a field: write {{{spec}: FIELD}}; only count stands alone", w)
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise PipelineDefinitionError(
+                f"expected count or a one-entry map {{function: field}}, got {spec!r}", w)
+        func, fld = next(iter(spec.items()))
+        if func not in AGGREGATE_FUNCTIONS:
+            raise PipelineDefinitionError(
+                f"unknown aggregate {func!r}; {_did_you_mean(func, AGGREGATE_FUNCTIONS)}"
+                f"allowed: {', '.join(AGGREGATE_FUNCTIONS)}", w)
+        if func == "count":
+            out.append(AggregateDef(name, "count"))
+            continue
+        if not isinstance(fld, str) or not fld:
+            raise PipelineDefinitionError(f"expected a field name for {func}, got {fld!r}", w)
+        out.append(AggregateDef(name, func, fld))
+    return tuple(out)
+
+
+def _inputs(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) and value:
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return tuple(value)
+    raise PipelineDefinitionError(f"expected a node id or a list of node ids, got {value!r}", where)
+
+
+def _partition(value: Any, where: str) -> str:
+    if value not in PARTITIONERS:
+        raise PipelineDefinitionError(
+            f"{value!r} is not a partitioner; allowed: {', '.join(PARTITIONERS)}", where)
+    return str(value)
+
+
+def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
+    """One ``transforms.<id>`` entry."""
+    if not isinstance(body, dict):
+        raise PipelineDefinitionError(
+            "expected a map, e.g. {input: source_id, map: \"dict(r, x=1)\"}", where)
+    for key in body:
+        if key not in TRANSFORM_KEYS:
+            raise _unknown(str(key), TRANSFORM_KEYS, f"{where}.{key}")
+    ops = [k for k in OPERATIONS if k in body]
+    if len(ops) > 1:
+        raise PipelineDefinitionError(
+            f"a transform does one operation, found {', '.join(ops)}; split it into several nodes", where)
+    for later in ("process", "join"):
+        if later in ops:
+            raise PipelineDefinitionError(f"{later!r} is not supported yet: {NOT_YET[later]}", f"{where}.{later}")
+    key = parse_key(body["key_by"], f"{where}.key_by") if "key_by" in body else None
+    if not ops and key is None:
+        raise PipelineDefinitionError(
+            f"no operation; give one of {', '.join(k for k in OPERATIONS if k not in ('process', 'join'))} "
+            "or key_by", where)
+    op = ops[0] if ops else "key_by"
+    parallelism = _positive_int(body["parallelism"], f"{where}.parallelism") if "parallelism" in body else None
+    partition = _partition(body["partition"], f"{where}.partition") if "partition" in body else None
+    if op == "union":
+        if "input" in body:
+            raise PipelineDefinitionError("a union lists its inputs in union: [a, b]; remove input", f"{where}.input")
+        inputs = _inputs(body["union"], f"{where}.union")
+        if len(inputs) < 2:
+            raise PipelineDefinitionError("a union needs at least two inputs", f"{where}.union")
+        return TransformDef(node_id, "union", inputs, parallelism=parallelism, where=where)
+    if "input" not in body:
+        raise PipelineDefinitionError("missing key 'input' (the id of the node this one reads)", where)
+    inputs = _inputs(body["input"], f"{where}.input")
+    if len(inputs) != 1:
+        raise PipelineDefinitionError("a transform reads one input; use union: [a, b] to merge streams",
+                                      f"{where}.input")
+    if op in ("map", "filter", "flat_map"):
+        if key is not None:
+            raise PipelineDefinitionError(
+                f"key_by with {op}: partition in its own node, then {op}", f"{where}.key_by")
+        return TransformDef(node_id, op, inputs, function=compile_expression(body[op], f"{where}.{op}"),
+                            parallelism=parallelism, partition=partition, where=where)
+    if op == "aggregate":
+        return TransformDef(node_id, op, inputs, key=key,
+                            aggregates=parse_aggregates(body["aggregate"], f"{where}.aggregate"),
+                            parallelism=parallelism, partition=partition, where=where)
+    if op == "reduce":
+        return TransformDef(node_id, op, inputs, key=key,
+                            function=compile_expression(body["reduce"], f"{where}.reduce"),
+                            parallelism=parallelism, partition=partition, where=where)
+    return TransformDef(node_id, "key_by", inputs, key=key, parallelism=parallelism,
+                        partition=partition, where=where)
+
+
+def _connector_params(section: str, node_id: str, body: Any, where: str) -> tuple[str, dict[str, Any]]:
+    from streamlet.api import registry
+
+    if not isinstance(body, dict):
+        raise PipelineDefinitionError("expected a map with at least 'type'", where)
+    if "type" not in body:
+        kinds = registry.source_types() if section == "sources" else registry.sink_types()
+        raise PipelineDefinitionError(f"missing key 'type' (one of {', '.join(kinds)})", where)
+    for key in body:
+        if key in NOT_YET:
+            raise _unknown(str(key), (), f"{where}.{key}")
+    return str(body["type"]), body
+
+
+def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = ".") -> PipelineDef:
+    """A :class:`PipelineDef` from a parsed YAML document."""
+    from streamlet.api import registry
+
+    f = source_file
+    if not isinstance(data, dict):
+        raise PipelineDefinitionError(
+            f"expected a map with sources, transforms and sinks, got {type(data).__name__}", f)
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown(str(key), TOP_LEVEL_KEYS, f"{f}: {key}")
+    name = data.get("name", Path(source_file).stem)
+    if not isinstance(name, str) or not name:
+        raise PipelineDefinitionError(f"expected a non-empty string, got {name!r}", f"{f}: name")
+    mode = data.get("mode", STREAMING)
+    if mode not in (STREAMING, BATCH):
+        raise PipelineDefinitionError(f"{mode!r} is not a mode; allowed: streaming, batch", f"{f}: mode")
+    parallelism = _positive_int(data["parallelism"], f"{f}: parallelism") if "parallelism" in data else None
+    max_par = _positive_int(data["max_parallelism"], f"{f}: max_parallelism") if "max_parallelism" in data else None
+    batch_size = _positive_int(data["batch_size"], f"{f}: batch_size") if "batch_size" in data else None
+    unimplemented = {k: data[k] for k in UNIMPLEMENTED_TOP_LEVEL if k in data}
+
+    sections: dict[str, dict[str, Any]] = {}
+    for section in ("sources", "transforms", "sinks"):
+        body = data.get(section, {}) or {}
+        if not isinstance(body, dict):
+            raise PipelineDefinitionError(f"expected a map of node id to node, got {type(body).__name__}",
+                                          f"{f}: {section}")
+        sections[section] = body
+    if not sections["sources"]:
+        raise PipelineDefinitionError("a pipeline needs at least one source", f"{f}: sources")
+    if not sections["sinks"]:
+        raise PipelineDefinitionError("a pipeline needs at least one sink (print, file, blackhole)", f"{f}: sinks")
+
+    seen: dict[str, str] = {}
+    for section, body in sections.items():
+        for node_id in body:
+            if not isinstance(node_id, str) or not node_id:
+                raise PipelineDefinitionError(f"node ids must be non-empty strings, got {node_id!r}", f"{f}: {section}")
+            if node_id in seen:
+                raise PipelineDefinitionError(
+                    f"duplicate id {node_id!r} (also in {seen[node_id]}); ids are unique across "
+                    "sources, transforms and sinks", f"{f}: {section}.{node_id}")
+            seen[node_id] = section
+
+    sources = []
+    for node_id, body in sections["sources"].items():
+        where = f"{f}: sources.{node_id}"
+        kind, params = _connector_params("sources", node_id, body, where)
+        par = _positive_int(params["parallelism"], f"{where}.parallelism") if "parallelism" in params else None
+        clean = registry.validate_source(kind, params, where, base_dir)
+        sources.append(SourceDef(node_id, kind, clean, par, where))
+    transforms = [parse_transform(nid, body, f"{f}: transforms.{nid}")
+                  for nid, body in sections["transforms"].items()]
+    sinks = []
+    for node_id, body in sections["sinks"].items():
+        where = f"{f}: sinks.{node_id}"
+        kind, params = _connector_params("sinks", node_id, body, where)
+        if "input" not in params:
+            raise PipelineDefinitionError("missing key 'input' (the id of the node this sink writes)", where)
+        inp = params["input"]
+        if not isinstance(inp, str) or not inp:
+            raise PipelineDefinitionError(f"expected a node id, got {inp!r}", f"{where}.input")
+        par = _positive_int(params["parallelism"], f"{where}.parallelism") if "parallelism" in params else None
+        partition = _partition(params["partition"], f"{where}.partition") if "partition" in params else None
+        clean = registry.validate_sink(kind, params, where, base_dir)
+        sinks.append(SinkDef(node_id, kind, inp, clean, par, partition, where))
+    return PipelineDef(name=name, sources=tuple(sources), transforms=tuple(transforms), sinks=tuple(sinks),
+                       parallelism=parallelism, max_parallelism=max_par, mode=mode, batch_size=batch_size,
+                       base_dir=base_dir, source_file=source_file, unimplemented=unimplemented)
+
+
+def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".") -> PipelineDef:
+    """Parse YAML text into a :class:`PipelineDef`."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except PipelineDefinitionError as exc:
+        raise PipelineDefinitionError(exc.message, source_file) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PipelineDefinitionError(f"malformed YAML{at}: {problem}; fix the syntax", source_file) from None
+    return parse_document(data, source_file, base_dir)
+
+
+def load(path: str | Path) -> PipelineDef:
+    """Read and parse a pipeline file; relative paths in it are resolved against its directory."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise PipelineDefinitionError(f"pipeline file {str(p)!r} does not exist; check the path") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise PipelineDefinitionError(f"cannot read pipeline file {str(p)!r}: {exc}") from None
+    return loads(text, source_file=p.name, base_dir=str(p.resolve().parent))

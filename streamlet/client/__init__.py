@@ -1,0 +1,1 @@
+"""Client side of streamlet: what the CLI shows and how it talks to a JobManager."""

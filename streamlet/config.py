@@ -1,0 +1,214 @@
+"""Configuration: every key declared once, with its type, default and one-line doc.
+
+Precedence, highest first:
+
+1. ``-D key=value`` on the command line (``overrides``);
+2. environment variables ``STREAMLET__A__B`` for key ``a.b`` (dashes become ``_``);
+3. the ``--config`` file (YAML, flat ``key: value`` pairs or nested maps);
+4. the declared defaults below.
+
+``streamlet config`` prints the effective configuration; ``configs/streamlet.yaml`` is generated
+from :data:`OPTIONS` (``streamlet config --defaults``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from streamlet.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|min|m|h|d)?\s*$")
+_UNITS = {None: 0.001, "ms": 0.001, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0,
+          "d": 86400.0}
+
+
+def parse_duration(value: Any, where: str = "") -> float:
+    """Seconds from ``"10s"``, ``"100ms"``, ``"1min"`` or a bare number of milliseconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a duration like '10s' or '100ms', got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value) / 1000.0
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ConfigError(f"{where}: expected a duration like '10s' or '100ms', got {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("true", "1", "yes", "on"):
+        return True
+    if s in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer, got {v!r}")
+    return int(v)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One configuration key."""
+
+    key: str
+    type: str  # "int" | "str" | "bool" | "duration" | "float"
+    default: Any
+    doc: str
+
+    def parse(self, value: Any) -> Any:
+        """The typed value of ``value``; raises :class:`ConfigError` naming the key."""
+        conv: dict[str, Callable[[Any], Any]] = {
+            "int": _to_int, "str": str, "bool": _to_bool, "float": float,
+            "duration": lambda v: parse_duration(v, self.key),
+        }
+        if value is None and self.type == "str":
+            return None
+        try:
+            return conv[self.type](value)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config key {self.key!r}: {exc}; expected a {self.type}") from exc
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("jobmanager.rpc.address", "str", "127.0.0.1", "address TaskManagers use to reach the JobManager"),
+    Option("jobmanager.rpc.port", "int", 6123, "port of the JobManager's RPC websocket endpoint"),
+    Option("jobmanager.slot-request.timeout", "duration", "300s", "how long a job waits for slots before it fails"),
+    Option("rest.address", "str", "127.0.0.1", "address the REST API binds to"),
+    Option("rest.port", "int", 8081, "port of the REST API and dashboard"),
+    Option("taskmanager.numberOfTaskSlots", "int", 1, "slots offered by each TaskManager"),
+    Option("taskmanager.data.address", "str", "127.0.0.1", "address a TaskManager's data endpoint binds to"),
+    Option("taskmanager.data.port", "int", 0, "port of a TaskManager's data endpoint (0 = any free port)"),
+    Option("taskmanager.network.queue-capacity", "int", 4, "batches buffered per channel (credits of a remote channel)"),
+    Option("taskmanager.registration.max-backoff", "duration", "5s", "longest wait between registration attempts"),
+    Option("parallelism.default", "int", 1, "parallelism of nodes that set none"),
+    Option("pipeline.max-parallelism", "int", 128, "number of key groups (unit of rescaling)"),
+    Option("pipeline.batch-size", "int", 1024, "records per batch on channels"),
+    Option("pipeline.auto-watermark-interval", "duration", "200ms", "period of watermark emission"),
+    Option("execution.buffer-timeout", "duration", "100ms", "longest time a partly filled batch waits before it is sent"),
+    Option("execution.progress-interval", "duration", "5s", "period of plain progress lines of `streamlet run` off a terminal"),
+    Option("state.backend.type", "str", "heap", "keyed state backend: heap or rocksdb"),
+    Option("execution.checkpointing.dir", "str", "/tmp/streamlet-checkpoints", "where checkpoints are written"),
+    Option("execution.checkpointing.interval", "duration", "0", "checkpoint interval (0 = off)"),
+    Option("execution.checkpointing.mode", "str", "exactly_once", "exactly_once or at_least_once"),
+    Option("execution.checkpointing.incremental", "bool", True, "incremental RocksDB checkpoints"),
+    Option("execution.checkpointing.num-retained", "int", 3, "completed checkpoints kept"),
+    Option("heartbeat.interval", "duration", "2s", "period of heartbeats between JobManager and TaskManagers"),
+    Option("heartbeat.timeout", "duration", "10s", "a peer silent this long is considered lost"),
+    Option("restart-strategy.type", "str", "none", "none, fixed-delay, failure-rate or exponential-delay"),
+    Option("security.auth.token", "str", None, "shared secret for REST and RPC (unset = no authentication)"),
+    Option("rpc.ask-timeout", "duration", "10s", "timeout of one RPC request"),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+class Configuration(Mapping[str, Any]):
+    """An immutable, typed view of the effective configuration."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Configuration:
+        """A copy with ``overrides`` applied (validated like ``-D``)."""
+        values = dict(self._values)
+        for k, v in overrides.items():
+            values[k] = _option(k).parse(v)
+        return Configuration(values)
+
+
+def _option(key: str) -> Option:
+    opt = _BY_KEY.get(key)
+    if opt is None:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(_BY_KEY), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "; `streamlet config` lists every key"
+        raise ConfigError(f"unknown config key {key!r}{hint}")
+    return opt
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, Mapping) and full not in _BY_KEY:
+            out.update(_flatten(v, full + "."))
+        else:
+            out[full] = v
+    return out
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["a.b=1", ...]`` from ``-D`` flags to a dict; raises on a pair without ``=``."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"-D {p!r}: expected key=value, e.g. -D rest.port=8082")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load(config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+         env: Mapping[str, str] | None = None) -> Configuration:
+    """The effective configuration (see the module docstring for precedence)."""
+    values = {o.key: (o.parse(o.default) if o.default is not None else None) for o in OPTIONS}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {str(path)!r} does not exist; pass an existing --config") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {str(path)!r}: expected a map of key: value")
+        for k, v in _flatten(data).items():
+            values[k] = _option(k).parse(v)
+    env = os.environ if env is None else env
+    env_keys = {("STREAMLET__" + o.key.replace(".", "__").replace("-", "_")).upper(): o for o in OPTIONS}
+    for name, value in env.items():
+        opt = env_keys.get(name.upper())
+        if opt is not None:
+            values[opt.key] = opt.parse(value)
+    if os.environ.get("STREAMLET_TOKEN") and env is os.environ and values["security.auth.token"] is None:
+        values["security.auth.token"] = os.environ["STREAMLET_TOKEN"]
+    for k, v in (overrides or {}).items():
+        values[k] = _option(k).parse(v)
+    return Configuration(values)
+
+
+def render_yaml(config: Mapping[str, Any] | None = None) -> str:
+    """The configuration as commented YAML (defaults when ``config`` is None)."""
+    lines = ["# streamlet configuration: every key with its default (generated by `streamlet config --defaults`).",
+             "# Override with -D key=value or STREAMLET__A__B environment variables.", ""]
+    for o in OPTIONS:
+        value = o.default if config is None else config[o.key]
+        if o.type == "duration" and config is not None:
+            value = f"{int(round(value * 1000))}ms"
+        lines.append(f"# {o.doc}")
+        lines.append(f"{o.key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,305 @@
+"""``file`` source (text, jsonl, csv; bounded) and ``file`` sink (jsonl, csv; a file per subtask).
+
+Source splits are byte ranges aligned on line starts: one per file when there are at least as
+many files as subtasks, otherwise files are cut into pieces so every subtask gets work.  The
+enumerator aligns each cut on the next newline, so a reader reads exactly its bytes and never
+looks at line offsets.  Reads happen off the event loop in 1 MiB chunks; lines are handed out in
+batches of ``pipeline.batch-size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import orjson
+
+from streamlet.connectors.base import Param, validate_params
+from streamlet.errors import PipelineDefinitionError
+
+_CHUNK = 1 << 20
+_FORMATS = ("text", "jsonl", "csv")
+_EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
+
+
+def _infer_format(paths: list[str]) -> str:
+    for p in paths:
+        ext = Path(p).suffix.lower()
+        if ext in _EXT:
+            return _EXT[ext]
+    return "text"
+
+
+def _resolve(base_dir: str, p: str) -> Path:
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else Path(base_dir) / path
+
+
+def list_files(paths: list[str], pattern: str) -> list[str]:
+    """Every input file: files as given, directories expanded (sorted, hidden files skipped)."""
+    out: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            out.extend(str(f) for f in sorted(path.glob(pattern))
+                       if f.is_file() and not f.name.startswith((".", "_")))
+        else:
+            out.append(str(path))
+    return out
+
+
+class FileSource:
+    """Bounded source over one or many files or directories."""
+
+    PARAMS = {
+        "path": Param("str|list", "a file, a directory, or a list of them", required=True),
+        "format": Param("str", "text, jsonl or csv (default: from the file extension, else text)",
+                        None, choices=_FORMATS),
+        "pattern": Param("str", "glob of files taken from directories", "*"),
+        "delimiter": Param("str", "csv field delimiter", ","),
+        "header": Param("bool", "csv: the first line names the fields (records are maps)", True),
+    }
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        out = validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
+        raw = out["path"] if isinstance(out["path"], list) else [out["path"]]
+        paths = []
+        for p in raw:
+            if not isinstance(p, str) or not p:
+                raise PipelineDefinitionError(f"expected a path string, got {p!r}", f"{where}.path")
+            rp = _resolve(base_dir, p)
+            if not rp.exists():
+                raise PipelineDefinitionError(
+                    f"input {p!r} does not exist (looked for {str(rp)!r}); relative paths are resolved "
+                    "against the pipeline file's directory", f"{where}.path")
+            paths.append(str(rp.resolve()))
+        files = list_files(paths, out["pattern"])
+        if not files:
+            raise PipelineDefinitionError(f"no input files match {out['pattern']!r} in {raw!r}", f"{where}.path")
+        out["path"] = paths
+        out["format"] = out["format"] or _infer_format(files)
+        return out
+
+    @classmethod
+    def is_bounded(cls, params: Mapping[str, Any]) -> bool:
+        return True
+
+    @classmethod
+    def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
+        """Byte-range splits aligned on line starts (blocking I/O: call off the event loop)."""
+        files = list_files(params["path"], params["pattern"])
+        sizes = {f: os.path.getsize(f) for f in files}
+        total = sum(sizes.values()) or 1
+        splits: list[dict[str, Any]] = []
+        for f in files:
+            header = None
+            first_line_end = 0
+            if params["format"] == "csv" and params["header"]:
+                with open(f, "rb") as fh:
+                    line = fh.readline()
+                first_line_end = len(line)
+                header = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")],
+                                         delimiter=params["delimiter"]), [])
+            pieces = 1 if len(files) >= parallelism else max(1, round(parallelism * sizes[f] / total))
+            bounds = [first_line_end]
+            with open(f, "rb") as fh:
+                for k in range(1, pieces):
+                    target = max(bounds[-1], sizes[f] * k // pieces)
+                    if target > 0:
+                        fh.seek(target - 1)
+                        fh.readline()
+                    pos = fh.tell()
+                    if pos > bounds[-1] and pos < sizes[f]:
+                        bounds.append(pos)
+            bounds.append(sizes[f])
+            for start, end in zip(bounds, bounds[1:]):
+                if end > start:
+                    splits.append({"path": f, "start": start, "end": end, "header": header})
+        return splits
+
+    @classmethod
+    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> FileReader:
+        return FileReader(params, splits, ctx)
+
+
+class FileReader:
+    """Reads the byte ranges of one subtask's splits."""
+
+    def __init__(self, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> None:
+        self._format = params["format"]
+        self._delimiter = params["delimiter"]
+        self._splits = list(splits)
+        self._batch_size = getattr(ctx, "batch_size", 1024)
+        self._total = sum(s["end"] - s["start"] for s in splits) or 1
+        self._done_bytes = 0
+        self._fh: Any = None
+        self._remaining = 0
+        self._left = b""
+        self._header: list[str] | None = None
+        self._lines: list[Any] = []
+        self._pos = 0
+
+    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
+        if self._format == "jsonl":
+            return "_loads(r)", {"_loads": orjson.loads}
+        return None
+
+    def progress(self) -> float | None:
+        return min(1.0, self._done_bytes / self._total)
+
+    def _open_next(self) -> bool:
+        if not self._splits:
+            return False
+        s = self._splits.pop(0)
+        fh = open(s["path"], "rb")  # noqa: SIM115 - closed in _close_file / close
+        fh.seek(s["start"])
+        self._fh = fh
+        self._remaining = s["end"] - s["start"]
+        self._header = s.get("header")
+        self._left = b""
+        return True
+
+    def _read_chunk(self) -> bytes:
+        n = min(_CHUNK, self._remaining)
+        data = self._fh.read(n) if n > 0 else b""
+        self._remaining -= len(data)
+        return data
+
+    def _close_file(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _decode(self, lines: list[bytes]) -> list[Any]:
+        if self._format == "jsonl":
+            # blank lines are not records; the membership test is one C-level scan
+            return [ln for ln in lines if ln] if b"" in lines else lines
+        text = [ln.decode("utf-8").rstrip("\r") for ln in lines] if lines else []
+        if self._format == "text":
+            return text
+        rows = csv.reader(text, delimiter=self._delimiter)
+        if self._header is not None:
+            h = self._header
+            return [dict(zip(h, row)) for row in rows if row]
+        return [row for row in rows if row]
+
+    async def read(self) -> list[Any] | None:
+        while True:
+            if self._pos < len(self._lines):
+                batch = self._lines[self._pos:self._pos + self._batch_size]
+                self._pos += self._batch_size
+                return batch
+            self._lines, self._pos = [], 0
+            if self._fh is None:
+                if not await asyncio.to_thread(self._open_next):
+                    return None
+            chunk = await asyncio.to_thread(self._read_chunk)
+            self._done_bytes += len(chunk)
+            if not chunk:
+                last = self._left
+                self._left = b""
+                await asyncio.to_thread(self._close_file)
+                if last:
+                    self._lines = self._decode([last])
+                continue
+            buf = self._left + chunk if self._left else chunk
+            cut = buf.rfind(b"\n")
+            if cut < 0:
+                self._left = buf
+                continue
+            self._left = buf[cut + 1:]
+            self._lines = self._decode(buf[:cut].split(b"\n"))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close_file)
+
+
+class FileSink:
+    """Writes records to ``<path>/part-<subtask>.<jsonl|csv>`` (one file per parallel subtask).
+
+    Output is buffered and written off the event loop in 1 MiB blocks; ``finish`` writes the rest.
+    Existing part files of the same subtask are replaced.
+    """
+
+    PARAMS = {
+        "path": Param("str", "output directory (created if missing)", required=True),
+        "format": Param("str", "jsonl or csv", "jsonl", choices=("jsonl", "csv")),
+        "delimiter": Param("str", "csv field delimiter", ","),
+        "header": Param("bool", "csv: write the field names first", True),
+    }
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        out = validate_params(params, cls.PARAMS, where, ("type", "input", "parallelism", "partition"))
+        out["path"] = str(_resolve(base_dir, out["path"]).resolve())
+        if Path(out["path"]).is_file():
+            raise PipelineDefinitionError(f"{out['path']!r} is a file; the file sink writes a directory",
+                                          f"{where}.path")
+        return out
+
+    @classmethod
+    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> FileSink:
+        return cls(params, ctx.subtask_index)
+
+    def __init__(self, params: Mapping[str, Any], subtask_index: int) -> None:
+        self._format = params["format"]
+        self._delimiter = params["delimiter"]
+        self._header = params["header"]
+        self._file = Path(params["path"]) / f"part-{subtask_index}.{self._format}"
+        self._fh: Any = None
+        self._buf: list[bytes] = []
+        self._size = 0
+        self._fields: list[str] | None = None
+
+    def _open(self) -> None:
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self._file, "wb")  # noqa: SIM115 - closed in close()
+
+    def _write(self, data: bytes) -> None:
+        if self._fh is None:
+            self._open()
+        self._fh.write(data)
+
+    def _encode_csv(self, records: list[Any]) -> bytes:
+        out = io.StringIO()
+        w = csv.writer(out, delimiter=self._delimiter, lineterminator="\n")
+        if self._fields is None:
+            first = records[0]
+            self._fields = list(first) if isinstance(first, dict) else []
+            if self._header and self._fields:
+                w.writerow(self._fields)
+        f = self._fields
+        for r in records:
+            w.writerow([r.get(k) for k in f] if isinstance(r, dict) else (r if isinstance(r, (list, tuple)) else [r]))
+        return out.getvalue().encode()
+
+    async def write(self, records: list[Any]) -> None:
+        if not records:
+            return
+        if self._format == "jsonl":
+            d = orjson.dumps
+            data = b"\n".join([d(r) for r in records]) + b"\n"
+        else:
+            data = self._encode_csv(records)
+        self._buf.append(data)
+        self._size += len(data)
+        if self._size >= _CHUNK:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        data = b"".join(self._buf)
+        self._buf, self._size = [], 0
+        await asyncio.to_thread(self._write, data)
+
+    async def finish(self) -> None:
+        await self._flush()
+
+    async def close(self) -> None:
+        if self._fh is not None:
+            fh, self._fh = self._fh, None
+            await asyncio.to_thread(fh.close)

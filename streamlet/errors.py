@@ -1,0 +1,61 @@
+"""Error hierarchy shared by every package.
+
+Every error raised on purpose by streamlet derives from :class:`StreamletError` and is either
+fatal (retrying cannot help: a bad pipeline, a user function that raised) or retryable (a lost
+connection).  Messages are lowercase, name the place (file, node id, key) and say how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class StreamletError(Exception):
+    """Root of every error streamlet raises on purpose."""
+
+
+class FatalError(StreamletError):
+    """Retrying the same work cannot succeed (bad input, bad user code)."""
+
+
+class RetryableError(StreamletError):
+    """The same work may succeed later (a lost peer, a timeout)."""
+
+
+class ConfigError(FatalError):
+    """A configuration key or value is invalid."""
+
+
+class PipelineDefinitionError(FatalError):
+    """A pipeline definition (YAML or Python API) is invalid.
+
+    ``where`` is the place in the definition, e.g. ``pipeline.yaml: transforms.counts.key_by``.
+    The rendered message is ``"<where>: <message>"`` so a user sees the file, node and key first.
+    """
+
+    def __init__(self, message: str, where: str = "") -> None:
+        self.where = where
+        self.message = message
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class UserFunctionError(FatalError):
+    """A user function (expression or import path) raised on a record.
+
+    Carries the node id, the original exception and the record so the job's failure message lets
+    the user reproduce the problem.
+    """
+
+    def __init__(self, node_id: str, record: object, cause: BaseException) -> None:
+        self.node_id = node_id
+        self.record = record
+        self.cause = cause
+        rec = repr(record)
+        if len(rec) > 500:
+            rec = rec[:500] + "..."
+        super().__init__(
+            f"node {node_id!r}: user function raised {type(cause).__name__}: {cause} "
+            f"on record {rec}"
+        )
+
+
+class JobFailedError(FatalError):
+    """A job ended in state FAILED; the message carries the root cause."""

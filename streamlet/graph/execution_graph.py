@@ -1,0 +1,105 @@
+"""ExecutionGraph expansion: vertices into subtasks, edges into channels, and the task
+deployment descriptors a TaskManager needs to run one subtask.
+
+Pure data.  A forward edge connects subtask ``i`` to subtask ``i``; every other edge connects
+every upstream subtask to every downstream subtask.  Channel ids are
+``"<edge index>.<upstream subtask>.<downstream subtask>"``, unique within a job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streamlet.graph.job_graph import FORWARD, JobGraph
+
+
+@dataclass(frozen=True)
+class InputChannelDesc:
+    """One channel a subtask reads."""
+
+    channel_id: str
+    input_index: int
+    producer_vertex: str
+    producer_subtask: int
+
+
+@dataclass(frozen=True)
+class OutputDesc:
+    """One output edge of a subtask: its partitioner and the channel to each target subtask."""
+
+    edge_index: int
+    target_vertex: str
+    partitioner: str
+    key: dict[str, Any] | None
+    key_node: str
+    channel_ids: tuple[str, ...]
+    target_subtasks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskDeploymentDescriptor:
+    """Everything one subtask needs: its chain, its splits, its input and output channels."""
+
+    job_id: str
+    job_name: str
+    vertex_id: str
+    vertex_name: str
+    subtask_index: int
+    parallelism: int
+    max_parallelism: int
+    mode: str
+    batch_size: int
+    operators: tuple[dict[str, Any], ...]
+    splits: tuple[Any, ...]
+    inputs: tuple[InputChannelDesc, ...]
+    outputs: tuple[OutputDesc, ...]
+    sys_path: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> TaskDeploymentDescriptor:
+        return cls(**{**d,
+                      "operators": tuple(d["operators"]), "splits": tuple(d["splits"]),
+                      "inputs": tuple(InputChannelDesc(**i) for i in d["inputs"]),
+                      "outputs": tuple(OutputDesc(**{**o, "channel_ids": tuple(o["channel_ids"]),
+                                                      "target_subtasks": tuple(o["target_subtasks"])})
+                                       for o in d["outputs"]),
+                      "sys_path": tuple(d.get("sys_path", ()))})
+
+
+def channel_id(edge_index: int, src: int, dst: int) -> str:
+    return f"{edge_index}.{src}.{dst}"
+
+
+def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]]) -> list[TaskDeploymentDescriptor]:
+    """One descriptor per subtask, vertices in topological order.
+
+    ``splits[vertex_id][i]`` lists the splits of source subtask ``i``.
+    """
+    out: list[TaskDeploymentDescriptor] = []
+    edges = list(graph.edges)
+    for v in graph.vertices:
+        in_edges = [(i, e) for i, e in enumerate(edges) if e.target == v.id]
+        out_edges = [(i, e) for i, e in enumerate(edges) if e.source == v.id]
+        for sub in range(v.parallelism):
+            inputs: list[InputChannelDesc] = []
+            for input_index, (ei, e) in enumerate(in_edges):
+                up = graph.vertex(e.source)
+                producers = [sub] if e.partitioner == FORWARD else range(up.parallelism)
+                inputs.extend(InputChannelDesc(channel_id(ei, p, sub), input_index, up.id, p) for p in producers)
+            outputs: list[OutputDesc] = []
+            for ei, e in out_edges:
+                down = graph.vertex(e.target)
+                targets = (sub,) if e.partitioner == FORWARD else tuple(range(down.parallelism))
+                outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0]["id"],
+                                          tuple(channel_id(ei, sub, t) for t in targets), targets))
+            out.append(TaskDeploymentDescriptor(
+                job_id=job_id, job_name=graph.name, vertex_id=v.id, vertex_name=v.name, subtask_index=sub,
+                parallelism=v.parallelism, max_parallelism=graph.max_parallelism, mode=graph.mode,
+                batch_size=graph.batch_size, operators=v.operators,
+                splits=tuple(splits.get(v.id, [[]] * v.parallelism)[sub]) if v.is_source else (),
+                inputs=tuple(inputs), outputs=tuple(outputs), sys_path=graph.sys_path))
+    return out

@@ -1,0 +1,73 @@
+"""Elements that travel on channels.
+
+A channel carries :class:`RecordBatch` (records plus optional event timestamps), and control
+elements: :class:`Watermark`, :class:`CheckpointBarrier`, :class:`EndOfPartition`.  Every
+element has a JSON form for remote channels (``to_wire`` / :func:`from_wire`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class RecordBatch:
+    """A batch of records; ``timestamps`` is None or parallel int milliseconds."""
+
+    __slots__ = ("records", "timestamps")
+
+    def __init__(self, records: list[Any], timestamps: list[int] | None = None) -> None:
+        self.records = records
+        self.timestamps = timestamps
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def to_wire(self) -> list[Any]:
+        return ["b", self.records, self.timestamps]
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Event time has reached ``timestamp`` on this channel."""
+
+    timestamp: int
+
+    def to_wire(self) -> list[Any]:
+        return ["w", self.timestamp]
+
+
+@dataclass(frozen=True)
+class CheckpointBarrier:
+    """Checkpoint ``checkpoint_id`` boundary."""
+
+    checkpoint_id: int
+    timestamp: int
+
+    def to_wire(self) -> list[Any]:
+        return ["c", self.checkpoint_id, self.timestamp]
+
+
+@dataclass(frozen=True)
+class EndOfPartition:
+    """The producer of this channel has finished; nothing follows."""
+
+    def to_wire(self) -> list[Any]:
+        return ["e"]
+
+
+END_OF_PARTITION = EndOfPartition()
+
+
+def from_wire(data: list[Any]) -> Any:
+    """The element a ``to_wire`` list encodes."""
+    tag = data[0]
+    if tag == "b":
+        return RecordBatch(data[1], data[2])
+    if tag == "w":
+        return Watermark(data[1])
+    if tag == "c":
+        return CheckpointBarrier(data[1], data[2])
+    if tag == "e":
+        return END_OF_PARTITION
+    raise ValueError(f"unknown element tag {tag!r}")
