@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""streamlet benchmark: records/s per core and peak memory, against a naive hand-written loop.
+
+Workloads (inputs generated deterministically into ./bench-data/):
+  W1        2,000,000 JSONL records {"id", "user", "value"}: map value*2, filter value%3==0, blackhole
+  W2        the same records, key_by user, sum of value, file sink, streaming (a row per record)
+  W2-batch  W2 with mode: batch (one final row per key)
+  q0,q1,q2  Nexmark on the built-in generator (10,000,000 events): pass-through / price*0.908 /
+            auction % 123 == 0, blackhole sink
+
+Every measurement runs in a fresh subprocess (peak RSS = that process's ru_maxrss).  Rates
+exclude start-up (planning, split enumeration, task deployment), which is reported separately.
+
+  python scripts/bench.py                       # all workloads, parallelism 1
+  python scripts/bench.py W1 W2 --records 500000
+  python scripts/bench.py W2 --parallelism 2 --taskmanagers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "bench-data"
+
+PIPELINES = {
+    "W1": """
+name: w1
+sources: {src: {type: file, path: @INPUT@, format: jsonl}}
+transforms:
+  doubled: {input: src, map: "dict(r, value=r['value'] * 2)"}
+  kept: {input: doubled, filter: "r['value'] % 3 == 0"}
+sinks: {out: {input: kept, type: blackhole}}
+""",
+    "W2": """
+name: w2
+sources: {src: {type: file, path: @INPUT@, format: jsonl}}
+transforms:
+  sums: {input: src, key_by: user, aggregate: {total: {sum: value}}}
+sinks: {out: {input: sums, type: file, path: @OUT@}}
+""",
+    "W2-batch": """
+name: w2-batch
+mode: batch
+sources: {src: {type: file, path: @INPUT@, format: jsonl}}
+transforms:
+  sums: {input: src, key_by: user, aggregate: {total: {sum: value}}}
+sinks: {out: {input: sums, type: file, path: @OUT@}}
+""",
+    "q0": """
+name: nexmark-q0
+sources: {bids: {type: nexmark, events: @EVENTS@, kind: bid}}
+sinks: {out: {input: bids, type: blackhole}}
+""",
+    "q1": """
+name: nexmark-q1
+sources: {bids: {type: nexmark, events: @EVENTS@, kind: bid}}
+transforms:
+  euros: {input: bids, map: "dict(r, price=r['price'] * 0.908)"}
+sinks: {out: {input: euros, type: blackhole}}
+""",
+    "q2": """
+name: nexmark-q2
+sources: {bids: {type: nexmark, events: @EVENTS@, kind: bid}}
+transforms:
+  some: {input: bids, filter: "r['auction'] % 123 == 0"}
+sinks: {out: {input: some, type: blackhole}}
+""",
+}
+
+
+def make_input(records: int) -> Path:
+    """Deterministic JSONL input; reused when it already exists with the same size."""
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"records-{records}.jsonl"
+    if not path.exists():
+        import orjson
+
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            step = 100_000
+            for lo in range(0, records, step):
+                f.write(b"".join(orjson.dumps({"id": i, "user": i % 10000, "value": i % 1000}) + b"\n"
+                                 for i in range(lo, min(records, lo + step))))
+        tmp.rename(path)
+    return path
+
+
+# ---------------------------------------------------------------- measured in a child process
+
+def child_streamlet(workload: str, records: int, events: int, parallelism: int, taskmanagers: int) -> dict:
+    from streamlet import config as cfg
+    from streamlet.api.planner import plan
+    from streamlet.api.yaml.loader import loads
+    from streamlet.runtime import minicluster
+
+    out_dir = tempfile.mkdtemp(prefix="streamlet-bench-")
+    text = (PIPELINES[workload].replace("@INPUT@", str(make_input(records))).replace("@OUT@", out_dir)
+            .replace("@EVENTS@", str(events)))
+    t0 = time.perf_counter()
+    graph = plan(loads(text, "bench.yaml", str(ROOT)), parallelism_override=parallelism)
+    conf = cfg.load()
+    if taskmanagers:
+        result = minicluster.run_cluster(graph, conf, taskmanagers)
+    else:
+        result = minicluster.run_local(graph, conf)
+    t1 = time.perf_counter()
+    if result.state != "FINISHED":
+        raise SystemExit(f"{workload} {result.state}: {result.error}")
+    src = result.vertices[0]
+    n = src.records_in
+    return {"records": n, "startup_s": round(t1 - t0 - result.run_seconds, 3), "run_s": round(result.run_seconds, 3),
+            "rate": n / result.run_seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "out_records": result.vertices[-1].records_out}
+
+
+def child_hand(workload: str, records: int, events: int) -> dict:
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+    if workload in ("W1", "W2", "W2-batch"):
+        path = make_input(records)
+        t0 = time.perf_counter()
+        n = 0
+        with open(path, "rb") as f:
+            if workload == "W1":
+                for line in f:
+                    r = loads(line)
+                    r = dict(r, value=r["value"] * 2)
+                    if r["value"] % 3 == 0:
+                        n += 1
+            elif workload == "W2":
+                sums: dict = {}
+                with tempfile.TemporaryFile() as out:
+                    for line in f:
+                        r = loads(line)
+                        k = r["user"]
+                        s = sums[k] = sums.get(k, 0) + r["value"]
+                        out.write(dumps({"user": k, "total": s}) + b"\n")
+                        n += 1
+            else:
+                sums = {}
+                for line in f:
+                    r = loads(line)
+                    k = r["user"]
+                    sums[k] = sums.get(k, 0) + r["value"]
+                with tempfile.TemporaryFile() as out:
+                    out.write(b"".join(dumps({"user": k, "total": s}) + b"\n" for k, s in sums.items()))
+                n = records
+        elapsed = time.perf_counter() - t0
+        return {"records": records, "run_s": round(elapsed, 3), "rate": records / elapsed,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # Nexmark: the same generator, driven by a plain loop, with the query's per-record work
+    from streamlet.connectors.nexmark import hand_loop_events
+
+    t0 = time.perf_counter()
+    n = hand_loop_events(events, workload)
+    elapsed = time.perf_counter() - t0
+    return {"records": n, "run_s": round(elapsed, 3), "rate": n / elapsed,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
+           "--events", str(args.events), "--parallelism", str(args.parallelism),
+           "--taskmanagers", str(args.taskmanagers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} {workload} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("workloads", nargs="*", default=list(PIPELINES))
+    ap.add_argument("--records", type=int, default=2_000_000)
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--parallelism", type=int, default=1)
+    ap.add_argument("--taskmanagers", type=int, default=0)
+    ap.add_argument("--no-hand", action="store_true", help="skip the hand-written loops")
+    ap.add_argument("--child", nargs=2, metavar=("KIND", "WORKLOAD"), help=argparse.SUPPRESS)
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args()
+    if args.child:
+        kind, workload = args.child
+        if kind == "streamlet":
+            res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers)
+        else:
+            res = child_hand(workload, args.records, args.events)
+        print(json.dumps(res))
+        return
+    unknown = [w for w in args.workloads if w not in PIPELINES]
+    if unknown:
+        raise SystemExit(f"unknown workloads {unknown}; choose from {list(PIPELINES)}")
+    if any(w.startswith("W") for w in args.workloads):
+        make_input(args.records)
+    rows = []
+    print(f"{'workload':<9} {'streamlet rec/s':>16} {'per core':>10} {'start-up':>9} {'peak MB':>8} "
+          f"{'hand rec/s':>11} {'ratio':>6}")
+    for w in args.workloads:
+        s = run_child("streamlet", w, args)
+        h = None if args.no_hand else run_child("hand", w, args)
+        cores = max(1, args.taskmanagers or 1) if args.taskmanagers else 1
+        row = {"workload": w, "parallelism": args.parallelism, "taskmanagers": args.taskmanagers,
+               "streamlet": s, "hand": h, "per_core": s["rate"] / min(cores, os.cpu_count() or 1),
+               "ratio": (s["rate"] / h["rate"]) if h else None}
+        rows.append(row)
+        print(f"{w:<9} {s['rate']:>16,.0f} {row['per_core']:>10,.0f} {s['startup_s']:>8.2f}s "
+              f"{s['peak_rss_mb']:>8.0f} {(h['rate'] if h else 0):>11,.0f} "
+              f"{(row['ratio'] or 0):>6.2f}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
