@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Mapping
 
@@ -39,11 +40,17 @@ class PrintSink:
         d = orjson.dumps
         p = self._prefix
         text = "".join(f"{p}{x if isinstance(x, str) else d(x).decode()}\n" for x in records)
-        if self._console is not None:
-            self._console.write(text)
-        else:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        try:
+            if self._console is not None:
+                self._console.write(text)
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader of stdout went away (`streamlet run ... | head`): drop further output,
+            # as a closed terminal would, instead of failing the job
+            self._console = None
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - replaces the dead stdout for the process
 
     async def finish(self) -> None:
         return None
