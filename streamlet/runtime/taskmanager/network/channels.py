@@ -81,6 +81,10 @@ class InputGate:
         self._waiter: asyncio.Future[None] | None = None
         for ch in channels:
             ch._gate = self
+            if len(ch) and not ch.blocked:
+                # a channel filled before the gate existed (a remote producer that got credit
+                # early) would otherwise never be announced
+                self._notify(ch)
 
     def _notify(self, ch: InputChannel) -> None:
         ch.queued = True

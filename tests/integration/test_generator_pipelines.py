@@ -1,0 +1,145 @@
+"""Generator sources through the public path: YAML -> plan -> LocalExecutor -> file sink, and the CLI.
+
+Expected outputs are computed here from the definitions (sequence, timestamps, the Nexmark event
+mix and its dateTime formula), not read back from the generators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from streamlet.api.planner import plan
+from streamlet.api.yaml.loader import loads
+from streamlet.runtime.local import LocalExecutor
+
+BASE = 1_700_000_000_000
+
+
+def _run(tmp_path: Path, text: str, parallelism: int) -> None:
+    pdef = loads(textwrap.dedent(text), source_file="pipeline.yaml", base_dir=str(tmp_path))
+    graph = plan(pdef, parallelism_override=parallelism)
+    result = asyncio.run(LocalExecutor(graph).run())
+    assert result.state == "FINISHED", result.error
+
+
+def _read(directory: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for f in sorted(directory.glob("part-*.jsonl"))
+            for line in f.read_bytes().splitlines() if line]
+
+
+def _canonical(records: list[Any]) -> Counter[bytes]:
+    return Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_datagen_pipeline_complete_output(tmp_path: Path, parallelism: int) -> None:
+    out = tmp_path / f"out{parallelism}"
+    _run(tmp_path, f"""
+        name: datagen-it
+        sources:
+          rows:
+            type: datagen
+            rows: 300
+            base_time: 1000
+            fields:
+              id: {{kind: sequence}}
+              ts: {{kind: timestamp}}
+              c:  {{kind: constant, value: x}}
+              v:  {{kind: random, min: 0, max: 9}}
+        transforms:
+          doubled: {{input: rows, map: "dict(r, double=r['id'] * 2)"}}
+          thirds:  {{input: doubled, filter: "r['id'] % 3 == 0"}}
+        sinks:
+          out: {{input: thirds, type: file, path: {out}}}
+    """, parallelism)
+    got = _read(out)
+    assert len(list(out.glob("part-*.jsonl"))) == parallelism
+    assert all(0 <= r.pop("v") <= 9 for r in got)
+    expected = [{"id": i, "ts": 1000 + i, "c": "x", "double": 2 * i} for i in range(0, 300, 3)]
+    assert sorted(got, key=lambda r: r["id"]) == expected
+    if parallelism == 1:
+        assert got == expected
+
+
+def _bid_times(events: int) -> Counter[int]:
+    # event e is a bid when e % 50 >= 4; its dateTime is base + e * 1000 / 10,000 events/s
+    return Counter(BASE + e // 10 for e in range(events) if e % 50 >= 4)
+
+
+def test_nexmark_bid_pipelines_agree_across_parallelism(tmp_path: Path) -> None:
+    runs = {}
+    for p in (1, 2):
+        d = tmp_path / f"p{p}"
+        _run(tmp_path, f"""
+            name: nexmark-it
+            sources:
+              bids: {{type: nexmark, events: 5000, kind: bid, seed: 4}}
+            transforms:
+              euros:  {{input: bids, map: "dict(r, price=r['price'] * 0.908)"}}
+              picked: {{input: bids, filter: "r['auction'] % 123 == 0"}}
+            sinks:
+              raw:  {{input: bids, type: file, path: {d / 'raw'}}}
+              q1:   {{input: euros, type: file, path: {d / 'q1'}}}
+              q2:   {{input: picked, type: file, path: {d / 'q2'}}}
+        """, p)
+        runs[p] = {name: _read(d / name) for name in ("raw", "q1", "q2")}
+    for p, out in runs.items():
+        raw = out["raw"]
+        assert len(raw) == 4600
+        assert Counter(r["dateTime"] for r in raw) == _bid_times(5000)
+        assert all(1000 <= r["auction"] <= 1000 + 3 * 99 + 2 + 10 for r in raw)
+        assert all(1000 <= r["bidder"] <= 1000 + 99 + 10 for r in raw)
+        assert _canonical(out["q1"]) == _canonical([dict(r, price=r["price"] * 0.908) for r in raw])
+        assert _canonical(out["q2"]) == _canonical([r for r in raw if r["auction"] % 123 == 0])
+    assert _canonical(runs[1]["raw"]) == _canonical(runs[2]["raw"])
+    assert _canonical(runs[1]["q2"]) == _canonical(runs[2]["q2"])
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_nexmark_mixed_stream_pipeline(tmp_path: Path, parallelism: int) -> None:
+    out = tmp_path / "mixed"
+    _run(tmp_path, f"""
+        name: nexmark-mixed
+        sources:
+          events: {{type: nexmark, events: 2500, base_time: 0, first_event_rate: 1000}}
+        sinks:
+          out: {{input: events, type: file, path: {out}}}
+    """, parallelism)
+    got = _read(out)
+    assert Counter(r["event_type"] for r in got) == {0: 50, 1: 150, 2: 2300}
+    persons = sorted(r["person"]["id"] for r in got if r["event_type"] == 0)
+    auctions = sorted(r["auction"]["id"] for r in got if r["event_type"] == 1)
+    assert persons == list(range(1000, 1050))
+    assert auctions == list(range(1000, 1150))
+    # at 1,000 events/s from base 0, event e happens at e ms: persons every 50 ms
+    assert sorted(r["person"]["dateTime"] for r in got if r["event_type"] == 0) == list(range(0, 2500, 50))
+
+
+def test_cli_runs_a_nexmark_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "bids"
+    path = tmp_path / "q0.yaml"
+    path.write_text(textwrap.dedent(f"""
+        name: nexmark-cli
+        parallelism: 2
+        sources:
+          bids: {{type: nexmark, events: 2000, kind: bid}}
+        sinks:
+          out: {{input: bids, type: file, path: {out}}}
+    """))
+    exe = shutil.which("streamlet")
+    cmd = [exe] if exe else [sys.executable, "-m", "streamlet"]
+    proc = subprocess.run([*cmd, "run", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = _read(out)
+    assert len(got) == 1840
+    assert Counter(r["dateTime"] for r in got) == _bid_times(2000)
