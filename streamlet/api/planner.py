@@ -223,10 +223,14 @@ def _topological_order(nodes: dict[str, NodeDef]) -> list[str]:
         if state.get(nid) == 2:
             return
         if state.get(nid) == 1:
+            # the stack follows inputs; report the cycle in the direction data flows, at the
+            # input key that closes it (the node on top of the stack reads ``nid``)
             cycle = stack[stack.index(nid):] + [nid]
+            closing = nodes[stack[-1]]
+            key = "union" if isinstance(closing, TransformDef) and closing.op == "union" else "input"
             raise PipelineDefinitionError(
-                f"cycle {' -> '.join(cycle)}; a pipeline must be acyclic, remove one of these inputs",
-                nodes[nid].where)
+                f"cycle {' -> '.join(reversed(cycle))}; a pipeline must be acyclic, remove one of these inputs",
+                f"{closing.where}.{key}")
         state[nid] = 1
         stack.append(nid)
         for inp in _inputs_of(nodes[nid]):

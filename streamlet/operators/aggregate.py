@@ -55,7 +55,7 @@ class KeyedAggregateOperator(Operator):
         b.add(1, "out = []; _append = out.append")
         b.add(1, "for r in batch:")
         b.add(2, f"k = {key_code(b, spec['key'], nid)}", nid)
-        b.add(2, f"a = {get}(k)")
+        b.add(2, f"a = {get}(k)", nid)  # a key that cannot be hashed (a list field) fails here
         init: list[str] = []
         update: list[str] = []
         result: list[str] = []
@@ -70,17 +70,18 @@ class KeyedAggregateOperator(Operator):
             update.extend(u.format(**names) for u in updates)
             result.append(f"{out_name!r}: {res.format(**names)}")
             slot += len(inits)
+        # accumulator lines carry the node id too: a bad value (e.g. a string to sum) is the user's
         if scalar:
             b.add(2, "if a is None:")
-            b.add(3, f"a = {init[0]}")
+            b.add(3, f"a = {init[0]}", nid)
             b.add(2, "else:")
-            b.add(3, f"a = {update[0]}")
+            b.add(3, f"a = {update[0]}", nid)
         else:
             b.add(2, "if a is None:")
-            b.add(3, f"a = [{', '.join(init)}]")
+            b.add(3, f"a = [{', '.join(init)}]", nid)
             b.add(2, "else:")
             for j, u in enumerate(update):
-                b.add(3, f"a[{j}] = {u}")
+                b.add(3, f"a[{j}] = {u}", nid)
         b.add(2, f"{put}(k, a)")
         key_fields = key_output_fields(spec["key"])
         if len(key_fields) == 1:
@@ -129,7 +130,7 @@ class KeyedReduceOperator(Operator):
         b.add(1, "out = []; _append = out.append")
         b.add(1, "for r in batch:")
         b.add(2, f"k = {key_code(b, spec['key'], nid)}", nid)
-        b.add(2, f"a = {get}(k)")
+        b.add(2, f"a = {get}(k)", nid)  # a key that cannot be hashed (a list field) fails here
         b.add(2, "if a is None:")
         b.add(3, "a = r")
         b.add(2, "else:")

@@ -132,10 +132,13 @@ class LocalExecutor:
                     reporter.cancel()
         except* asyncio.CancelledError:
             state = "CANCELED"
-            raise
         except* Exception as group:
             state = "FAILED"
             error = _root_cause(group)
+        if state == "CANCELED":
+            # a bare ``raise`` in ``except*`` would raise a BaseExceptionGroup; callers (and
+            # asyncio.Runner's Ctrl-C handling) expect a plain CancelledError
+            raise asyncio.CancelledError
         t2 = time.perf_counter()
         final = self.snapshot(final=True)
         if self.on_progress is not None:

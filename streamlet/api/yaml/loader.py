@@ -187,6 +187,9 @@ def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
         inputs = _inputs(body["union"], f"{where}.union")
         if len(inputs) < 2:
             raise PipelineDefinitionError("a union needs at least two inputs", f"{where}.union")
+        if partition is not None:
+            raise PipelineDefinitionError(
+                "a union is not an operator; set partition on the node that reads it", f"{where}.partition")
         return TransformDef(node_id, "union", inputs, parallelism=parallelism, where=where)
     if "input" not in body:
         raise PipelineDefinitionError("missing key 'input' (the id of the node this one reads)", where)

@@ -64,7 +64,6 @@ class RecordWriter:
         self._pending_ts: list[list[int] | None] = [None] * n
 
     async def emit(self, records: list[Any], ts: list[int] | None) -> None:
-        self.metrics.records_out += len(records)
         size = self.batch_size
         pending = self._pending
         for i, (recs, t) in enumerate(self.split(records, ts)):
@@ -119,7 +118,6 @@ class SinkOutput:
         self.metrics = metrics
 
     async def emit(self, records: list[Any], ts: list[int] | None) -> None:
-        self.metrics.records_out += len(records)
         await self.writer.write(records)
 
     async def flush(self) -> None:
@@ -165,6 +163,8 @@ class Task:
                 await self.chain.writer.close()
 
     async def _emit(self, records: list[Any], ts: list[int] | None) -> None:
+        # counted once per record, however many edges it leaves on (as Flink counts)
+        self.metrics.records_out += len(records)
         for out in self.outputs:
             await out.emit(records, ts)
 

@@ -1,0 +1,111 @@
+"""Test-only connectors, registered from YAML by the ``register_connector`` fixture.
+
+* :class:`SlowSink` takes ``delay`` seconds per batch (an awaited sleep: it stands for a slow
+  remote write, not for waiting on something) and records what it wrote in :data:`SINK_STATS`.
+* :class:`EndlessSource` produces ``{"id": n}`` records as fast as it is allowed to, forever.
+
+Both follow the connector contract of :mod:`streamlet.connectors.base`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from streamlet.connectors.base import Param, validate_params
+
+
+@dataclass
+class SinkStats:
+    """What every :class:`SlowSink` of the running test wrote."""
+
+    records: int = 0
+    batches: int = 0
+    largest_batch: int = 0
+    #: set once ``batches`` reaches ``target_batches`` (created by the test on its loop)
+    reached: asyncio.Event | None = None
+    target_batches: int = 0
+    samples: list[Any] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+SINK_STATS = SinkStats()
+
+
+class SlowSink:
+    """A sink that needs ``delay`` seconds for every batch it writes."""
+
+    PARAMS = {"delay": Param("number", "seconds per batch", 0.01)}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        return validate_params(params, cls.PARAMS, where, ("type", "input", "parallelism", "partition"))
+
+    @classmethod
+    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> SlowSink:
+        return cls(float(params["delay"]))
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+
+    async def write(self, records: list[Any]) -> None:
+        await asyncio.sleep(self._delay)
+        s = SINK_STATS
+        s.records += len(records)
+        s.batches += 1
+        s.largest_batch = max(s.largest_batch, len(records))
+        if s.reached is not None and s.batches >= s.target_batches:
+            s.reached.set()
+
+    async def finish(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class EndlessSource:
+    """An unbounded source of ``{"id": n}`` records, one split per subtask."""
+
+    PARAMS: dict[str, Param] = {}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        return validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
+
+    @classmethod
+    def is_bounded(cls, params: Mapping[str, Any]) -> bool:
+        return False
+
+    @classmethod
+    def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
+        return [{"index": i} for i in range(parallelism)]
+
+    @classmethod
+    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> EndlessReader:
+        return EndlessReader(getattr(ctx, "batch_size", 1024))
+
+
+class EndlessReader:
+    """Reads batches of ``batch_size`` sequence records forever."""
+
+    def __init__(self, batch_size: int) -> None:
+        self._batch_size = batch_size
+        self._next = 0
+
+    async def read(self) -> list[Any] | None:
+        n = self._next
+        self._next = n + self._batch_size
+        return [{"id": i} for i in range(n, n + self._batch_size)]
+
+    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
+        return None
+
+    def progress(self) -> float | None:
+        return None
+
+    async def close(self) -> None:
+        return None
