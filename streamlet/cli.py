@@ -87,7 +87,8 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
         if taskmanagers:
             from streamlet.runtime.minicluster import run_cluster
 
-            result = run_cluster(graph, conf, taskmanagers, on_progress=reporter.update)
+            result = run_cluster(graph, conf, taskmanagers, on_progress=reporter.update,
+                                 progress_interval=0.5 if is_tty else None)
         else:
             from streamlet.runtime.minicluster import run_local
 
@@ -110,3 +111,138 @@ def show_config(config: Optional[Path] = ConfigOpt, define: Optional[List[str]] 
     from streamlet import config as cfg
 
     _guard(lambda: typer.echo(cfg.render_yaml(None if defaults else _config(config, define))))
+
+
+# -- cluster verbs: daemons and the REST client --------------------------------------------------
+
+JobManagerOpt = typer.Option(None, "--jobmanager", "-m",
+                             help="REST address of the jobmanager (URL or host:port; default: rest.address:rest.port)")
+
+
+def _client(conf: Any, jobmanager: Optional[str]) -> Any:
+    from streamlet.client.rest import RestClient
+
+    address = jobmanager or f"{conf['rest.address']}:{conf['rest.port']}"
+    return RestClient(address, conf["security.auth.token"])
+
+
+def _rest_guard(fn: Callable[[], Any]) -> Any:
+    from streamlet.client.rest import RestError
+
+    def go() -> Any:
+        try:
+            return fn()
+        except RestError as exc:
+            # 4xx: the request was wrong (unknown job id, invalid pipeline): exit 2 like bad input
+            _fail(f"the jobmanager answered {exc.status}: {exc}", 2 if exc.status < 500 else 1)
+
+    return _guard(go)
+
+
+@app.command()
+def jobmanager(config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Start the JobManager: REST API on rest.port, RPC for TaskManagers on jobmanager.rpc.port."""
+    from streamlet.runtime.jobmanager.process import run_jobmanager
+
+    code = _guard(lambda: run_jobmanager(_config(config, define)))
+    raise typer.Exit(code or 0)
+
+
+@app.command()
+def taskmanager(jobmanager: Optional[str] = typer.Option(
+                    None, "--jobmanager", "-m",
+                    help="RPC address HOST:PORT of the jobmanager "
+                         "(default: jobmanager.rpc.address:jobmanager.rpc.port)"),
+                slots: Optional[int] = typer.Option(None, "--slots", "-s", min=1,
+                                                    help="slots offered (default: taskmanager.numberOfTaskSlots)"),
+                config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Start a TaskManager that registers with the JobManager (retrying until it is up) and runs subtasks."""
+    from streamlet.runtime.taskmanager.process import run_taskmanager
+
+    def go() -> int:
+        conf = _config(config, define)
+        address = jobmanager or f"{conf['jobmanager.rpc.address']}:{conf['jobmanager.rpc.port']}"
+        return run_taskmanager(conf, address, slots)
+
+    raise typer.Exit(_guard(go) or 0)
+
+
+@app.command()
+def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
+           jobmanager: Optional[str] = JobManagerOpt,
+           file: Optional[List[Path]] = typer.Option(None, "--file", "-f",
+                                                     help="Python file the pipeline's import paths need (repeatable)"),
+           parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1),
+           config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Submit a pipeline to a running JobManager; prints the job id."""
+
+    def go() -> None:
+        conf = _config(config, define)
+        for p in [pipeline, *(file or [])]:
+            if not p.is_file():
+                raise PipelineDefinitionError(f"file {str(p)!r} does not exist; check the path")
+        job_id = _client(conf, jobmanager).submit_yaml(pipeline, list(file or []), parallelism)
+        typer.echo(f"Job has been submitted with JobID {job_id}")
+
+    _rest_guard(go)
+
+
+@app.command("list")
+def list_jobs(jobmanager: Optional[str] = JobManagerOpt, config: Optional[Path] = ConfigOpt,
+              define: Optional[List[str]] = DefineOpt) -> None:
+    """List the jobs of a JobManager: id, state, name, start time."""
+    import datetime
+
+    def go() -> None:
+        jobs = _client(_config(config, define), jobmanager).jobs_overview()
+        if not jobs:
+            typer.echo("No jobs.")
+            return
+        typer.echo(f"{'JOB ID':<32}  {'STATE':<12}  {'START TIME':<19}  NAME")
+        for j in sorted(jobs, key=lambda j: j["start-time"]):
+            start = datetime.datetime.fromtimestamp(j["start-time"] / 1000).strftime("%Y-%m-%d %H:%M:%S")
+            typer.echo(f"{j['jid']:<32}  {j['state']:<12}  {start:<19}  {j['name']}")
+
+    _rest_guard(go)
+
+
+@app.command()
+def status(job: str = typer.Argument(..., help="job id"), jobmanager: Optional[str] = JobManagerOpt,
+           as_json: bool = typer.Option(False, "--json", help="print GET /jobs/:id as JSON"),
+           config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Show a job: state, vertices with records in/out and back pressure, and its failure cause."""
+    import json
+
+    def go() -> None:
+        client = _client(_config(config, define), jobmanager)
+        d = client.job(job)
+        if as_json:
+            typer.echo(json.dumps(d, indent=2))
+            return
+        typer.echo(f"job {d['jid']} ({d['name']}): {d['state']}, {d['duration'] / 1000:.1f}s")
+        if d.get("pending-reason"):
+            typer.echo(f"  waiting: {d['pending-reason']}")
+        for v in d["vertices"]:
+            m = v["metrics"]
+            typer.echo(f"  {v['name']} x{v['parallelism']}: {v['status']}, in {m['read-records']} "
+                       f"({m['read-records-per-second']:.0f}/s), out {m['write-records']} "
+                       f"({m['write-records-per-second']:.0f}/s), busy {m['busy-time-ms-per-second'] / 10:.0f}% "
+                       f"backpressured {m['backpressured-time-ms-per-second'] / 10:.0f}%")
+        if d["state"] in ("FAILED", "FAILING"):
+            root = client.exceptions(job).get("root-exception")
+            if root:
+                typer.echo(f"  cause: {root}")
+
+    _rest_guard(go)
+
+
+@app.command()
+def cancel(job: str = typer.Argument(..., help="job id"), jobmanager: Optional[str] = JobManagerOpt,
+           config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Cancel a job (every subtask is stopped and its slots freed)."""
+
+    def go() -> None:
+        _client(_config(config, define), jobmanager).cancel(job)
+        typer.echo(f"Cancelled job {job}.")
+
+    _rest_guard(go)

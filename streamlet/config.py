@@ -110,6 +110,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("restart-strategy.type", "str", "none", "none, fixed-delay, failure-rate or exponential-delay"),
     Option("security.auth.token", "str", None, "shared secret for REST and RPC (unset = no authentication)"),
     Option("rpc.ask-timeout", "duration", "10s", "timeout of one RPC request"),
+    # cluster (JobManager / TaskManager daemons, RPC, REST)
+    Option("rpc.max-message-size", "int", 64 * 1024 * 1024, "largest RPC websocket message in bytes (deployments carry job files)"),
+    Option("cluster.evenly-spread-out-slots", "bool", True, "spread a job's slots over TaskManagers (one core each) instead of filling one first"),
+    Option("jobstore.max-capacity", "int", 1000, "finished, failed and canceled jobs kept for the REST API (oldest dropped first)"),
+    Option("web.upload.dir", "str", None, "directory for files submitted with jobs (unset = a temporary directory)"),
+    Option("taskmanager.tmp.dir", "str", None, "directory for job files shipped to a TaskManager (unset = a temporary directory)"),
+    Option("taskmanager.resource-id", "str", None, "id of a TaskManager (unset = a fresh 32-hex id)"),
+    Option("taskmanager.metrics.interval", "duration", "1s", "period of per-subtask metrics a TaskManager computes and reports with heartbeats"),
+    Option("taskmanager.cancel.timeout", "duration", "10s", "how long the JobManager waits for a cancelled subtask before it counts it as canceled"),
+    Option("log.level", "str", "INFO", "log level of the jobmanager and taskmanager processes (DEBUG, INFO, WARNING, ERROR)"),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}

@@ -1,0 +1,147 @@
+"""A small blocking REST client of the JobManager, for the CLI and ``streamlet run --taskmanagers``.
+
+Standard library only (urllib), so the CLI starts fast.  Every call has a timeout; an error
+answer raises :class:`RestError` with the JobManager's ``errors`` messages.
+
+Example::
+
+    client = RestClient("http://127.0.0.1:8081", token=None)
+    job_id = client.submit_yaml(Path("pipeline.yaml"))
+    print(client.job(job_id)["state"])
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streamlet.errors import RetryableError, StreamletError
+
+
+class RestError(StreamletError):
+    """The JobManager answered with an error status."""
+
+    def __init__(self, status: int, errors: list[str]) -> None:
+        self.status = status
+        self.errors = errors
+        super().__init__("; ".join(errors) if errors else f"http status {status}")
+
+
+class JobManagerUnreachableError(RetryableError):
+    """No answer from the JobManager's REST address."""
+
+
+def rest_url(address: str) -> str:
+    """``http://host:port`` from ``host:port`` or a URL (trailing slash removed)."""
+    address = address.rstrip("/")
+    return address if address.startswith(("http://", "https://")) else f"http://{address}"
+
+
+def _multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    out: list[bytes] = []
+    for name, value in fields.items():
+        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.append(value.encode() + b"\r\n")
+    for name, filename, data in files:
+        out.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                   "Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.append(data + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"
+
+
+def job_file_name(path: Path) -> str:
+    """Where a ``--file`` lands in the job's directory (which goes first on ``sys.path``).
+
+    A module lands at the top (``udfs.py``: ``import udfs`` works); a module inside a package
+    (its directory has an ``__init__.py``) keeps the path from its top-level package
+    (``mypkg/text.py``: ``import mypkg.text``), so send the package's ``__init__.py`` files too.
+    """
+    rp = path.resolve()
+    parts = [rp.name]
+    d = rp.parent
+    while (d / "__init__.py").exists() and d.parent != d:
+        parts.insert(0, d.name)
+        d = d.parent
+    return "/".join(parts)
+
+
+class RestClient:
+    """Calls the JobManager's REST API at ``base_url``."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = rest_url(base_url)
+        self.token = token
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
+                query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """One call; returns the decoded JSON answer (None for an empty body)."""
+        url = self.base_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        req = urllib.request.Request(url, data=body, method=method)
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+                data = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                errors = json.loads(raw).get("errors") or [raw.decode(errors="replace")]
+            except (ValueError, AttributeError):
+                errors = [raw.decode(errors="replace") or exc.reason]
+            raise RestError(exc.code, [str(e) for e in errors]) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise JobManagerUnreachableError(f"cannot reach the jobmanager at {self.base_url}: {reason}; "
+                                             "is it running? (--jobmanager URL, rest.port)") from None
+        return json.loads(data) if data else None
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def overview(self) -> dict[str, Any]:
+        return self.request("GET", "/overview")
+
+    def jobs_overview(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/jobs/overview")["jobs"]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}")
+
+    def exceptions(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}/exceptions")
+
+    def cancel(self, job_id: str) -> None:
+        self.request("PATCH", f"/jobs/{job_id}", query={"mode": "cancel"})
+
+    def submit_graph(self, graph_json: dict[str, Any]) -> str:
+        """Submit a planned JobGraph; returns the job id."""
+        body = json.dumps({"job-graph": graph_json}).encode()
+        return self.request("POST", "/jobs", body, "application/json")["jid"]
+
+    def submit_yaml(self, pipeline: Path, files: list[Path] | None = None, parallelism: int | None = None) -> str:
+        """Submit a pipeline file (and job files) as multipart; returns the job id.
+
+        The pipeline's directory is sent as ``base-dir``, so relative ``path:`` values resolve
+        as with ``streamlet run`` (the JobManager must see the same file system).  See
+        :func:`job_file_name` for where each job file lands in the job's directory.
+        """
+        base = pipeline.resolve().parent
+        fields = {"base-dir": str(base)}
+        if parallelism is not None:
+            fields["parallelism"] = str(parallelism)
+        parts = [("pipeline", pipeline.name, pipeline.read_bytes())]
+        for f in files or []:
+            parts.append(("file", job_file_name(f), f.read_bytes()))
+        body, ctype = _multipart(fields, parts)
+        return self.request("POST", "/jobs", body, ctype)["jid"]

@@ -1,0 +1,86 @@
+"""The REST API application (aiohttp).
+
+:func:`create_app` takes the JobManager as a :class:`~streamlet.rest.base.RestGateway` and
+serves every route of :mod:`streamlet.rest.routes` both at its path and under ``/v1/`` (what
+Flink's clients call).  Middlewares, outermost first:
+
+1. errors: every error answer is JSON ``{"errors": [...]}``; unknown ids are 404, invalid
+   pipelines 400, wrong methods 405, unexpected failures 500 with a one-line reason (never a
+   stack trace, which goes to the log);
+2. auth: with a token configured, a request without ``Authorization: Bearer <token>`` is
+   answered 401 (compared in constant time; the token is never logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from streamlet.errors import ConfigError, PipelineDefinitionError, StreamletError
+from streamlet.rest.base import ConflictError, NotFoundError, RestGateway
+from streamlet.rest.responses import GATEWAY, error_response
+from streamlet.rest.routes import ROUTES
+from streamlet.rpc.auth import bearer_ok
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        reason = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 404:
+            reason = f"not found: {request.path}; see docs/rest.md for the endpoints"
+        elif exc.status == 405:
+            allowed = exc.headers.get("Allow", "")
+            reason = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+        return error_response(exc.status, reason, headers=headers)
+    except NotFoundError as exc:
+        return error_response(404, str(exc))
+    except ConflictError as exc:
+        return error_response(409, str(exc))
+    except (PipelineDefinitionError, ConfigError) as exc:
+        return error_response(400, str(exc))
+    except StreamletError as exc:
+        return error_response(400, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the client gets a reason, the log gets the trace
+        logger.exception("REST %s %s failed", request.method, request.path)
+        return error_response(500, f"internal server error: {type(exc).__name__}: {exc}")
+
+
+def _auth(token: str | None) -> Any:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not bearer_ok(request.headers.get("Authorization"), token):
+            return error_response(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>' "
+                                       "(the CLI sends security.auth.token or STREAMLET_TOKEN)",
+                                  headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return auth
+
+
+def create_app(gateway: RestGateway, token: str | None = None,
+               max_upload_size: int = 64 * 1024 * 1024) -> web.Application:
+    """The REST application serving ``gateway``.
+
+    Example (tests use a fake gateway the same way)::
+
+        app = create_app(dispatcher, token=config["security.auth.token"])
+        runner = web.AppRunner(app); await runner.setup()
+    """
+    app = web.Application(middlewares=[_errors, _auth(token)], client_max_size=max_upload_size)
+    app[GATEWAY] = gateway
+    for prefix in ("", "/v1"):
+        for method, path, handler in ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+    return app

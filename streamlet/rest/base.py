@@ -1,0 +1,56 @@
+"""What the REST API needs from the JobManager: :class:`RestGateway`.
+
+``rest`` never imports ``runtime``; the JobManager passes an object with these methods (its
+Dispatcher) to :func:`streamlet.rest.app.create_app`, and tests pass a fake.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from streamlet.errors import StreamletError
+from streamlet.rest.schemas import (
+    ClusterOverview, JobExceptions, JobInfo, JobSubmission, TaskManagerInfo, VertexBackpressure,
+)
+
+
+class NotFoundError(StreamletError):
+    """An id in the path names nothing the JobManager knows (answered with 404)."""
+
+
+class ConflictError(StreamletError):
+    """The request is valid but not in the resource's current state (answered with 409)."""
+
+
+class RestGateway(Protocol):
+    """The JobManager as the REST API sees it.  Methods raise :class:`NotFoundError` for unknown ids."""
+
+    def overview(self) -> ClusterOverview:
+        """Cluster totals."""
+
+    def task_managers(self) -> list[TaskManagerInfo]:
+        """Every registered TaskManager."""
+
+    def task_manager(self, task_manager_id: str) -> TaskManagerInfo:
+        """One TaskManager."""
+
+    def jobs(self) -> list[JobInfo]:
+        """Every job the JobManager keeps (running and archived), oldest first."""
+
+    def job(self, job_id: str) -> JobInfo:
+        """One job."""
+
+    def job_exceptions(self, job_id: str) -> JobExceptions:
+        """Failures of one job, root cause first."""
+
+    def vertex_backpressure(self, job_id: str, vertex_id: str) -> VertexBackpressure:
+        """Back pressure of one vertex's subtasks."""
+
+    async def submit(self, submission: JobSubmission) -> str:
+        """Accept a job and return its id; raises PipelineDefinitionError for an invalid pipeline."""
+
+    def cancel(self, job_id: str) -> None:
+        """Start cancelling a job (a terminal job is left as it is)."""
+
+    def configuration(self) -> dict[str, Any]:
+        """The effective configuration, secrets removed."""

@@ -1,0 +1,284 @@
+"""Request and response shapes of the REST API, in one place (Flink's ``*Info`` / ``*Headers`` idea).
+
+The JobManager fills these dataclasses; ``to_json`` renders Flink's field names, so tools written
+for Flink's REST API read them unchanged.  Fields Flink does not have are streamlet extensions and
+are listed in docs/rest.md (``pending-reason``, the ``*-per-second`` vertex metrics,
+``input-progress``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Flink's back pressure thresholds: ratio < 0.10 ok, <= 0.5 low, above high
+BACKPRESSURE_LOW = 0.10
+BACKPRESSURE_HIGH = 0.5
+
+EXECUTION_STATES = ("CREATED", "SCHEDULED", "DEPLOYING", "INITIALIZING", "RUNNING", "FINISHED", "CANCELING",
+                    "CANCELED", "FAILED", "RECONCILING")
+
+
+def backpressure_level(ratio: float) -> str:
+    """Flink's level of a back-pressured-time ratio (0..1): ``ok``, ``low`` or ``high``."""
+    if ratio < BACKPRESSURE_LOW:
+        return "ok"
+    if ratio <= BACKPRESSURE_HIGH:
+        return "low"
+    return "high"
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """A ``POST /jobs`` request, parsed.
+
+    Exactly one of ``pipeline_yaml`` (YAML text) and ``job_graph`` (a JobGraph as JSON, what
+    ``streamlet run --taskmanagers`` sends) is set.  ``files`` maps relative paths to contents;
+    ``base_dir`` resolves relative ``path:`` values of the pipeline (None: the JobManager's
+    working directory).
+    """
+
+    pipeline_yaml: str | None = None
+    job_graph: dict[str, Any] | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    base_dir: str | None = None
+    parallelism: int | None = None
+    filename: str = "<rest>"
+
+
+@dataclass
+class TaskMetricsInfo:
+    """Counters and per-second rates of a subtask, or summed over a vertex's subtasks."""
+
+    records_in: int = 0
+    records_out: int = 0
+    records_in_per_second: float = 0.0
+    records_out_per_second: float = 0.0
+    busy_ms_per_second: float = 0.0
+    idle_ms_per_second: float = 0.0
+    backpressured_ms_per_second: float = 0.0
+    busy_ms: float = 0.0
+    idle_ms: float = 0.0
+    backpressured_ms: float = 0.0
+    progress: float | None = None
+    complete: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """Flink's vertex metric names plus streamlet's per-second extensions."""
+        return {
+            "read-bytes": 0, "read-bytes-complete": self.complete,
+            "write-bytes": 0, "write-bytes-complete": self.complete,
+            "read-records": self.records_in, "read-records-complete": self.complete,
+            "write-records": self.records_out, "write-records-complete": self.complete,
+            "accumulated-backpressured-time": int(self.backpressured_ms),
+            "accumulated-idle-time": int(self.idle_ms),
+            "accumulated-busy-time": float(self.busy_ms),
+            "read-records-per-second": round(self.records_in_per_second, 3),
+            "write-records-per-second": round(self.records_out_per_second, 3),
+            "busy-time-ms-per-second": round(self.busy_ms_per_second, 3),
+            "idle-time-ms-per-second": round(self.idle_ms_per_second, 3),
+            "backpressured-time-ms-per-second": round(self.backpressured_ms_per_second, 3),
+            "input-progress": self.progress,
+        }
+
+
+@dataclass
+class SubtaskInfo:
+    """One subtask attempt of a vertex."""
+
+    subtask: int
+    status: str
+    attempt: int
+    attempt_id: str
+    host: str | None
+    task_manager_id: str | None
+    start_time: int
+    end_time: int
+    metrics: TaskMetricsInfo
+    failure: str | None = None
+
+    def to_json(self, now: int) -> dict[str, Any]:
+        end = self.end_time
+        return {"subtask": self.subtask, "status": self.status, "attempt": self.attempt,
+                "attempt-id": self.attempt_id, "endpoint": self.host, "host": self.host,
+                "taskmanager-id": self.task_manager_id, "start-time": self.start_time,
+                "end-time": end, "duration": (end if end > 0 else now) - self.start_time if self.start_time > 0 else -1,
+                "metrics": self.metrics.to_json(), "failure-cause": self.failure}
+
+
+@dataclass
+class VertexInfo:
+    """One JobVertex (operator chain) with its subtasks."""
+
+    id: str
+    name: str
+    parallelism: int
+    max_parallelism: int
+    status: str
+    start_time: int
+    end_time: int
+    tasks: dict[str, int]
+    metrics: TaskMetricsInfo
+    subtasks: list[SubtaskInfo]
+    operators: list[dict[str, Any]]
+
+    def to_json(self, now: int) -> dict[str, Any]:
+        end = self.end_time
+        return {"id": self.id, "name": self.name, "maxParallelism": self.max_parallelism,
+                "parallelism": self.parallelism, "status": self.status, "start-time": self.start_time,
+                "end-time": end, "duration": (end if end > 0 else now) - self.start_time if self.start_time > 0 else -1,
+                "tasks": self.tasks, "metrics": self.metrics.to_json()}
+
+
+@dataclass
+class JobInfo:
+    """A job as the JobManager sees it (``GET /jobs/:id`` and one row of ``/jobs/overview``)."""
+
+    jid: str
+    name: str
+    state: str
+    mode: str
+    start_time: int
+    end_time: int
+    last_modification: int
+    max_parallelism: int
+    timestamps: dict[str, int]
+    vertices: list[VertexInfo]
+    plan: dict[str, Any]
+    pending_reason: str | None = None
+    now: int = 0
+
+    def _duration(self) -> int:
+        return (self.end_time if self.end_time > 0 else self.now) - self.start_time
+
+    def task_counts(self) -> dict[str, int]:
+        """Subtask counts per state, Flink's ``status-counts`` / lower-cased ``tasks`` keys."""
+        counts = dict.fromkeys(EXECUTION_STATES, 0)
+        for v in self.vertices:
+            for s in v.subtasks:
+                counts[s.status] = counts.get(s.status, 0) + 1
+        return counts
+
+    def to_overview_json(self) -> dict[str, Any]:
+        counts = self.task_counts()
+        tasks = {k.lower(): v for k, v in counts.items()}
+        tasks["total"] = sum(counts.values())
+        pending = sum(1 for v in self.vertices if v.status in ("CREATED", "SCHEDULED", "DEPLOYING"))
+        return {"jid": self.jid, "name": self.name, "state": self.state, "start-time": self.start_time,
+                "end-time": self.end_time, "duration": self._duration(),
+                "last-modification": self.last_modification, "pending-operators": pending, "tasks": tasks}
+
+    def to_details_json(self) -> dict[str, Any]:
+        return {"jid": self.jid, "name": self.name, "isStoppable": False, "state": self.state,
+                "job-type": "BATCH" if self.mode == "batch" else "STREAMING",
+                "start-time": self.start_time, "end-time": self.end_time, "duration": self._duration(),
+                "maxParallelism": self.max_parallelism, "now": self.now, "timestamps": self.timestamps,
+                "vertices": [v.to_json(self.now) for v in self.vertices], "status-counts": self.task_counts(),
+                "plan": self.plan, "pending-reason": self.pending_reason}
+
+
+@dataclass(frozen=True)
+class ExceptionEntry:
+    """One failure of a job: the message, the subtask and where it ran."""
+
+    exception: str
+    timestamp: int
+    task: str | None = None
+    location: str | None = None
+    task_manager_id: str | None = None
+
+
+@dataclass
+class JobExceptions:
+    """``GET /jobs/:id/exceptions``: the root cause first, then every failure seen."""
+
+    entries: list[ExceptionEntry]
+
+    def to_json(self) -> dict[str, Any]:
+        root = self.entries[0] if self.entries else None
+        history = [{"exceptionName": e.exception.split(":", 1)[0], "stacktrace": e.exception,
+                    "timestamp": e.timestamp, "taskName": e.task, "endpoint": e.location,
+                    "taskManagerId": e.task_manager_id, "failureLabels": {}, "concurrentExceptions": []}
+                   for e in self.entries]
+        return {"root-exception": root.exception if root else None, "timestamp": root.timestamp if root else None,
+                "all-exceptions": [{"exception": e.exception, "task": e.task, "location": e.location,
+                                    "timestamp": e.timestamp, "taskManagerId": e.task_manager_id}
+                                   for e in self.entries],
+                "truncated": False, "exceptionHistory": {"entries": history, "truncated": False}}
+
+
+@dataclass
+class TaskManagerInfo:
+    """A registered TaskManager (``GET /taskmanagers``)."""
+
+    id: str
+    data_address: str
+    slots: int
+    free_slots: int
+    time_since_last_heartbeat: int
+    resources: dict[str, Any]
+    allocated: list[dict[str, Any]]
+
+    def to_json(self, details: bool = False) -> dict[str, Any]:
+        host, _, port = self.data_address.rpartition(":")
+        out: dict[str, Any] = {
+            "id": self.id, "path": f"streamlet://{self.data_address}/{self.id}", "address": self.data_address,
+            "dataPort": int(port) if port.isdigit() else -1, "jmxPort": -1,
+            "timeSinceLastHeartbeat": self.time_since_last_heartbeat, "slotsNumber": self.slots,
+            "freeSlots": self.free_slots,
+            "totalResource": {"cpuCores": float(self.slots)}, "freeResource": {"cpuCores": float(self.free_slots)},
+            "hardware": {"cpuCores": self.resources.get("cpu_cores", 1),
+                         "physicalMemory": self.resources.get("physical_memory", -1),
+                         "freeMemory": -1, "managedMemory": 0},
+            "blocked": False,
+        }
+        if details:
+            out["allocatedSlots"] = self.allocated
+            out["resources"] = self.resources
+        return out
+
+
+@dataclass(frozen=True)
+class ClusterOverview:
+    """``GET /overview``."""
+
+    taskmanagers: int
+    slots_total: int
+    slots_available: int
+    jobs: dict[str, int]
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"taskmanagers": self.taskmanagers, "slots-total": self.slots_total,
+                "slots-available": self.slots_available, "jobs-running": self.jobs.get("running", 0),
+                "jobs-finished": self.jobs.get("finished", 0), "jobs-cancelled": self.jobs.get("cancelled", 0),
+                "jobs-failed": self.jobs.get("failed", 0), "flink-version": self.version, "flink-commit": "",
+                "streamlet-version": self.version}
+
+
+@dataclass(frozen=True)
+class SubtaskBackpressure:
+    """Back-pressured, idle and busy ratios (0..1) of one subtask over the last report interval."""
+
+    subtask: int
+    ratio: float
+    idle_ratio: float
+    busy_ratio: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subtask": self.subtask, "attempt-number": 0, "backpressure-level": backpressure_level(self.ratio),
+                "ratio": round(self.ratio, 4), "idleRatio": round(self.idle_ratio, 4),
+                "busyRatio": round(self.busy_ratio, 4)}
+
+
+@dataclass(frozen=True)
+class VertexBackpressure:
+    """``GET /jobs/:id/vertices/:vid/backpressure`` (the level is the worst subtask's)."""
+
+    end_timestamp: int
+    subtasks: list[SubtaskBackpressure]
+
+    def to_json(self) -> dict[str, Any]:
+        worst = max((s.ratio for s in self.subtasks), default=0.0)
+        return {"status": "ok", "backpressure-level": backpressure_level(worst),
+                "end-timestamp": self.end_timestamp, "subtasks": [s.to_json() for s in self.subtasks]}

@@ -1,0 +1,195 @@
+"""Every control-plane message, declared once, as a frozen dataclass.
+
+Messages travel between the JobManager and TaskManagers over the websocket RPC (``/rpc``), in
+the envelope of :mod:`streamlet.rpc.codec`.  A payload is the dataclass's fields as JSON; nested
+runtime objects (task deployment descriptors, metrics) travel as plain JSON maps so this module
+stays pure data and imports nothing from the runtime.
+
+Who sends what (``->`` is a request, ``<-`` its response):
+
+======================  =========================  ==========================================
+sender                  request                    response
+======================  =========================  ==========================================
+TaskManager             RegisterTaskManager        RegistrationAck | RegistrationRefused
+TaskManager             Heartbeat                  HeartbeatAck
+TaskManager             TaskStateUpdates           Ack
+TaskManager             MetricsReport              Ack
+JobManager              DeployTasks                Ack
+JobManager              CancelJob                  Ack
+JobManager              ReleaseJob                 Ack
+either                  (any, on failure)          Error
+======================  =========================  ==========================================
+
+``VERSION`` changes when a message changes incompatibly; a peer with another version is refused.
+Unknown payload fields are ignored, so adding an optional field is compatible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+#: protocol version carried in every envelope
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of every message: ``from_payload`` builds one from its JSON fields."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON fields (shallow: values are already JSON-native)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Message:
+        """A message from its fields; unknown fields are ignored (newer peers may add some)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in names})
+
+
+# -- generic responses -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """A request was carried out."""
+
+    TYPE: ClassVar[str] = "Ack"
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """A request failed; ``retryable`` tells the caller whether trying again may help."""
+
+    TYPE: ClassVar[str] = "Error"
+    message: str
+    retryable: bool = False
+
+
+# -- TaskManager -> JobManager -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterTaskManager(Message):
+    """A TaskManager offers itself: its id, slots and the address of its data endpoint."""
+
+    TYPE: ClassVar[str] = "RegisterTaskManager"
+    task_manager_id: str
+    slots: int
+    data_address: str
+    #: hostname, pid, cpu cores, memory: shown by ``GET /taskmanagers``
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegistrationAck(Message):
+    """Registration accepted; ``registration_id`` fences every later message of this session."""
+
+    TYPE: ClassVar[str] = "RegistrationAck"
+    registration_id: str
+    resource_manager_id: str
+    heartbeat_interval: float
+    heartbeat_timeout: float
+
+
+@dataclass(frozen=True)
+class RegistrationRefused(Message):
+    """Registration refused; the TaskManager logs ``reason`` and stops."""
+
+    TYPE: ClassVar[str] = "RegistrationRefused"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    """The TaskManager is alive; ``slots`` is its slot report (``[{index, job_id}]``)."""
+
+    TYPE: ClassVar[str] = "Heartbeat"
+    task_manager_id: str
+    slots: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class HeartbeatAck(Message):
+    """The JobManager is alive and still knows this registration."""
+
+    TYPE: ClassVar[str] = "HeartbeatAck"
+
+
+@dataclass(frozen=True)
+class TaskStateUpdates(Message):
+    """Subtask state changes, in the order they happened.
+
+    Each update is ``{job_id, vertex_id, subtask_index, attempt_id, state, error, metrics}``
+    where ``state`` is an ExecutionState name, ``error`` a message or None, and ``metrics`` the
+    subtask's final counters (on terminal states) or None.
+    """
+
+    TYPE: ClassVar[str] = "TaskStateUpdates"
+    task_manager_id: str
+    updates: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MetricsReport(Message):
+    """Per-subtask counters and per-second rates, every ``taskmanager.metrics.interval``.
+
+    Each entry is ``{job_id, vertex_id, subtask_index, attempt_id, records_in, records_out,
+    records_in_per_second, records_out_per_second, busy_ms_per_second, idle_ms_per_second,
+    backpressured_ms_per_second, idle_ms, backpressured_ms, busy_ms, progress}``.
+    """
+
+    TYPE: ClassVar[str] = "MetricsReport"
+    task_manager_id: str
+    tasks: list[dict[str, Any]]
+
+
+# -- JobManager -> TaskManager -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployTasks(Message):
+    """Run these subtasks of one job (all of the job's subtasks placed on this TaskManager).
+
+    * ``tasks``: ``[{slot, attempt_id, tdd}]`` with ``tdd`` a TaskDeploymentDescriptor as JSON;
+    * ``locations``: vertex id -> the TaskManager id running each subtask index;
+    * ``addresses``: TaskManager id -> its data address (``host:port``);
+    * ``files``: relative path -> base64 content of the files submitted with the job; they are
+      written to a per-job directory that is put first on the subtasks' ``sys.path``.
+    """
+
+    TYPE: ClassVar[str] = "DeployTasks"
+    job_id: str
+    job_name: str
+    tasks: list[dict[str, Any]]
+    locations: dict[str, list[str]]
+    addresses: dict[str, str]
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CancelJob(Message):
+    """Cancel every subtask of ``job_id`` on this TaskManager (each reports CANCELED)."""
+
+    TYPE: ClassVar[str] = "CancelJob"
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ReleaseJob(Message):
+    """The job reached a terminal state: free its slots, channels and files."""
+
+    TYPE: ClassVar[str] = "ReleaseJob"
+    job_id: str
+
+
+MESSAGES: dict[str, type[Message]] = {
+    cls.TYPE: cls for cls in (
+        Ack, Error, RegisterTaskManager, RegistrationAck, RegistrationRefused, Heartbeat, HeartbeatAck,
+        TaskStateUpdates, MetricsReport, DeployTasks, CancelJob, ReleaseJob,
+    )
+}

@@ -1,0 +1,231 @@
+"""Dispatcher: accepts submissions, runs one JobMaster per job, keeps finished jobs for the REST API.
+
+Submission (``POST /jobs``):
+
+1. a YAML pipeline is parsed and planned here, and its source splits enumerated, off the event
+   loop (the loader checks files, the planner imports user modules).  Relative ``path:`` values
+   resolve against the submission's ``base_dir`` (``streamlet submit`` sends its pipeline file's
+   directory), else against the JobManager's working directory.  Files submitted with the job
+   are stored in ``<web.upload.dir>/<job id>/`` and put first on ``sys.path`` while planning, so
+   import paths into them resolve; they are shipped to the TaskManagers with the deployment;
+2. a JobGraph (JSON, from ``streamlet run --taskmanagers``) was planned by the client and is
+   taken as it is;
+3. a JobMaster is created and run in the Dispatcher's TaskGroup.
+
+The Dispatcher also implements :class:`streamlet.rest.base.RestGateway`: the REST API reads
+jobs and TaskManagers through it.  At most ``jobstore.max-capacity`` terminal jobs are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from streamlet import __version__
+from streamlet.clock import Clock
+from streamlet.config import Configuration
+from streamlet.errors import PipelineDefinitionError
+from streamlet.graph.job_graph import JobGraph
+from streamlet.ids import new_id
+from streamlet.rest.base import NotFoundError
+from streamlet.rest.schemas import (
+    ClusterOverview, JobExceptions, JobInfo, JobSubmission, TaskManagerInfo, VertexBackpressure,
+)
+from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
+from streamlet.runtime.jobmanager.job_status import JobStatus
+from streamlet.runtime.jobmanager.resource_manager import ResourceManager
+from streamlet.runtime.job_files import forget_modules, write_job_files
+
+logger = logging.getLogger(__name__)
+
+_SECRET_KEYS = ("security.auth.token",)
+
+
+def prepare_submission(submission: JobSubmission, config: Configuration,
+                       job_dir: Path | None) -> tuple[JobGraph, dict[str, list[list[Any]]]]:
+    """The JobGraph of a submission and its source splits (blocking: run it in a thread)."""
+    from streamlet.runtime.local import assign_splits
+
+    graph = plan_submission(submission, config, job_dir)
+    try:
+        return graph, assign_splits(graph)
+    except (OSError, ValueError) as exc:
+        raise PipelineDefinitionError(f"cannot enumerate the splits of the sources: {type(exc).__name__}: {exc}",
+                                      submission.filename) from None
+
+
+def plan_submission(submission: JobSubmission, config: Configuration, job_dir: Path | None) -> JobGraph:
+    """The JobGraph of a submission (blocking: file checks and user-module imports; run it in a thread)."""
+    if submission.job_graph is not None:
+        try:
+            return JobGraph.from_json(submission.job_graph)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PipelineDefinitionError(f"the submitted job graph is malformed: {type(exc).__name__}: {exc}",
+                                          submission.filename) from None
+    from streamlet.api.planner import plan
+    from streamlet.api.yaml.loader import loads
+    from streamlet.udf import search_path
+
+    base_dir = submission.base_dir or str(Path.cwd())
+    if not Path(base_dir).is_absolute():
+        raise PipelineDefinitionError(f"base directory {base_dir!r} must be an absolute path", submission.filename)
+    paths = [str(job_dir)] if job_dir is not None and submission.files else []
+    try:
+        with search_path(paths):
+            pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir)
+            graph = plan(pdef, default_parallelism=config["parallelism.default"],
+                         max_parallelism=config["pipeline.max-parallelism"], batch_size=config["pipeline.batch-size"],
+                         parallelism_override=submission.parallelism)
+    finally:
+        if paths:
+            # another job may ship a module of the same name with other contents
+            forget_modules(paths[0])
+    return graph
+
+
+class Dispatcher:
+    """See the module docstring."""
+
+    def __init__(self, resource_manager: ResourceManager, config: Configuration, clock: Clock,
+                 upload_dir: Path) -> None:
+        self.resource_manager = resource_manager
+        self.config = config
+        self.clock = clock
+        self.upload_dir = upload_dir
+        self.job_config = JobMasterConfig(config["jobmanager.slot-request.timeout"],
+                                          config["taskmanager.cancel.timeout"])
+        self._jobs: dict[str, JobMaster] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._stopping = asyncio.Event()
+        resource_manager.on_task_manager_lost = self.on_task_manager_lost
+
+    async def run(self) -> None:
+        """Own the JobMasters until :meth:`stop`; unfinished jobs end SUSPENDED on stop."""
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            await self._stopping.wait()
+            for jm in self._jobs.values():
+                jm.suspend("the jobmanager shut down")
+        self._tg = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- submission -------------------------------------------------------------------------
+
+    async def submit(self, submission: JobSubmission) -> str:
+        """Plan the submission and start its JobMaster; raises PipelineDefinitionError for bad input."""
+        if self._tg is None or self._stopping.is_set():
+            raise RuntimeError("the dispatcher is not running")
+        if submission.job_graph is not None and submission.parallelism is not None:
+            raise PipelineDefinitionError("parallelism is fixed in a submitted job graph; plan it with "
+                                          "the wanted parallelism instead", submission.filename)
+        job_id = new_id()
+        job_dir = self.upload_dir / job_id if submission.files else None
+        try:
+            if job_dir is not None:
+                await asyncio.to_thread(_write_files, job_dir, submission.files)
+            graph, splits = await asyncio.to_thread(prepare_submission, submission, self.config, job_dir)
+        except BaseException:
+            if job_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            raise
+        jm = JobMaster(job_id, graph, splits, self.resource_manager, self.clock, self.job_config, submission.files)
+        self._jobs[job_id] = jm
+        self._tg.create_task(self._run_job(jm, job_dir), name=f"job-{job_id}")
+        logger.info("job %s (%s) submitted: %d vertices, needs %d slot(s)", job_id, graph.name,
+                    len(graph.vertices), graph.max_vertex_parallelism)
+        self._trim_archive()
+        return job_id
+
+    async def _run_job(self, jm: JobMaster, job_dir: Path | None) -> None:
+        try:
+            await jm.run()
+        finally:
+            if job_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+
+    def _trim_archive(self) -> None:
+        cap = self.config["jobstore.max-capacity"]
+        done = [jid for jid, jm in self._jobs.items() if jm.is_terminal]
+        for jid in done[:max(0, len(done) - cap)]:
+            del self._jobs[jid]
+
+    # -- reports from TaskManagers (via TaskManagerSession) ---------------------------------
+
+    def on_task_states(self, task_manager_id: str, updates: list[dict[str, Any]]) -> None:
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for u in updates:
+            by_job.setdefault(u.get("job_id", ""), []).append(u)
+        for job_id, ups in by_job.items():
+            jm = self._jobs.get(job_id)
+            if jm is not None:
+                jm.on_task_states(task_manager_id, ups)
+
+    def on_metrics(self, task_manager_id: str, tasks: list[dict[str, Any]]) -> None:
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for t in tasks:
+            by_job.setdefault(t.get("job_id", ""), []).append(t)
+        for job_id, ts in by_job.items():
+            jm = self._jobs.get(job_id)
+            if jm is not None:
+                jm.on_metrics(task_manager_id, ts)
+
+    def on_task_manager_lost(self, task_manager_id: str, reason: str) -> None:
+        for jm in list(self._jobs.values()):
+            jm.on_task_manager_lost(task_manager_id, reason)
+
+    # -- RestGateway --------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> JobMaster:
+        jm = self._jobs.get(job_id)
+        if jm is None:
+            raise NotFoundError(f"job {job_id!r} not found; `streamlet list` shows the known jobs")
+        return jm
+
+    def overview(self) -> ClusterOverview:
+        counts = {"running": 0, "finished": 0, "cancelled": 0, "failed": 0}
+        for jm in self._jobs.values():
+            s = jm.status
+            key = {JobStatus.FINISHED: "finished", JobStatus.CANCELED: "cancelled",
+                   JobStatus.FAILED: "failed"}.get(s, "running")
+            counts[key] += 1
+        rm = self.resource_manager
+        return ClusterOverview(len(rm.task_manager_ids()), rm.slots_total, rm.slots_free, counts, __version__)
+
+    def task_managers(self) -> list[TaskManagerInfo]:
+        return self.resource_manager.task_manager_infos()
+
+    def task_manager(self, task_manager_id: str) -> TaskManagerInfo:
+        for info in self.resource_manager.task_manager_infos():
+            if info.id == task_manager_id:
+                return info
+        raise NotFoundError(f"taskmanager {task_manager_id!r} not found; GET /taskmanagers lists them")
+
+    def jobs(self) -> list[JobInfo]:
+        return [jm.info() for jm in self._jobs.values()]
+
+    def job(self, job_id: str) -> JobInfo:
+        return self._job(job_id).info()
+
+    def job_exceptions(self, job_id: str) -> JobExceptions:
+        return self._job(job_id).exception_history()
+
+    def vertex_backpressure(self, job_id: str, vertex_id: str) -> VertexBackpressure:
+        bp = self._job(job_id).backpressure(vertex_id)
+        if bp is None:
+            raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
+        return bp
+
+    def cancel(self, job_id: str) -> None:
+        self._job(job_id).cancel()
+
+    def configuration(self) -> dict[str, Any]:
+        return {k: ("******" if k in _SECRET_KEYS and v is not None else v) for k, v in self.config.items()}
+
+
+def _write_files(job_dir: Path, files: dict[str, bytes]) -> None:
+    write_job_files(job_dir, files)

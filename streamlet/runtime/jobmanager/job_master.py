@@ -1,0 +1,474 @@
+"""JobMaster: drives one job from submission to a terminal state.
+
+:meth:`JobMaster.run` goes through these phases:
+
+1. INITIALIZING: expand the JobGraph into one Execution per subtask, with the source splits the
+   Dispatcher enumerated (off the loop) at submission;
+2. CREATED: ask the ResourceManager for the slots the job needs; while they are missing the job
+   waits, with the reason in ``pending-reason``; after ``jobmanager.slot-request.timeout`` (on the
+   injected clock) it FAILS;
+3. RUNNING: place subtasks in slots, send one ``DeployTasks`` per TaskManager; from then on the
+   TaskManagers report subtask states (:meth:`on_task_states`) and metrics (:meth:`on_metrics`);
+4. the job ends FINISHED when every subtask finished; a failed subtask or a lost TaskManager
+   moves it to FAILING, and :meth:`cancel` to CANCELLING: the other subtasks are cancelled, and
+   when all are terminal the job is FAILED or CANCELED.  Subtasks that do not confirm their
+   cancellation within ``taskmanager.cancel.timeout`` are counted as CANCELED;
+5. finally every TaskManager involved is told to release the job, and its slots are freed.
+
+Every state change goes through the transition tables of :mod:`.job_status`, inside synchronous
+methods (so each runs alone on the loop); I/O (deploy, cancel, release calls) runs in tasks owned
+by the job's TaskGroup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from streamlet.clock import Clock
+from streamlet.graph.job_graph import JobGraph
+from streamlet.rest.schemas import (
+    EXECUTION_STATES, ExceptionEntry, JobExceptions, JobInfo, SubtaskBackpressure, SubtaskInfo, TaskMetricsInfo,
+    VertexBackpressure, VertexInfo,
+)
+from streamlet.rpc.messages import DeployTasks
+from streamlet.runtime.jobmanager.job_status import ExecutionState, IllegalTransitionError, JobStatus, transition
+from streamlet.runtime.jobmanager.resource_manager import SlotAssignment
+from streamlet.runtime.jobmanager.scheduler import (
+    Execution, assign_slots, build_deployments, create_executions, slots_needed,
+)
+from streamlet.runtime.taskmanager.gateway import TaskManagerGateway
+
+logger = logging.getLogger(__name__)
+E = ExecutionState
+J = JobStatus
+
+
+class SlotProvider(Protocol):
+    """What a JobMaster needs of the ResourceManager."""
+
+    def request_slots(self, job_id: str, slots: int) -> asyncio.Future[list[SlotAssignment]]: ...
+
+    def cancel_request(self, job_id: str) -> None: ...
+
+    def release_slots(self, job_id: str) -> int: ...
+
+    def pending_reason(self, job_id: str) -> str | None: ...
+
+    def gateway(self, task_manager_id: str) -> TaskManagerGateway | None: ...
+
+
+@dataclass(frozen=True)
+class JobMasterConfig:
+    """Timeouts of one job (from ``jobmanager.slot-request.timeout``, ``taskmanager.cancel.timeout``)."""
+
+    slot_request_timeout: float = 300.0
+    cancel_timeout: float = 10.0
+
+
+class JobMaster:
+    """One job (see the module docstring)."""
+
+    def __init__(self, job_id: str, graph: JobGraph, splits: dict[str, list[list[Any]]], resources: SlotProvider,
+                 clock: Clock, config: JobMasterConfig | None = None, files: dict[str, bytes] | None = None) -> None:
+        self.job_id = job_id
+        self.graph = graph
+        #: vertex id -> splits of each source subtask (see streamlet.runtime.local.assign_splits)
+        self.splits = splits
+        self.resources = resources
+        self.clock = clock
+        self.config = config or JobMasterConfig()
+        self.files = dict(files or {})
+        self.status = J.INITIALIZING
+        self.timestamps: dict[str, int] = {J.INITIALIZING.value: clock.time_ms()}
+        self.executions: list[Execution] = []
+        self.exceptions: list[ExceptionEntry] = []
+        self._by_key: dict[tuple[str, int], Execution] = {}
+        self._terminal = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._deployed_to: set[str] = set()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    async def run(self) -> None:
+        """Run the job to a terminal state and release its resources; never raises for a job failure."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                await self._start()
+                await self._terminal.wait()
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
+        except Exception as exc:  # noqa: BLE001 - a bug here must fail this job, not the JobManager
+            logger.exception("job %s: job master crashed", self.job_id)
+            self._record(f"internal error in the job master: {type(exc).__name__}: {exc}")
+            self._force_terminal(J.FAILED)
+        finally:
+            self._tg = None
+            await self._release()
+
+    async def _start(self) -> None:
+        try:
+            executions = create_executions(self.graph, self.job_id, self.splits)
+        except Exception as exc:  # noqa: BLE001 - a graph that cannot be expanded fails the job
+            self.fail(f"could not create the execution graph: {type(exc).__name__}: {exc}")
+            return
+        self.executions = executions
+        self._by_key = {ex.key: ex for ex in executions}
+        self._set_status(J.CREATED)
+        slots = await self._allocate()
+        if slots is None:
+            return
+        assign_slots(self.executions, slots)
+        for ex in self.executions:
+            self._set_execution(ex, E.SCHEDULED)
+        self._set_status(J.RUNNING)
+        assert self._tg is not None
+        for tm, deployment in build_deployments(self.job_id, self.graph.name, self.executions, self.files).items():
+            for ex in self.executions:
+                if ex.slot is not None and ex.slot.task_manager_id == tm:
+                    self._set_execution(ex, E.DEPLOYING)
+            self._deployed_to.add(tm)
+            self._tg.create_task(self._deploy(tm, deployment))
+
+    async def _allocate(self) -> list[SlotAssignment] | None:
+        n = slots_needed(self.graph)
+        fut = self.resources.request_slots(self.job_id, n)
+        timeout = asyncio.ensure_future(self.clock.sleep(self.config.slot_request_timeout))
+        ended = asyncio.ensure_future(self._terminal.wait())
+        try:
+            await asyncio.wait({fut, timeout, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timeout.cancel()
+            ended.cancel()
+        if fut.done() and not fut.cancelled():
+            slots = fut.result()
+            if self.status is not J.CREATED:  # cancelled or failed while the slots arrived
+                self.resources.release_slots(self.job_id)
+                return None
+            return slots
+        reason = self.resources.pending_reason(self.job_id)
+        self.resources.cancel_request(self.job_id)
+        fut.cancel()
+        if not self.is_terminal:
+            self.fail(f"could not get {n} slot(s) within {self.config.slot_request_timeout:g}s "
+                      f"(jobmanager.slot-request.timeout): {reason or 'not enough free slots'}")
+        return None
+
+    async def _deploy(self, task_manager_id: str, deployment: DeployTasks) -> None:
+        gateway = self.resources.gateway(task_manager_id)
+        try:
+            if gateway is None:
+                raise ConnectionError(f"taskmanager {task_manager_id} is gone")
+            await gateway.deploy(deployment)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any deploy failure fails the job with its reason
+            self.fail(f"could not deploy to taskmanager {task_manager_id}: {exc}", task_manager_id=task_manager_id)
+
+    async def _release(self) -> None:
+        async def release(tm: str) -> None:
+            gateway = self.resources.gateway(tm)
+            if gateway is None:
+                return
+            try:
+                await gateway.release_job(self.job_id)
+            except Exception as exc:  # noqa: BLE001 - the slots are freed either way
+                logger.warning("job %s: taskmanager %s did not confirm the release: %s", self.job_id, tm, exc)
+
+        # the release goes out before the slots are free, so a later deployment into the same slots
+        # reaches the TaskManager after it (one ordered connection per TaskManager)
+        await asyncio.gather(*(release(tm) for tm in sorted(self._deployed_to)))
+        self.resources.release_slots(self.job_id)
+
+    # -- commands and reports (synchronous: each runs alone on the loop) -------------------
+
+    def cancel(self) -> None:
+        """Cancel the job: CANCELED at once when nothing runs yet, else CANCELLING until every subtask ended."""
+        if self.is_terminal or self.status is J.CANCELLING:
+            return
+        if self.status in (J.INITIALIZING, J.CREATED):
+            self.resources.cancel_request(self.job_id)
+            for ex in self.executions:
+                self._set_execution(ex, E.CANCELED)
+            self._set_status(J.CANCELED)
+            return
+        self._set_status(J.CANCELLING)
+        self._cancel_executions()
+
+    def suspend(self, reason: str) -> None:
+        """The JobManager shuts down: end the job SUSPENDED without waiting for any TaskManager.
+
+        TaskManagers cancel their subtasks themselves when they lose the JobManager.
+        """
+        if self.is_terminal:
+            return
+        self._record(reason)
+        for ex in self.executions:
+            if not ex.state.is_terminal:
+                ex.state = E.CANCELED  # no confirmation can come any more; the table is bypassed on purpose
+                ex.timestamps[E.CANCELED.value] = self.clock.time_ms()
+        self._force_terminal(J.SUSPENDED)
+        self.resources.cancel_request(self.job_id)
+
+    def fail(self, reason: str, task: str | None = None, location: str | None = None,
+             task_manager_id: str | None = None) -> None:
+        """Record a failure; the first one fails the job (the rest is cancelled)."""
+        self._record(reason, task, location, task_manager_id)
+        if self.is_terminal or self.status in (J.FAILING, J.CANCELLING):
+            return
+        if self.status in (J.INITIALIZING, J.CREATED):
+            self.resources.cancel_request(self.job_id)
+            for ex in self.executions:
+                self._set_execution(ex, E.CANCELED)
+            self._set_status(J.FAILED)
+            return
+        self._set_status(J.FAILING)
+        self._cancel_executions()
+
+    def on_task_states(self, task_manager_id: str, updates: list[dict[str, Any]]) -> None:
+        """Apply subtask state reports of this job, in order; stale or impossible reports are ignored."""
+        for u in updates:
+            ex = self._by_key.get((u.get("vertex_id", ""), u.get("subtask_index", -1)))
+            if ex is None or ex.attempt_id != u.get("attempt_id") or ex.state.is_terminal:
+                continue
+            try:
+                target = ExecutionState(u["state"])
+            except (KeyError, ValueError):
+                logger.warning("job %s: ignoring a report with state %r", self.job_id, u.get("state"))
+                continue
+            if u.get("metrics"):
+                ex.metrics = {**(ex.metrics or {}), **u["metrics"]}
+            try:
+                self._set_execution(ex, target)
+            except IllegalTransitionError as exc:
+                logger.warning("job %s: ignoring report from taskmanager %s: %s", self.job_id, task_manager_id, exc)
+                continue
+            if target is E.FAILED:
+                ex.failure = u.get("error") or "subtask failed"
+                self.fail(ex.failure, ex.name, ex.slot.data_address if ex.slot else None, task_manager_id)
+        self._check_done()
+
+    def on_metrics(self, task_manager_id: str, tasks: list[dict[str, Any]]) -> None:
+        """Store the latest metrics of this job's subtasks."""
+        for t in tasks:
+            ex = self._by_key.get((t.get("vertex_id", ""), t.get("subtask_index", -1)))
+            if ex is not None and ex.attempt_id == t.get("attempt_id") and not ex.state.is_terminal:
+                ex.metrics = t
+
+    def on_task_manager_lost(self, task_manager_id: str, reason: str) -> None:
+        """Fail the subtasks that ran on a lost TaskManager, and with them the job."""
+        if self.is_terminal:
+            return
+        lost = [ex for ex in self.executions
+                if ex.slot is not None and ex.slot.task_manager_id == task_manager_id and not ex.state.is_terminal]
+        self._deployed_to.discard(task_manager_id)
+        if not lost:
+            return
+        for ex in lost:
+            ex.failure = reason
+            self._set_execution(ex, E.FAILED)
+        self.fail(reason, lost[0].name, lost[0].slot.data_address if lost[0].slot else None, task_manager_id)
+        self._check_done()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _record(self, reason: str, task: str | None = None, location: str | None = None,
+                task_manager_id: str | None = None) -> None:
+        logger.warning("job %s (%s): %s", self.job_id, self.graph.name, reason)
+        self.exceptions.append(ExceptionEntry(reason, self.clock.time_ms(), task, location, task_manager_id))
+
+    def _set_status(self, target: JobStatus) -> None:
+        self.status = transition(self.status, target, f"job {self.job_id}")
+        self.timestamps[target.value] = self.clock.time_ms()
+        logger.info("job %s (%s) is %s", self.job_id, self.graph.name, target.value)
+        if target.is_terminal:
+            self._terminal.set()
+
+    def _force_terminal(self, target: JobStatus) -> None:
+        if not self.is_terminal:
+            self.status = target
+            self.timestamps[target.value] = self.clock.time_ms()
+        self._terminal.set()
+
+    def _set_execution(self, ex: Execution, target: ExecutionState) -> None:
+        if ex.state is target:
+            return
+        ex.state = transition(ex.state, target, f"subtask {ex.name} of job {self.job_id}")
+        ex.timestamps[target.value] = self.clock.time_ms()
+
+    def _cancel_executions(self) -> None:
+        targets: set[str] = set()
+        for ex in self.executions:
+            if ex.state.is_terminal:
+                continue
+            if ex.state in (E.CREATED, E.SCHEDULED):
+                self._set_execution(ex, E.CANCELED)
+            else:
+                if ex.state is not E.CANCELING:
+                    self._set_execution(ex, E.CANCELING)
+                assert ex.slot is not None
+                targets.add(ex.slot.task_manager_id)
+        if self._tg is not None:
+            for tm in sorted(targets):
+                self._tg.create_task(self._send_cancel(tm))
+            if targets and self._watchdog is None:
+                self._watchdog = self._tg.create_task(self._cancel_watchdog())
+        self._check_done()
+
+    async def _send_cancel(self, task_manager_id: str) -> None:
+        gateway = self.resources.gateway(task_manager_id)
+        try:
+            if gateway is None:
+                raise ConnectionError("it is gone")
+            await gateway.cancel_job(self.job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an unreachable TaskManager runs nothing of ours any more
+            logger.warning("job %s: cancel on taskmanager %s failed (%s); counting its subtasks as canceled",
+                           self.job_id, task_manager_id, exc)
+            self._force_canceled(lambda ex: ex.slot is not None and ex.slot.task_manager_id == task_manager_id,
+                                 f"taskmanager {task_manager_id} unreachable during cancellation: {exc}")
+
+    async def _cancel_watchdog(self) -> None:
+        await self.clock.sleep(self.config.cancel_timeout)
+        self._force_canceled(lambda ex: True, f"did not confirm cancellation within {self.config.cancel_timeout:g}s "
+                                              "(taskmanager.cancel.timeout)")
+
+    def _force_canceled(self, which: Any, why: str) -> None:
+        for ex in self.executions:
+            if not ex.state.is_terminal and which(ex):
+                logger.warning("job %s: subtask %s %s", self.job_id, ex.name, why)
+                if ex.state is not E.CANCELING:
+                    self._set_execution(ex, E.CANCELING)
+                self._set_execution(ex, E.CANCELED)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self.is_terminal or not self.executions:
+            return
+        if not all(ex.state.is_terminal for ex in self.executions):
+            return
+        if self.status is J.RUNNING and all(ex.state is E.FINISHED for ex in self.executions):
+            self._set_status(J.FINISHED)
+        elif self.status is J.FAILING:
+            self._set_status(J.FAILED)
+        elif self.status is J.CANCELLING:
+            self._set_status(J.CANCELED)
+
+    # -- views for the REST API -------------------------------------------------------------
+
+    def info(self) -> JobInfo:
+        """The job as ``GET /jobs/:id`` shows it."""
+        now = self.clock.time_ms()
+        by_vertex: dict[str, list[Execution]] = {}
+        for ex in self.executions:
+            by_vertex.setdefault(ex.tdd.vertex_id, []).append(ex)
+        vertices = [self._vertex_info(v.id, v.name, v.parallelism, v.operators, by_vertex.get(v.id, []))
+                    for v in self.graph.vertices]
+        end = next((self.timestamps[s.value] for s in (J.FINISHED, J.FAILED, J.CANCELED, J.SUSPENDED)
+                    if s.value in self.timestamps), -1)
+        reason = self.resources.pending_reason(self.job_id) if self.status is J.CREATED else None
+        return JobInfo(self.job_id, self.graph.name, self.status.value, self.graph.mode,
+                       self.timestamps[J.INITIALIZING.value], end, max(self.timestamps.values()),
+                       self.graph.max_parallelism, dict(self.timestamps), vertices, self.plan(), reason, now)
+
+    def _vertex_info(self, vid: str, name: str, parallelism: int, operators: Any,
+                     executions: list[Execution]) -> VertexInfo:
+        subtasks = []
+        for ex in executions:
+            start = ex.timestamps.get(E.DEPLOYING.value, -1)
+            end = next((ex.timestamps[s.value] for s in (E.FINISHED, E.CANCELED, E.FAILED)
+                        if s.value in ex.timestamps), -1)
+            subtasks.append(SubtaskInfo(ex.tdd.subtask_index, ex.state.value, ex.attempt, ex.attempt_id,
+                                        ex.slot.data_address if ex.slot else None,
+                                        ex.slot.task_manager_id if ex.slot else None, start, end,
+                                        _metrics(ex.metrics, ex.state.is_terminal), ex.failure))
+        counts = dict.fromkeys(EXECUTION_STATES, 0)
+        for s in subtasks:
+            counts[s.status] += 1
+        total = TaskMetricsInfo(complete=bool(subtasks) and all(s.metrics.complete for s in subtasks))
+        for s in subtasks:
+            m = s.metrics
+            total.records_in += m.records_in
+            total.records_out += m.records_out
+            total.records_in_per_second += m.records_in_per_second
+            total.records_out_per_second += m.records_out_per_second
+            total.busy_ms += m.busy_ms
+            total.idle_ms += m.idle_ms
+            total.backpressured_ms += m.backpressured_ms
+        n = max(len(subtasks), 1)
+        total.busy_ms_per_second = sum(s.metrics.busy_ms_per_second for s in subtasks) / n
+        total.idle_ms_per_second = sum(s.metrics.idle_ms_per_second for s in subtasks) / n
+        total.backpressured_ms_per_second = sum(s.metrics.backpressured_ms_per_second for s in subtasks) / n
+        progress = [s.metrics.progress for s in subtasks]
+        total.progress = (sum(progress) / len(progress)  # type: ignore[arg-type]
+                          if progress and all(p is not None for p in progress) else None)
+        starts = [s.start_time for s in subtasks if s.start_time > 0]
+        ends = [s.end_time for s in subtasks]
+        return VertexInfo(vid, name, parallelism, self.graph.max_parallelism, _vertex_status(subtasks),
+                          min(starts) if starts else -1,
+                          max(ends) if ends and all(e > 0 for e in ends) else -1,
+                          counts, total, subtasks, list(operators))
+
+    def plan(self) -> dict[str, Any]:
+        """Flink's ``plan`` JSON: one node per vertex with its inputs and ship strategies."""
+        nodes = []
+        for v in self.graph.vertices:
+            inputs = [{"num": i, "id": e.source, "ship_strategy": e.partitioner.upper(),
+                       "exchange": "pipelined_bounded"} for i, e in enumerate(self.graph.inputs_of(v.id))]
+            node: dict[str, Any] = {"id": v.id, "parallelism": v.parallelism, "operator": "",
+                                    "operator_strategy": "", "description": v.name, "optimizer_properties": {}}
+            if inputs:
+                node["inputs"] = inputs
+            nodes.append(node)
+        return {"jid": self.job_id, "name": self.graph.name,
+                "type": "BATCH" if self.graph.mode == "batch" else "STREAMING", "nodes": nodes}
+
+    def exception_history(self) -> JobExceptions:
+        return JobExceptions(list(self.exceptions))
+
+    def backpressure(self, vertex_id: str) -> VertexBackpressure | None:
+        """None when the job has no such vertex."""
+        if vertex_id not in {v.id for v in self.graph.vertices}:
+            return None
+        subtasks = []
+        for ex in self.executions:
+            if ex.tdd.vertex_id != vertex_id:
+                continue
+            m = _metrics(ex.metrics, ex.state.is_terminal)
+            subtasks.append(SubtaskBackpressure(ex.tdd.subtask_index, min(1.0, m.backpressured_ms_per_second / 1000),
+                                                min(1.0, m.idle_ms_per_second / 1000),
+                                                min(1.0, m.busy_ms_per_second / 1000)))
+        return VertexBackpressure(self.clock.time_ms(), subtasks)
+
+
+def _metrics(m: dict[str, Any] | None, complete: bool) -> TaskMetricsInfo:
+    if not m:
+        return TaskMetricsInfo(complete=complete)
+    return TaskMetricsInfo(
+        m.get("records_in", 0), m.get("records_out", 0), m.get("records_in_per_second", 0.0),
+        m.get("records_out_per_second", 0.0), m.get("busy_ms_per_second", 0.0), m.get("idle_ms_per_second", 0.0),
+        m.get("backpressured_ms_per_second", 0.0), m.get("busy_ms", 0.0), m.get("idle_ms", 0.0),
+        m.get("backpressured_ms", 0.0), m.get("progress"), complete)
+
+
+_VERTEX_PRIORITY = (E.FAILED, E.CANCELING, E.RUNNING, E.INITIALIZING, E.DEPLOYING, E.SCHEDULED, E.CREATED,
+                    E.CANCELED, E.FINISHED)
+
+
+def _vertex_status(subtasks: list[SubtaskInfo]) -> str:
+    """A vertex's state from its subtasks' (Flink's aggregation, simplified)."""
+    states = {s.status for s in subtasks}
+    if not states:
+        return E.CREATED.value
+    if len(states) == 1:
+        return next(iter(states))
+    return next(s.value for s in _VERTEX_PRIORITY if s.value in states)

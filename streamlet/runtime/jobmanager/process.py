@@ -1,0 +1,146 @@
+"""JobManagerProcess: the root service of ``streamlet jobmanager``.
+
+Children, started in this order and stopped in reverse::
+
+    resource manager   TaskManager registry + heartbeat monitor (needed by everything below)
+    dispatcher         JobMasters (needs the resource manager)
+    rpc server         /rpc for TaskManagers on jobmanager.rpc.port (hands sessions to both above)
+    rest server        the REST API on rest.port (reads through the dispatcher)
+
+uvloop and logging are set up here, at the process entry, and nowhere in library code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from streamlet.clock import Clock, SystemClock
+from streamlet.config import Configuration
+from streamlet.rest.app import create_app
+from streamlet.rpc.endpoint import RpcConnection
+from streamlet.rpc.server import RpcServer
+from streamlet.runtime.jobmanager.dispatcher import Dispatcher
+from streamlet.runtime.jobmanager.gateway import TaskManagerSession
+from streamlet.runtime.jobmanager.resource_manager import ResourceManager
+
+logger = logging.getLogger(__name__)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop loop when uvloop is installed, else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a declared dependency
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def configure_logging(level: str) -> None:
+    """Log lines to stderr: time, level, component, message."""
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, str(level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class JobManagerProcess:
+    """See the module docstring.  :attr:`ready` is set once both servers listen."""
+
+    def __init__(self, config: Configuration, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.rest_port: int | None = None
+        self.rpc_port: int | None = None
+        self.resource_manager: ResourceManager | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; raises OSError when a port is taken."""
+        conf = self.config
+        upload_root = conf["web.upload.dir"]
+        upload_dir = (Path(upload_root) if upload_root
+                      else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="streamlet-jm-")))
+        rm = ResourceManager(self.clock, conf["heartbeat.interval"], conf["heartbeat.timeout"],
+                             conf["cluster.evenly-spread-out-slots"])
+        dispatcher = Dispatcher(rm, conf, self.clock, upload_dir)
+        self.resource_manager, self.dispatcher = rm, dispatcher
+
+        def session(conn: RpcConnection) -> TaskManagerSession:
+            return TaskManagerSession(conn, rm, dispatcher, deploy_timeout=max(conf["rpc.ask-timeout"], 30.0))
+
+        rpc = RpcServer(conf["jobmanager.rpc.address"], conf["jobmanager.rpc.port"], session,
+                        conf["security.auth.token"], conf["rpc.ask-timeout"], conf["heartbeat.timeout"],
+                        conf["rpc.max-message-size"])
+        rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"], conf["rpc.max-message-size"]),
+                                    handle_signals=False, access_log=None)
+        async with asyncio.TaskGroup() as tg:
+            monitor = tg.create_task(rm.run(), name="heartbeat monitor")
+            jobs = tg.create_task(dispatcher.run(), name="dispatcher")
+            await asyncio.sleep(0)  # let the dispatcher open its TaskGroup before submissions can arrive
+            rest_started = False
+            try:
+                await rpc.start()
+                self.rpc_port = rpc.port
+                await rest_runner.setup()
+                rest_started = True
+                site = web.TCPSite(rest_runner, conf["rest.address"], conf["rest.port"])
+                await site.start()
+                server = site._server
+                self.rest_port = (server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                                  if server is not None and server.sockets else conf["rest.port"])  # type: ignore[union-attr]
+                logger.info("jobmanager up: REST http://%s:%s, RPC ws://%s:%s/rpc", conf["rest.address"],
+                            self.rest_port, conf["jobmanager.rpc.address"], self.rpc_port)
+                self.ready.set()
+                await self._stopping.wait()
+            finally:
+                # reverse order: no new requests, then no TaskManagers, then the jobs, then the monitor
+                if rest_started:
+                    await rest_runner.cleanup()
+                await rpc.stop()
+                dispatcher.stop()
+                await jobs
+                monitor.cancel()
+        if not upload_root:
+            await asyncio.to_thread(_rmtree, upload_dir)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_jobmanager(config: Configuration) -> int:
+    """Entry of ``streamlet jobmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(config["log.level"])
+    process = JobManagerProcess(config)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, process.stop)
+        failed: list[BaseException] = []
+        try:
+            await process.run()
+        except* OSError as group:
+            failed.extend(group.exceptions)
+        if failed:
+            logger.error("cannot start the jobmanager: %s; pick free ports with -D rest.port=... "
+                         "-D jobmanager.rpc.port=...", failed[0])
+            return 1
+        logger.info("jobmanager stopped")
+        return 0
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main())

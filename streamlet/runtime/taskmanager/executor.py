@@ -1,0 +1,263 @@
+"""TaskExecutor: deploys and runs the subtasks the JobManager gives this TaskManager.
+
+Deployment of one job's subtasks on this TaskManager (one ``DeployTasks`` message):
+
+1. check the slots (:class:`~.slots.SlotTable`) and write the job's files to a per-job directory
+   that goes first on the subtasks' ``sys.path``;
+2. create every input channel; one whose producer runs on another TaskManager is registered with
+   the :class:`NetworkEnvironment` before any task starts (credit covers a sender that is faster);
+3. create every output channel: a :class:`LocalOutputChannel` into the consumer's input channel
+   when the consumer runs here, else the environment's remote channel to the consumer's
+   TaskManager;
+4. build each Task; a failure in 1-4 undoes everything and fails the deployment with its reason;
+5. start each Task as a task of the executor's TaskGroup.
+
+Each subtask's state changes (INITIALIZING, RUNNING, then FINISHED / FAILED / CANCELED with the
+final counters) are queued in order and sent by the TaskManager's reporter
+(:meth:`TaskExecutor.take_updates`); per-subtask metrics are sampled by :meth:`sample_metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from streamlet.clock import Clock
+from streamlet.errors import StreamletError
+from streamlet.graph.execution_graph import TaskDeploymentDescriptor
+from streamlet.keys import KeyGroupRange
+from streamlet.rpc.messages import DeployTasks
+from streamlet.runtime.job_files import forget_modules, write_job_files
+from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
+from streamlet.runtime.taskmanager.slots import SlotTable
+from streamlet.runtime.taskmanager.task import Task, create_task
+from streamlet.state.heap.backend import HeapKeyedStateBackend
+
+logger = logging.getLogger(__name__)
+
+
+class Network(Protocol):
+    """The part of :class:`~.network.environment.NetworkEnvironment` the executor uses."""
+
+    def register_input_channel(self, job_id: str, channel: InputChannel) -> None: ...
+
+    def output_channel(self, job_id: str, channel_id: str, peer_address: str) -> OutputChannel: ...
+
+    def unregister_job(self, job_id: str) -> None: ...
+
+
+@dataclass
+class _Subtask:
+    tdd: TaskDeploymentDescriptor
+    attempt_id: str
+    slot: int
+    task: Task
+    runner: asyncio.Task[None] | None = None
+    terminal_reported: bool = False
+    #: (monotonic time, records_in, records_out, idle, backpressured) at the last sample
+    last: tuple[float, int, int, float, float] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+
+@dataclass
+class _Job:
+    job_id: str
+    job_dir: Path | None
+    subtasks: list[_Subtask] = field(default_factory=list)
+
+
+def _error_text(exc: BaseException) -> str:
+    # streamlet's own errors are written for users; anything else needs its type to make sense
+    text = str(exc)
+    return text if isinstance(exc, StreamletError) and text else f"{type(exc).__name__}: {text}"
+
+
+class TaskExecutor:
+    """See the module docstring.  Call :meth:`bind` with the TaskGroup that owns subtask tasks."""
+
+    def __init__(self, task_manager_id: str, slots: SlotTable, network: Network, clock: Clock, job_root: Path,
+                 queue_capacity: int) -> None:
+        self.task_manager_id = task_manager_id
+        self.slots = slots
+        self.network = network
+        self.clock = clock
+        self.job_root = job_root
+        self.queue_capacity = queue_capacity
+        self._jobs: dict[str, _Job] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        # at most a few entries per deployed subtask: bounded by the slots' subtasks
+        self._updates: list[dict[str, Any]] = []
+        self.updates_ready = asyncio.Event()
+
+    def bind(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
+
+    @property
+    def jobs(self) -> list[str]:
+        return list(self._jobs)
+
+    # -- deployment -------------------------------------------------------------------------
+
+    async def deploy(self, msg: DeployTasks) -> None:
+        """Deploy and start one job's subtasks (steps 1-5 of the module docstring)."""
+        if self._tg is None:
+            raise RuntimeError("the task executor is not running")
+        if msg.job_id in self._jobs:
+            raise StreamletError(f"job {msg.job_id} is already deployed on this taskmanager")
+        self.slots.allocate(msg.job_id, [t["slot"] for t in msg.tasks])
+        job = _Job(msg.job_id, self.job_root / msg.job_id if msg.files else None)
+        self._jobs[msg.job_id] = job
+        try:
+            if job.job_dir is not None:
+                files = {p: base64.b64decode(d) for p, d in msg.files.items()}
+                await asyncio.to_thread(write_job_files, job.job_dir, files)
+            self._build(msg, job)
+        except BaseException:
+            await self._drop(job)
+            raise
+        for st in job.subtasks:
+            self._report(job.job_id, st, "INITIALIZING")
+            st.runner = self._tg.create_task(self._run(job.job_id, st), name=st.name)
+            # a task cancelled before it first ran never executes _run: report it from here
+            st.runner.add_done_callback(lambda t, j=job.job_id, s=st: self._on_done(j, s, t))
+        logger.info("job %s: deployed %d subtask(s)", msg.job_id, len(job.subtasks))
+
+    def _build(self, msg: DeployTasks, job: _Job) -> None:
+        me = self.task_manager_id
+        extra = (str(job.job_dir),) if job.job_dir is not None else ()
+        tdds = [(t, replace(TaskDeploymentDescriptor.from_json(t["tdd"]), sys_path=extra + tuple(t["tdd"]["sys_path"])))
+                for t in msg.tasks]
+        inputs: dict[str, InputChannel] = {}
+        for _, tdd in tdds:
+            for i in tdd.inputs:
+                ch = InputChannel(i.channel_id, self.queue_capacity, i.input_index)
+                if msg.locations[i.producer_vertex][i.producer_subtask] != me:
+                    self.network.register_input_channel(msg.job_id, ch)
+                inputs[i.channel_id] = ch
+        for t, tdd in tdds:
+            outputs: dict[str, OutputChannel] = {}
+            for o in tdd.outputs:
+                where = msg.locations[o.target_vertex]
+                for cid, target in zip(o.channel_ids, o.target_subtasks):
+                    tm = where[target]
+                    outputs[cid] = (LocalOutputChannel(inputs[cid]) if tm == me
+                                    else self.network.output_channel(msg.job_id, cid, msg.addresses[tm]))
+            gate = InputGate([inputs[i.channel_id] for i in tdd.inputs]) if tdd.inputs else None
+            state = HeapKeyedStateBackend(
+                KeyGroupRange.for_subtask(tdd.subtask_index, tdd.parallelism, tdd.max_parallelism),
+                tdd.max_parallelism)
+            task = create_task(tdd, gate, outputs, self.clock, state, None)
+            job.subtasks.append(_Subtask(tdd, t["attempt_id"], t["slot"], task))
+
+    async def _run(self, job_id: str, st: _Subtask) -> None:
+        self._report(job_id, st, "RUNNING")
+        try:
+            await st.task.run()
+        except asyncio.CancelledError:
+            self._report(job_id, st, "CANCELED", final=True)
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the JobManager with its reason
+            logger.warning("job %s: subtask %s failed: %s", job_id, st.name, _error_text(exc))
+            self._report(job_id, st, "FAILED", error=_error_text(exc), final=True)
+        else:
+            self._report(job_id, st, "FINISHED", final=True)
+
+    def _on_done(self, job_id: str, st: _Subtask, runner: asyncio.Task[None]) -> None:
+        if not st.terminal_reported:
+            self._report(job_id, st, "CANCELED", final=True)
+
+    # -- cancel and release -----------------------------------------------------------------
+
+    def cancel_job(self, job_id: str) -> None:
+        """Cancel the job's running subtasks (each reports CANCELED when its task ends)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return
+        for st in job.subtasks:
+            if st.runner is not None and not st.runner.done():
+                st.runner.cancel()
+
+    async def release_job(self, job_id: str) -> None:
+        """Stop whatever still runs of the job, free its slots, channels and files."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            self.slots.release(job_id)
+            return
+        await self._drop(job)
+
+    async def _drop(self, job: _Job, timeout: float = 5.0) -> None:
+        self.cancel_job(job.job_id)
+        runners = [st.runner for st in job.subtasks if st.runner is not None and not st.runner.done()]
+        if runners:
+            # a cancelled task closes its files and sockets in its finally blocks; wait, but boundedly
+            await asyncio.wait(runners, timeout=timeout)
+        self.network.unregister_job(job.job_id)
+        self.slots.release(job.job_id)
+        self._jobs.pop(job.job_id, None)
+        if job.job_dir is not None:
+            forget_modules(job.job_dir)
+            await asyncio.to_thread(shutil.rmtree, job.job_dir, True)
+        logger.info("job %s: released", job.job_id)
+
+    async def reset(self) -> None:
+        """Drop every job (the JobManager connection was lost; it fails those jobs itself)."""
+        for job in list(self._jobs.values()):
+            await self._drop(job)
+        self._updates.clear()
+        self.updates_ready.clear()
+
+    # -- reports ----------------------------------------------------------------------------
+
+    def _report(self, job_id: str, st: _Subtask, state: str, error: str | None = None, final: bool = False) -> None:
+        if final:
+            st.terminal_reported = True
+        self._updates.append({"job_id": job_id, "vertex_id": st.tdd.vertex_id, "subtask_index": st.tdd.subtask_index,
+                              "attempt_id": st.attempt_id, "state": state, "error": error,
+                              "metrics": self._sample(job_id, st) if final else None})
+        self.updates_ready.set()
+
+    def take_updates(self) -> list[dict[str, Any]]:
+        """The state changes since the last call, in order."""
+        out, self._updates = self._updates, []
+        self.updates_ready.clear()
+        return out
+
+    def sample_metrics(self) -> list[dict[str, Any]]:
+        """Counters and per-second rates (since the previous sample) of every running subtask."""
+        return [self._sample(job.job_id, st) for job in self._jobs.values() for st in job.subtasks
+                if st.runner is not None and not st.runner.done()]
+
+    def _sample(self, job_id: str, st: _Subtask) -> dict[str, Any]:
+        m = st.task.metrics
+        now = self.clock.monotonic()
+        if st.last is None:
+            st.last = (now, 0, 0, 0.0, 0.0)
+        t0, rin0, rout0, idle0, bp0 = st.last
+        dt = now - t0
+        st.last = (now, m.records_in, m.records_out, m.idle, m.backpressured)
+        if dt > 0:
+            # idle and back-pressured time are added when a wait ends, so one interval may see more
+            # than it lasted; clamp to the interval
+            idle = min(1000.0, (m.idle - idle0) / dt * 1000)
+            bp = min(1000.0 - idle, (m.backpressured - bp0) / dt * 1000)
+            rates = ((m.records_in - rin0) / dt, (m.records_out - rout0) / dt, max(0.0, 1000.0 - idle - bp), idle, bp)
+        else:
+            rates = (0.0, 0.0, 0.0, 0.0, 0.0)
+        # TaskMetrics.started/ended are perf_counter readings (task.py)
+        elapsed = ((m.ended or time.perf_counter()) - m.started) if m.started else 0.0
+        return {"job_id": job_id, "vertex_id": st.tdd.vertex_id, "subtask_index": st.tdd.subtask_index,
+                "attempt_id": st.attempt_id, "records_in": m.records_in, "records_out": m.records_out,
+                "records_in_per_second": rates[0], "records_out_per_second": rates[1],
+                "busy_ms_per_second": rates[2], "idle_ms_per_second": rates[3],
+                "backpressured_ms_per_second": rates[4], "idle_ms": m.idle * 1000,
+                "backpressured_ms": m.backpressured * 1000,
+                "busy_ms": max(0.0, elapsed - m.idle - m.backpressured) * 1000, "progress": m.progress}

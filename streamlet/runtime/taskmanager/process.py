@@ -1,0 +1,242 @@
+"""TaskManagerProcess: the root service of ``streamlet taskmanager``.
+
+Boot order (stopped in reverse)::
+
+    network environment (data endpoint; its address is reported at registration)
+    task executor (owns the subtask tasks)
+    jobmanager connection loop:
+        connect (retry with backoff until the JobManager is up) -> register -> session
+        session = heartbeats + state reports + metrics reports, until the connection or the
+        JobManager is lost -> cancel and drop every job -> connect again
+
+A refused registration (wrong cluster token, bad slot count) is fatal: it is logged with its
+reason and the process exits with status 2.  A JobManager that does not acknowledge heartbeats
+for ``heartbeat.timeout`` counts as lost.  uvloop is installed here, at the process entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from streamlet.clock import Clock, SystemClock
+from streamlet.config import Configuration
+from streamlet.ids import new_id
+from streamlet.rpc.client import Backoff, connect, session_kwargs
+from streamlet.rpc.endpoint import RpcConnection
+from streamlet.rpc.errors import RegistrationRefusedError, RpcError
+from streamlet.rpc.messages import Heartbeat, MetricsReport, RegisterTaskManager, RegistrationRefused, TaskStateUpdates
+from streamlet.runtime.jobmanager.gateway import JobManagerGateway, RemoteJobManagerGateway
+from streamlet.runtime.taskmanager.executor import TaskExecutor
+from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
+from streamlet.runtime.taskmanager.slots import SlotTable
+
+logger = logging.getLogger(__name__)
+
+
+def _resources(slots: int) -> dict[str, Any]:
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = -1
+    return {"hostname": socket.gethostname(), "pid": os.getpid(), "cpu_cores": os.cpu_count() or 1,
+            "physical_memory": memory, "slots": slots}
+
+
+class TaskManagerProcess:
+    """See the module docstring.  ``run`` returns when :meth:`stop` is called."""
+
+    def __init__(self, config: Configuration, jobmanager_address: str, slots: int | None = None,
+                 clock: Clock | None = None) -> None:
+        self.config = config
+        self.jobmanager_address = jobmanager_address
+        self.slots = SlotTable(slots or config["taskmanager.numberOfTaskSlots"])
+        self.clock = clock or SystemClock()
+        self.id: str = config["taskmanager.resource-id"] or new_id()
+        self.token: str | None = config["security.auth.token"]
+        self._stopping = asyncio.Event()
+        self.registered = asyncio.Event()
+        self.network: Any = None
+        self.executor: TaskExecutor | None = None
+        #: why the JobManager refused this TaskManager (then :meth:`run` returns)
+        self.refusal: str | None = None
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (cancels running subtasks)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stopped, or until the JobManager refuses this TaskManager (see :attr:`refusal`)."""
+        from streamlet.runtime.taskmanager.network.environment import NetworkEnvironment
+
+        conf = self.config
+        tmp_root = conf["taskmanager.tmp.dir"]
+        job_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"streamlet-tm-{self.id[:8]}-", dir=tmp_root))
+        self.network = NetworkEnvironment(host=conf["taskmanager.data.address"], port=conf["taskmanager.data.port"],
+                                          token=self.token, capacity=conf["taskmanager.network.queue-capacity"],
+                                          connect_timeout=conf["rpc.ask-timeout"])
+        await self.network.start()
+        try:
+            self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
+                                         conf["taskmanager.network.queue-capacity"])
+            async with asyncio.TaskGroup() as tg:
+                self.executor.bind(tg)
+                try:
+                    await self._connection_loop(self.executor)
+                finally:
+                    await self.executor.reset()
+        finally:
+            await self.network.stop()
+            await asyncio.to_thread(_rmtree, job_root)
+
+    async def _connection_loop(self, executor: TaskExecutor) -> None:
+        conf = self.config
+        backoff = Backoff(self.clock, conf["taskmanager.registration.max-backoff"])
+        attempts = 0
+        async with aiohttp.ClientSession(**session_kwargs()) as session:
+            while not self._stopping.is_set() and self.refusal is None:
+                try:
+                    ws = await connect(session, self.jobmanager_address, self.token, conf["rpc.ask-timeout"],
+                                       conf["rpc.max-message-size"])
+                except RegistrationRefusedError as exc:
+                    self.refusal = str(exc)
+                    return
+                except RpcError as exc:
+                    attempts += 1
+                    if attempts == 1 or attempts % 10 == 0:
+                        logger.info("jobmanager not reachable yet (%s); retrying with backoff (attempt %d)",
+                                    exc, attempts)
+                    await self._wait_or_stop(backoff.wait())
+                    continue
+                attempts = 0
+                conn = RpcConnection(ws, TaskManagerEndpoint(executor), f"jobmanager {self.jobmanager_address}",
+                                     conf["rpc.ask-timeout"], idle_timeout=conf["heartbeat.timeout"])
+                registered = await self._session(conn, executor)
+                await executor.reset()
+                self.registered.clear()
+                if registered:
+                    backoff.reset()
+                if not self._stopping.is_set() and self.refusal is None:
+                    logger.warning("lost the jobmanager at %s; cancelled every subtask, reconnecting",
+                                   self.jobmanager_address)
+                    await self._wait_or_stop(backoff.wait())
+
+    async def _wait_or_stop(self, aw: Any) -> None:
+        sleeper = asyncio.ensure_future(aw)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stopper.cancel()
+
+    async def _session(self, conn: RpcConnection, executor: TaskExecutor) -> bool:
+        """One registered session; returns whether registration succeeded."""
+        gateway = RemoteJobManagerGateway(conn)
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(conn.run(), name="rpc reader")
+            try:
+                answer = await gateway.register(RegisterTaskManager(self.id, len(self.slots), self.network.address,
+                                                                    _resources(len(self.slots))))
+            except RpcError as exc:
+                logger.warning("registration at %s failed: %s", self.jobmanager_address, exc)
+                await conn.close()
+                return False
+            if isinstance(answer, RegistrationRefused):
+                await conn.close()
+                self.refusal = f"jobmanager {self.jobmanager_address} refused this taskmanager: {answer.reason}"
+                return False
+            conn.fence = answer.registration_id
+            logger.info("registered at jobmanager %s as %s with %d slot(s); data address %s",
+                        self.jobmanager_address, self.id, len(self.slots), self.network.address)
+            self.registered.set()
+            loops = [tg.create_task(self._heartbeats(conn, gateway, answer.heartbeat_interval,
+                                                     answer.heartbeat_timeout)),
+                     tg.create_task(self._report_states(conn, gateway, executor)),
+                     tg.create_task(self._report_metrics(conn, gateway, executor))]
+            stopper = tg.create_task(self._stopping.wait())
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (*loops, stopper):
+                t.cancel()
+            await conn.close()
+        return True
+
+    async def _heartbeats(self, conn: RpcConnection, gateway: JobManagerGateway, interval: float,
+                          timeout: float) -> None:
+        last_ack = self.clock.monotonic()
+        while True:
+            try:
+                await gateway.heartbeat(Heartbeat(self.id, self.slots.report()))
+                last_ack = self.clock.monotonic()
+            except RpcError as exc:
+                if getattr(exc, "retryable", False) or self.clock.monotonic() - last_ack > timeout:
+                    # a rejected heartbeat means the JobManager forgot us (declared lost): re-register
+                    logger.warning("heartbeat to the jobmanager failed: %s", exc)
+                    await conn.close()
+                    return
+            await self.clock.sleep(interval)
+
+    async def _report_states(self, conn: RpcConnection, gateway: JobManagerGateway, executor: TaskExecutor) -> None:
+        while True:
+            await executor.updates_ready.wait()
+            updates = executor.take_updates()
+            if not updates:
+                continue
+            try:
+                await gateway.update_task_states(TaskStateUpdates(self.id, updates))
+            except RpcError as exc:
+                logger.warning("could not report %d subtask state change(s): %s", len(updates), exc)
+                await conn.close()
+                return
+
+    async def _report_metrics(self, conn: RpcConnection, gateway: JobManagerGateway, executor: TaskExecutor) -> None:
+        interval = self.config["taskmanager.metrics.interval"]
+        while True:
+            await self.clock.sleep(interval)
+            tasks = executor.sample_metrics()
+            if not tasks:
+                continue
+            try:
+                await gateway.report_metrics(MetricsReport(self.id, tasks))
+            except RpcError as exc:
+                logger.debug("metrics report failed: %s", exc)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_taskmanager(config: Configuration, jobmanager_address: str, slots: int | None = None) -> int:
+    """Entry of ``streamlet taskmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
+    from streamlet.runtime.jobmanager.process import configure_logging, new_event_loop
+
+    configure_logging(config["log.level"])
+    process = TaskManagerProcess(config, jobmanager_address, slots)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, process.stop)
+        try:
+            await process.run()
+        except OSError as exc:
+            logger.error("cannot start the taskmanager: %s", exc)
+            return 1
+        if process.refusal is not None:
+            logger.error("%s", process.refusal)
+            return 2
+        logger.info("taskmanager %s stopped", process.id)
+        return 0
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(main())
