@@ -3,8 +3,9 @@
 Source splits are byte ranges aligned on line starts: one per file when there are at least as
 many files as subtasks, otherwise files are cut into pieces so every subtask gets work.  The
 enumerator aligns each cut on the next newline, so a reader reads exactly its bytes and never
-looks at line offsets.  Reads happen off the event loop in 1 MiB chunks; lines are handed out in
-batches of ``pipeline.batch-size``.
+looks at line offsets.  Reads happen off the event loop in 4 MiB chunks; lines are handed out in
+batches of ``pipeline.batch-size``.  Chunks are large because every thread hand-off costs GIL
+switches: with 1 MiB chunks and blocks, W2 ran at half speed.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any, Mapping
 import orjson
 
 from streamlet.connectors.base import Param, validate_params
-from streamlet.errors import PipelineDefinitionError
+from streamlet.errors import PipelineDefinitionError, UserFunctionError
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 22
 _FORMATS = ("text", "jsonl", "csv")
 _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
@@ -128,25 +129,33 @@ class FileSource:
 
 
 class FileReader:
-    """Reads the byte ranges of one subtask's splits."""
+    """Reads the byte ranges of one subtask's splits.
+
+    Complete lines of the current chunk are kept as one bytes object; each ``read`` cuts the
+    next run of about ``batch_size`` lines from it.  jsonl runs are decoded by one
+    ``orjson.loads`` of the run turned into a JSON array (newlines become commas): one C call
+    per batch instead of one per line.  A run that does not decode to one value per line
+    (blank or malformed lines) is decoded line by line, skipping blank lines and naming the
+    offending line.
+    """
 
     def __init__(self, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> None:
         self._format = params["format"]
         self._delimiter = params["delimiter"]
         self._splits = list(splits)
         self._batch_size = getattr(ctx, "batch_size", 1024)
+        self._node_id = getattr(ctx, "node_id", "source")
         self._total = sum(s["end"] - s["start"] for s in splits) or 1
         self._done_bytes = 0
         self._fh: Any = None
         self._remaining = 0
         self._left = b""
         self._header: list[str] | None = None
-        self._lines: list[Any] = []
+        self._buf = b""
         self._pos = 0
+        self._run_bytes = 64 * self._batch_size
 
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
-        if self._format == "jsonl":
-            return "_loads(r)", {"_loads": orjson.loads}
         return None
 
     def progress(self) -> float | None:
@@ -175,11 +184,32 @@ class FileReader:
             self._fh.close()
             self._fh = None
 
-    def _decode(self, lines: list[bytes]) -> list[Any]:
+    def _set_buffer(self, buf: bytes) -> None:
+        self._buf, self._pos = buf, 0
+        sample = buf[:65536]
+        lines = sample.count(b"\n") + 1
+        self._run_bytes = max(64, len(sample) * self._batch_size // lines)
+
+    def _next_run(self) -> bytes | None:
+        buf, start = self._buf, self._pos
+        if start >= len(buf):
+            return None
+        end = buf.find(b"\n", start + self._run_bytes)
+        if end < 0:
+            end = len(buf)
+        self._pos = end + 1
+        return buf[start:end]
+
+    def _decode(self, run: bytes) -> list[Any]:
         if self._format == "jsonl":
-            # blank lines are not records; the membership test is one C-level scan
-            return [ln for ln in lines if ln] if b"" in lines else lines
-        text = [ln.decode("utf-8").rstrip("\r") for ln in lines] if lines else []
+            return self._decode_jsonl(run)
+        try:
+            text = run.decode("utf-8").split("\n")
+        except UnicodeDecodeError as exc:
+            bad = run[max(0, exc.start - 40):exc.end + 40].decode("utf-8", "replace")
+            raise UserFunctionError(self._node_id, bad, ValueError(f"not UTF-8 text: {exc}")) from None
+        if b"\r" in run:
+            text = [ln.rstrip("\r") for ln in text]
         if self._format == "text":
             return text
         rows = csv.reader(text, delimiter=self._delimiter)
@@ -188,13 +218,32 @@ class FileReader:
             return [dict(zip(h, row)) for row in rows if row]
         return [row for row in rows if row]
 
+    def _decode_jsonl(self, run: bytes) -> list[Any]:
+        try:
+            records = orjson.loads(b"[" + run.replace(b"\n", b",") + b"]")
+            if len(records) == run.count(b"\n") + 1:
+                return records
+        except orjson.JSONDecodeError:
+            pass
+        out = []
+        for line in run.split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise UserFunctionError(self._node_id, line.decode("utf-8", "replace"),
+                                        ValueError(f"not a JSON line: {exc}")) from None
+        return out
+
     async def read(self) -> list[Any] | None:
         while True:
-            if self._pos < len(self._lines):
-                batch = self._lines[self._pos:self._pos + self._batch_size]
-                self._pos += self._batch_size
-                return batch
-            self._lines, self._pos = [], 0
+            run = self._next_run()
+            if run is not None:
+                batch = self._decode(run)
+                if batch:
+                    return batch
+                continue
             if self._fh is None:
                 if not await asyncio.to_thread(self._open_next):
                     return None
@@ -205,7 +254,7 @@ class FileReader:
                 self._left = b""
                 await asyncio.to_thread(self._close_file)
                 if last:
-                    self._lines = self._decode([last])
+                    self._set_buffer(last)
                 continue
             buf = self._left + chunk if self._left else chunk
             cut = buf.rfind(b"\n")
@@ -213,7 +262,7 @@ class FileReader:
                 self._left = buf
                 continue
             self._left = buf[cut + 1:]
-            self._lines = self._decode(buf[:cut].split(b"\n"))
+            self._set_buffer(buf[:cut])
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_file)
@@ -222,7 +271,7 @@ class FileReader:
 class FileSink:
     """Writes records to ``<path>/part-<subtask>.<jsonl|csv>`` (one file per parallel subtask).
 
-    Output is buffered and written off the event loop in 1 MiB blocks; ``finish`` writes the rest.
+    Output is buffered and written off the event loop in 4 MiB blocks; ``finish`` writes the rest.
     Existing part files of the same subtask are replaced.
     """
 

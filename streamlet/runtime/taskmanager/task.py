@@ -228,6 +228,8 @@ class SourceContextImpl:
         self.parallelism = parallelism
         self.batch_size = batch_size
         self.clock = clock
+        #: the source's node id, for errors that name it
+        self.node_id = "source"
         self.task: Task | None = None
 
     async def idle_sleep(self, seconds: float) -> None:
