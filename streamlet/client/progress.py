@@ -94,10 +94,14 @@ class PlainReporter:
         self.stream.flush()
 
 
+def _secs(s: float) -> str:
+    return f"{s:.2f}s" if s >= 1 else f"{s * 1000:.1f}ms"
+
+
 def summary(result: JobResult) -> str:
     """The final summary printed after a run."""
-    lines = [f"job {result.job_name!r} {result.state} in {result.run_seconds:.2f}s "
-             f"(start-up {result.startup_seconds:.2f}s), job id {result.job_id}"]
+    lines = [f"job {result.job_name!r} {result.state} in {_secs(result.run_seconds)} "
+             f"(start-up {_secs(result.startup_seconds)}), job id {result.job_id}"]
     for v in result.vertices:
         lines.append(f"  {v.name} (x{v.parallelism}): {v.records_in} in, {v.records_out} out, "
                      f"{_num(v.records_out / max(result.run_seconds, 1e-9))} records/s")

@@ -7,7 +7,6 @@ mix and its dateTime formula), not read back from the generators.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -136,8 +135,9 @@ def test_cli_runs_a_nexmark_pipeline(tmp_path: Path) -> None:
         sinks:
           out: {{input: bids, type: file, path: {out}}}
     """))
-    exe = shutil.which("streamlet")
-    cmd = [exe] if exe else [sys.executable, "-m", "streamlet"]
+    # the console script of this interpreter's environment, never another install on PATH
+    exe = Path(sys.executable).parent / "streamlet"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "streamlet"]
     proc = subprocess.run([*cmd, "run", str(path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     got = _read(out)
