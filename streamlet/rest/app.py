@@ -5,8 +5,8 @@ serves every route of :mod:`streamlet.rest.routes` both at its path and under ``
 Flink's clients call).  Middlewares, outermost first:
 
 1. errors: every error answer is JSON ``{"errors": [...]}``; unknown ids are 404, invalid
-   pipelines 400, wrong methods 405, unexpected failures 500 with a one-line reason (never a
-   stack trace, which goes to the log);
+   pipelines 400, wrong methods 405, a JobManager not accepting work 503, unexpected failures 500
+   with a one-line reason (never a stack trace, which goes to the log);
 2. auth: with a token configured, a request without ``Authorization: Bearer <token>`` is
    answered 401 (compared in constant time; the token is never logged).
 """
@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from streamlet.errors import ConfigError, PipelineDefinitionError, StreamletError
-from streamlet.rest.base import ConflictError, NotFoundError, RestGateway
+from streamlet.rest.base import NotFoundError, RestGateway, UnavailableError
 from streamlet.rest.responses import GATEWAY, error_response
 from streamlet.rest.routes import ROUTES
 from streamlet.rpc.auth import bearer_ok
@@ -46,8 +46,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, reason, headers=headers)
     except NotFoundError as exc:
         return error_response(404, str(exc))
-    except ConflictError as exc:
-        return error_response(409, str(exc))
+    except UnavailableError as exc:
+        return error_response(503, str(exc))
     except (PipelineDefinitionError, ConfigError) as exc:
         return error_response(400, str(exc))
     except StreamletError as exc:

@@ -18,8 +18,8 @@ class NotFoundError(StreamletError):
     """An id in the path names nothing the JobManager knows (answered with 404)."""
 
 
-class ConflictError(StreamletError):
-    """The request is valid but not in the resource's current state (answered with 409)."""
+class UnavailableError(StreamletError):
+    """The JobManager cannot serve the request now (starting or shutting down; answered with 503)."""
 
 
 class RestGateway(Protocol):

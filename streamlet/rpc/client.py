@@ -56,9 +56,10 @@ class Backoff:
         self.initial = initial
         self.delay = initial
 
-    async def wait(self) -> float:
-        """Sleep the current delay on the clock, then double it (capped); returns the slept delay."""
-        d = min(self.delay, self.max_delay)
+    async def wait(self, limit: float | None = None) -> float:
+        """Sleep the current delay (at most ``limit``) on the clock, then double it (capped);
+        returns the slept delay."""
+        d = min(self.delay, self.max_delay, limit if limit is not None else self.max_delay)
         await self.clock.sleep(d)
         self.delay = min(self.delay * 2, self.max_delay)
         return d

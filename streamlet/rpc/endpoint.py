@@ -129,8 +129,9 @@ class RpcConnection:
         self._pending[rid] = fut
         t = self.request_timeout if timeout is None else timeout
         try:
-            await self._send(codec.encode(message, rid, None, self.fence))
+            # one deadline for the send and the answer: a peer that stops reading counts as silent
             async with asyncio.timeout(t):
+                await self._send(codec.encode(message, rid, None, self.fence))
                 response = await fut
         except TimeoutError:
             raise RpcTimeoutError(f"{message.TYPE} to {self.name} got no response within {t:g}s") from None
@@ -157,7 +158,8 @@ class RpcConnection:
                     logger.warning("rpc connection to %s silent for %.1fs; closing it", self.name, self.idle_timeout)
                     break
                 if msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
-                    await self._on_frame(msg.data)
+                    if not await self._on_frame(msg.data):
+                        break
                 elif msg.type == aiohttp.WSMsgType.ERROR:
                     logger.warning("rpc connection to %s failed: %s", self.name, msg.data)
                     break
@@ -175,18 +177,29 @@ class RpcConnection:
                 pass
             self.endpoint.on_disconnect()
 
-    async def _on_frame(self, frame: bytes | str) -> None:
+    async def _on_frame(self, frame: bytes | str) -> bool:
+        """Handle one frame; False when the answer could not be sent (the connection is over)."""
         try:
             env = codec.decode(frame)
         except CodecError as exc:
             logger.warning("dropping a frame from %s: %s", self.name, exc)
-            return
+            return True
         if env.re is not None:
             fut = self._pending.get(env.re)
             if fut is not None and not fut.done():
                 fut.set_result(env.message)
-            return
-        await self._send(codec.encode(await self._handle(env), next(self._ids), env.id, self.fence))
+            return True
+        reply = codec.encode(await self._handle(env), next(self._ids), env.id, self.fence)
+        try:
+            async with asyncio.timeout(self.request_timeout):
+                await self._send(reply)
+        except (ConnectionClosedError, TimeoutError) as exc:
+            # the peer is gone (or stopped reading) while the handler ran: end the read loop,
+            # and with it the connection, instead of crashing the owner of this task
+            logger.warning("could not answer %s from %s: %s", env.message.TYPE, self.name,
+                           exc if str(exc) else "the send timed out")
+            return False
+        return True
 
     async def _handle(self, env: codec.Envelope) -> Message:
         handler = self._handlers.get(env.message.TYPE)

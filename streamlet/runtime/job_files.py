@@ -1,14 +1,19 @@
 """Files submitted with a job (Python modules its import paths name), on the JobManager and TaskManagers.
 
-They are written to a per-job directory that is put first on ``sys.path``; when the job is gone
-its modules are dropped from ``sys.modules``, since another job may ship a module of the same
-name with other contents.
+They are written to a per-job directory.  Jobs share one interpreter, and another job may ship a
+module of the same name with other contents, so a job's code is imported inside
+:func:`job_modules`: the directory goes first on ``sys.path`` and modules of colliding names are
+taken out of ``sys.modules`` for the import, then put back.  When the job is gone its directory
+leaves ``sys.path`` and its modules ``sys.modules`` (:func:`forget_job`).
 """
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from types import ModuleType
+from typing import Iterator
 
 from streamlet.errors import PipelineDefinitionError
 
@@ -42,3 +47,57 @@ def forget_modules(job_dir: str | Path) -> list[str]:
         del sys.modules[name]
     sys.path_importer_cache.pop(str(job_dir), None)
     return names
+
+
+def _top_level_names(job_dir: Path) -> set[str]:
+    names = set()
+    for entry in job_dir.iterdir():
+        if entry.is_dir() and entry.name.isidentifier():
+            names.add(entry.name)
+        elif entry.suffix == ".py" and entry.stem.isidentifier():
+            names.add(entry.stem)
+    return names
+
+
+@contextmanager
+def job_modules(job_dir: Path | None, keep_on_path: bool = False) -> Iterator[None]:
+    """Import a job's code in this block: ``job_dir`` first on ``sys.path``, its module names fresh.
+
+    1. modules named like the job's top-level files or packages (and their submodules) are taken
+       out of ``sys.modules``, so the job's own files are imported, not another job's;
+    2. after the block the job's modules leave ``sys.modules`` again (what was imported stays
+       referenced by the objects built from it) and the taken-out modules come back; the
+       directory leaves ``sys.path`` unless ``keep_on_path`` (a TaskManager keeps it while the
+       job runs, for imports made at run time, and calls :func:`forget_job` at the end).
+
+    Blocking (file listing, imports): call it in a worker thread, one job at a time.
+    """
+    if job_dir is None:
+        yield
+        return
+    d = str(job_dir)
+    names = _top_level_names(job_dir)
+    saved: dict[str, ModuleType] = {}
+    for name in list(sys.modules):
+        if name.split(".", 1)[0] in names:
+            saved[name] = sys.modules.pop(name)
+    if d in sys.path:
+        sys.path.remove(d)
+    sys.path.insert(0, d)
+    sys.path_importer_cache.pop(d, None)
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if n.split(".", 1)[0] in names]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        if not keep_on_path and d in sys.path:
+            sys.path.remove(d)
+
+
+def forget_job(job_dir: str | Path) -> None:
+    """The job is gone: drop its modules from ``sys.modules`` and its directory from ``sys.path``."""
+    forget_modules(job_dir)
+    d = str(job_dir)
+    while d in sys.path:
+        sys.path.remove(d)

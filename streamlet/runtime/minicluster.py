@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from streamlet.config import Configuration
 from streamlet.graph.job_graph import JobGraph
+from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.local import JobResult, LocalExecutor, Progress
 
 
@@ -37,7 +38,7 @@ def run_local(graph: JobGraph, config: Configuration, on_progress: Callable[[Pro
 
 # -- run_cluster: a JobManager and N TaskManager OS processes on this machine ----------------------
 
-_TERMINAL = ("FINISHED", "FAILED", "CANCELED", "SUSPENDED")
+_TERMINAL = frozenset(s.value for s in JobStatus if s.is_terminal)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -106,7 +106,10 @@ async def _read_multipart(request: web.Request) -> JobSubmission:
     filename = "<rest>"
     files: dict[str, bytes] = {}
     fields: dict[str, str] = {}
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:  # aiohttp: no boundary in the Content-Type
+        raise web.HTTPBadRequest(text=f"malformed multipart body: {exc}; let the client set the boundary") from None
     while True:
         part = await reader.next()
         if part is None:

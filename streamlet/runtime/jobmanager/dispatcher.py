@@ -7,9 +7,12 @@ Submission (``POST /jobs``):
    resolve against the submission's ``base_dir`` (``streamlet submit`` sends its pipeline file's
    directory), else against the JobManager's working directory.  Files submitted with the job
    are stored in ``<web.upload.dir>/<job id>/`` and put first on ``sys.path`` while planning, so
-   import paths into them resolve; they are shipped to the TaskManagers with the deployment;
-2. a JobGraph (JSON, from ``streamlet run --taskmanagers``) was planned by the client and is
-   taken as it is;
+   import paths into them resolve; they are shipped to the TaskManagers with the deployment.
+   Submissions are planned one at a time (one worker thread), each job's modules apart from
+   other jobs' modules of the same name;
+2. a JobGraph (JSON, from ``streamlet run --taskmanagers``) was planned by the client; it is
+   checked (vertices, parallelism, edges) and refused with PipelineDefinitionError before any
+   job exists;
 3. a JobMaster is created and run in the Dispatcher's TaskGroup.
 
 The Dispatcher also implements :class:`streamlet.rest.base.RestGateway`: the REST API reads
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +32,16 @@ from streamlet import __version__
 from streamlet.clock import Clock
 from streamlet.config import Configuration
 from streamlet.errors import PipelineDefinitionError
-from streamlet.graph.job_graph import JobGraph
+from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobGraph
 from streamlet.ids import new_id
-from streamlet.rest.base import NotFoundError
+from streamlet.rest.base import NotFoundError, UnavailableError
 from streamlet.rest.schemas import (
     ClusterOverview, JobExceptions, JobInfo, JobSubmission, TaskManagerInfo, VertexBackpressure,
 )
+from streamlet.runtime.job_files import job_modules, write_job_files
 from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
-from streamlet.runtime.job_files import forget_modules, write_job_files
 
 logger = logging.getLogger(__name__)
 
@@ -61,29 +65,63 @@ def plan_submission(submission: JobSubmission, config: Configuration, job_dir: P
     """The JobGraph of a submission (blocking: file checks and user-module imports; run it in a thread)."""
     if submission.job_graph is not None:
         try:
-            return JobGraph.from_json(submission.job_graph)
-        except (KeyError, TypeError, ValueError) as exc:
+            graph = JobGraph.from_json(submission.job_graph)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise PipelineDefinitionError(f"the submitted job graph is malformed: {type(exc).__name__}: {exc}",
                                           submission.filename) from None
+        problem = _graph_problem(graph)
+        if problem is not None:
+            raise PipelineDefinitionError(f"the submitted job graph is invalid: {problem}; plan it with "
+                                          "`streamlet validate` or the Python API", submission.filename)
+        return graph
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
-    from streamlet.udf import search_path
 
     base_dir = submission.base_dir or str(Path.cwd())
     if not Path(base_dir).is_absolute():
         raise PipelineDefinitionError(f"base directory {base_dir!r} must be an absolute path", submission.filename)
-    paths = [str(job_dir)] if job_dir is not None and submission.files else []
-    try:
-        with search_path(paths):
-            pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir)
-            graph = plan(pdef, default_parallelism=config["parallelism.default"],
-                         max_parallelism=config["pipeline.max-parallelism"], batch_size=config["pipeline.batch-size"],
-                         parallelism_override=submission.parallelism)
-    finally:
-        if paths:
-            # another job may ship a module of the same name with other contents
-            forget_modules(paths[0])
-    return graph
+    # another job may ship a module of the same name with other contents: import this job's apart
+    with job_modules(job_dir if submission.files else None):
+        pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir)
+        return plan(pdef, default_parallelism=config["parallelism.default"],
+                    max_parallelism=config["pipeline.max-parallelism"], batch_size=config["pipeline.batch-size"],
+                    parallelism_override=submission.parallelism)
+
+
+_PARTITIONERS = frozenset({FORWARD, HASH, REBALANCE, BROADCAST})
+
+
+def _graph_problem(graph: JobGraph) -> str | None:
+    """What makes a client-planned JobGraph unrunnable, or None (checked before the job exists)."""
+    if not graph.vertices:
+        return "it has no vertices"
+    if not isinstance(graph.max_parallelism, int) or graph.max_parallelism < 1:
+        return f"max_parallelism must be a positive integer, got {graph.max_parallelism!r}"
+    if not isinstance(graph.batch_size, int) or graph.batch_size < 1:
+        return f"batch_size must be a positive integer, got {graph.batch_size!r}"
+    seen: set[str] = set()
+    for v in graph.vertices:
+        if v.id in seen:
+            return f"vertex id {v.id!r} appears twice"
+        seen.add(v.id)
+        if not isinstance(v.parallelism, int) or isinstance(v.parallelism, bool) or v.parallelism < 1:
+            return f"vertex {v.name!r} has parallelism {v.parallelism!r}; it must be at least 1"
+        if v.parallelism > graph.max_parallelism:
+            return f"vertex {v.name!r} has parallelism {v.parallelism} above max_parallelism {graph.max_parallelism}"
+        if not v.operators or not all(isinstance(op, dict) and "kind" in op and "id" in op for op in v.operators):
+            return f"vertex {v.name!r} needs a non-empty list of operators, each with 'kind' and 'id'"
+    if not any(v.is_source for v in graph.vertices):
+        return "it has no source vertex"
+    order = {v.id: i for i, v in enumerate(graph.vertices)}
+    for e in graph.edges:
+        for end in (e.source, e.target):
+            if end not in order:
+                return f"an edge names the unknown vertex {end!r}"
+        if order[e.source] >= order[e.target]:
+            return f"the edge {e.source!r} -> {e.target!r} goes backwards; vertices must be in topological order"
+        if e.partitioner not in _PARTITIONERS:
+            return f"the edge {e.source!r} -> {e.target!r} has the unknown partitioner {e.partitioner!r}"
+    return None
 
 
 class Dispatcher:
@@ -100,18 +138,35 @@ class Dispatcher:
         self._jobs: dict[str, JobMaster] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
+        # one submission is planned at a time: planning imports user modules through the shared
+        # sys.modules / sys.path (see runtime.job_files.job_modules), which is not thread-safe
+        self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamlet-planner")
+        #: set once :meth:`run` can take submissions
+        self.started = asyncio.Event()
         resource_manager.on_task_manager_lost = self.on_task_manager_lost
 
     async def run(self) -> None:
         """Own the JobMasters until :meth:`stop`; unfinished jobs end SUSPENDED on stop."""
-        async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            await self._stopping.wait()
-            for jm in self._jobs.values():
-                jm.suspend("the jobmanager shut down")
-        self._tg = None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                self.started.set()
+                await self._stopping.wait()
+                for jm in self._jobs.values():
+                    jm.suspend("the jobmanager shut down")
+        finally:
+            self._tg = None
+            # no wait: a planning thread cannot be interrupted; its result is dropped
+            self._planner.shutdown(wait=False, cancel_futures=True)
 
     def stop(self) -> None:
+        """End every unfinished job SUSPENDED now, then let :meth:`run` return.
+
+        Suspending first matters: the TaskManager connections close next, and a job that is
+        already SUSPENDED is not failed by their loss.
+        """
+        for jm in self._jobs.values():
+            jm.suspend("the jobmanager shut down")
         self._stopping.set()
 
     # -- submission -------------------------------------------------------------------------
@@ -119,7 +174,7 @@ class Dispatcher:
     async def submit(self, submission: JobSubmission) -> str:
         """Plan the submission and start its JobMaster; raises PipelineDefinitionError for bad input."""
         if self._tg is None or self._stopping.is_set():
-            raise RuntimeError("the dispatcher is not running")
+            raise UnavailableError("the jobmanager is not accepting jobs (starting or shutting down); retry later")
         if submission.job_graph is not None and submission.parallelism is not None:
             raise PipelineDefinitionError("parallelism is fixed in a submitted job graph; plan it with "
                                           "the wanted parallelism instead", submission.filename)
@@ -128,11 +183,16 @@ class Dispatcher:
         try:
             if job_dir is not None:
                 await asyncio.to_thread(_write_files, job_dir, submission.files)
-            graph, splits = await asyncio.to_thread(prepare_submission, submission, self.config, job_dir)
+            graph, splits = await asyncio.get_running_loop().run_in_executor(
+                self._planner, prepare_submission, submission, self.config, job_dir)
         except BaseException:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             raise
+        if self._tg is None or self._stopping.is_set():  # shut down while planning
+            if job_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
         jm = JobMaster(job_id, graph, splits, self.resource_manager, self.clock, self.job_config, submission.files)
         self._jobs[job_id] = jm
         self._tg.create_task(self._run_job(jm, job_dir), name=f"job-{job_id}")

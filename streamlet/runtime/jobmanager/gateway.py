@@ -65,7 +65,8 @@ class ResourceManagerLike(Protocol):
     def register(self, msg: RegisterTaskManager, gateway: TaskManagerGateway) -> RegistrationAck | RegistrationRefused:
         ...
 
-    def heartbeat(self, task_manager_id: str, registration_id: str) -> bool: ...
+    def heartbeat(self, task_manager_id: str, registration_id: str,
+                  slots: list[dict] | None = None) -> bool: ...
 
     def is_registered(self, task_manager_id: str, registration_id: str) -> bool: ...
 
@@ -121,7 +122,7 @@ class TaskManagerSession(RpcEndpoint):
     @rpc(Heartbeat)
     async def on_heartbeat(self, msg: Heartbeat) -> Message:
         assert self.task_manager_id is not None and self.registration_id is not None
-        self.resource_manager.heartbeat(self.task_manager_id, self.registration_id)
+        self.resource_manager.heartbeat(self.task_manager_id, self.registration_id, msg.slots)
         return HeartbeatAck()
 
     @rpc(TaskStateUpdates)

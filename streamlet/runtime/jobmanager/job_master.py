@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Collection, Protocol
 
 from streamlet.clock import Clock
 from streamlet.graph.job_graph import JobGraph
@@ -53,7 +53,7 @@ class SlotProvider(Protocol):
 
     def cancel_request(self, job_id: str) -> None: ...
 
-    def release_slots(self, job_id: str) -> int: ...
+    def release_slots(self, job_id: str, unconfirmed: Collection[str] = ()) -> int: ...
 
     def pending_reason(self, job_id: str) -> str | None: ...
 
@@ -141,11 +141,10 @@ class JobMaster:
     async def _allocate(self) -> list[SlotAssignment] | None:
         n = slots_needed(self.graph)
         fut = self.resources.request_slots(self.job_id, n)
-        timeout = asyncio.ensure_future(self.clock.sleep(self.config.slot_request_timeout))
-        ended = asyncio.ensure_future(self._terminal.wait())
-        try:
+        async with asyncio.TaskGroup() as tg:  # owns the two waiters; they are cancelled right after
+            timeout = tg.create_task(self.clock.sleep(self.config.slot_request_timeout))
+            ended = tg.create_task(self._terminal.wait())
             await asyncio.wait({fut, timeout, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
             timeout.cancel()
             ended.cancel()
         if fut.done() and not fut.cancelled():
@@ -174,19 +173,23 @@ class JobMaster:
             self.fail(f"could not deploy to taskmanager {task_manager_id}: {exc}", task_manager_id=task_manager_id)
 
     async def _release(self) -> None:
+        unconfirmed: set[str] = set()
+
         async def release(tm: str) -> None:
             gateway = self.resources.gateway(tm)
             if gateway is None:
                 return
             try:
                 await gateway.release_job(self.job_id)
-            except Exception as exc:  # noqa: BLE001 - the slots are freed either way
+            except Exception as exc:  # noqa: BLE001 - the ResourceManager retries from the heartbeats
                 logger.warning("job %s: taskmanager %s did not confirm the release: %s", self.job_id, tm, exc)
+                unconfirmed.add(tm)
 
         # the release goes out before the slots are free, so a later deployment into the same slots
         # reaches the TaskManager after it (one ordered connection per TaskManager)
         await asyncio.gather(*(release(tm) for tm in sorted(self._deployed_to)))
-        self.resources.release_slots(self.job_id)
+        # slots of an unconfirmed release stay held until that TaskManager reports them free
+        self.resources.release_slots(self.job_id, unconfirmed)
 
     # -- commands and reports (synchronous: each runs alone on the loop) -------------------
 
@@ -194,11 +197,7 @@ class JobMaster:
         """Cancel the job: CANCELED at once when nothing runs yet, else CANCELLING until every subtask ended."""
         if self.is_terminal or self.status is J.CANCELLING:
             return
-        if self.status in (J.INITIALIZING, J.CREATED):
-            self.resources.cancel_request(self.job_id)
-            for ex in self.executions:
-                self._set_execution(ex, E.CANCELED)
-            self._set_status(J.CANCELED)
+        if self._end_before_running(J.CANCELED):
             return
         self._set_status(J.CANCELLING)
         self._cancel_executions()
@@ -224,14 +223,20 @@ class JobMaster:
         self._record(reason, task, location, task_manager_id)
         if self.is_terminal or self.status in (J.FAILING, J.CANCELLING):
             return
-        if self.status in (J.INITIALIZING, J.CREATED):
-            self.resources.cancel_request(self.job_id)
-            for ex in self.executions:
-                self._set_execution(ex, E.CANCELED)
-            self._set_status(J.FAILED)
+        if self._end_before_running(J.FAILED):
             return
         self._set_status(J.FAILING)
         self._cancel_executions()
+
+    def _end_before_running(self, target: JobStatus) -> bool:
+        """End a job that has no deployed subtask yet at once (True), else leave it (False)."""
+        if self.status not in (J.INITIALIZING, J.CREATED):
+            return False
+        self.resources.cancel_request(self.job_id)
+        for ex in self.executions:
+            self._set_execution(ex, E.CANCELED)
+        self._set_status(target)
+        return True
 
     def on_task_states(self, task_manager_id: str, updates: list[dict[str, Any]]) -> None:
         """Apply subtask state reports of this job, in order; stale or impossible reports are ignored."""
@@ -246,6 +251,7 @@ class JobMaster:
                 continue
             if u.get("metrics"):
                 ex.metrics = {**(ex.metrics or {}), **u["metrics"]}
+            requested = ex.state is E.CANCELING
             try:
                 self._set_execution(ex, target)
             except IllegalTransitionError as exc:
@@ -253,7 +259,12 @@ class JobMaster:
                 continue
             if target is E.FAILED:
                 ex.failure = u.get("error") or "subtask failed"
-                self.fail(ex.failure, ex.name, ex.slot.data_address if ex.slot else None, task_manager_id)
+            elif target is E.CANCELED and not requested:
+                # nobody asked for it (e.g. the TaskManager dropped the job): the job cannot finish
+                ex.failure = f"subtask {ex.name} canceled unexpectedly on taskmanager {task_manager_id}"
+            else:
+                continue
+            self.fail(ex.failure, ex.name, ex.slot.data_address if ex.slot else None, task_manager_id)
         self._check_done()
 
     def on_metrics(self, task_manager_id: str, tasks: list[dict[str, Any]]) -> None:
@@ -356,8 +367,14 @@ class JobMaster:
             return
         if not all(ex.state.is_terminal for ex in self.executions):
             return
-        if self.status is J.RUNNING and all(ex.state is E.FINISHED for ex in self.executions):
-            self._set_status(J.FINISHED)
+        if self.status is J.RUNNING:
+            if all(ex.state is E.FINISHED for ex in self.executions):
+                self._set_status(J.FINISHED)
+                return
+            # every subtask ended, not all of them well, and no failure was recorded on the way
+            self._record("every subtask ended but not all of them finished")
+            self._set_status(J.FAILING)
+            self._set_status(J.FAILED)
         elif self.status is J.FAILING:
             self._set_status(J.FAILED)
         elif self.status is J.CANCELLING:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 import tempfile
@@ -29,17 +30,9 @@ from streamlet.rpc.server import RpcServer
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import TaskManagerSession
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
+from streamlet.runtime.minicluster import new_event_loop
 
 logger = logging.getLogger(__name__)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop loop when uvloop is installed, else asyncio's default."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def configure_logging(level: str) -> None:
@@ -71,6 +64,14 @@ class JobManagerProcess:
         upload_root = conf["web.upload.dir"]
         upload_dir = (Path(upload_root) if upload_root
                       else Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="streamlet-jm-")))
+        try:
+            await self._serve(upload_dir)
+        finally:
+            if not upload_root:  # also when a port was taken: the directory is ours either way
+                await asyncio.to_thread(shutil.rmtree, upload_dir, True)
+
+    async def _serve(self, upload_dir: Path) -> None:
+        conf = self.config
         rm = ResourceManager(self.clock, conf["heartbeat.interval"], conf["heartbeat.timeout"],
                              conf["cluster.evenly-spread-out-slots"])
         dispatcher = Dispatcher(rm, conf, self.clock, upload_dir)
@@ -87,7 +88,7 @@ class JobManagerProcess:
         async with asyncio.TaskGroup() as tg:
             monitor = tg.create_task(rm.run(), name="heartbeat monitor")
             jobs = tg.create_task(dispatcher.run(), name="dispatcher")
-            await asyncio.sleep(0)  # let the dispatcher open its TaskGroup before submissions can arrive
+            await dispatcher.started.wait()  # submissions need the dispatcher's TaskGroup
             rest_started = False
             try:
                 await rpc.start()
@@ -104,21 +105,14 @@ class JobManagerProcess:
                 self.ready.set()
                 await self._stopping.wait()
             finally:
-                # reverse order: no new requests, then no TaskManagers, then the jobs, then the monitor
+                # reverse order: no new requests; suspend the jobs *before* the TaskManager
+                # connections close (their loss would fail the jobs); then the monitor
                 if rest_started:
                     await rest_runner.cleanup()
-                await rpc.stop()
                 dispatcher.stop()
+                await rpc.stop()
                 await jobs
                 monitor.cancel()
-        if not upload_root:
-            await asyncio.to_thread(_rmtree, upload_dir)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run_jobmanager(config: Configuration) -> int:

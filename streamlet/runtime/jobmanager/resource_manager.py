@@ -11,7 +11,8 @@
   most free slots, so a job uses as many processes (cores) as it can.
 * **Heartbeats**: every ``heartbeat.interval`` the monitor (on the injected clock) looks for
   TaskManagers silent for more than ``heartbeat.timeout``; such a TaskManager is removed, its
-  slots with it, and ``on_task_manager_lost`` tells the Dispatcher, which fails its jobs.
+  slots with it, and ``on_task_manager_lost`` tells the Dispatcher, which fails its jobs.  A
+  closed RPC connection counts as a loss at once (the TaskManager cancels its subtasks then).
 
 All state changes happen in synchronous methods on the event loop (each runs alone); only
 :meth:`run` awaits, on the clock.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from streamlet.clock import Clock
 from streamlet.ids import new_id
@@ -53,13 +54,21 @@ class TaskManagerRecord:
     resources: dict[str, Any]
     gateway: TaskManagerGateway
     last_heartbeat: float
-    connected: bool = True
     #: slot index -> job id
     allocations: dict[int, str] = field(default_factory=dict)
+    #: slot index -> job id, as the TaskManager holds them: from its last heartbeat, plus slots
+    #: whose release it did not confirm since (they are not offered until it reports them free)
+    reported: dict[int, str] = field(default_factory=dict)
+    #: jobs whose ReleaseJob the ResourceManager sent and that did not answer yet
+    releasing: set[str] = field(default_factory=set)
+
+    def busy(self) -> set[int]:
+        """Slot indexes not to offer: allocated here or still held on the TaskManager."""
+        return set(self.allocations) | set(self.reported)
 
     @property
     def free_slots(self) -> int:
-        return self.slots - len(self.allocations)
+        return self.slots - len(self.busy())
 
 
 @dataclass
@@ -85,6 +94,7 @@ class ResourceManager:
         self.on_task_manager_lost: LostListener | None = None
         self._task_managers: dict[str, TaskManagerRecord] = {}
         self._requests: list[_SlotRequest] = []
+        self._tg: asyncio.TaskGroup | None = None
 
     # -- registry ---------------------------------------------------------------------------
 
@@ -110,19 +120,60 @@ class ResourceManager:
         rec = self._task_managers.get(task_manager_id)
         return rec is not None and rec.registration_id == registration_id
 
-    def heartbeat(self, task_manager_id: str, registration_id: str) -> bool:
-        """Record a heartbeat; False when the registration is unknown (the TaskManager must re-register)."""
+    def heartbeat(self, task_manager_id: str, registration_id: str,
+                  slots: list[dict[str, Any]] | None = None) -> bool:
+        """Record a heartbeat; False when the registration is unknown (the TaskManager must re-register).
+
+        ``slots`` is the TaskManager's slot report (``[{index, state, job_id}]``); it reconciles the pool:
+
+        1. a slot the TaskManager reports held is not offered, whatever this side believes;
+        2. a job it holds slots for but that has no allocation here any more (its release was
+           lost or failed) is sent ``ReleaseJob`` again;
+        3. slots it reports free become offerable again (waiting requests are served).
+        """
         rec = self._task_managers.get(task_manager_id)
         if rec is None or rec.registration_id != registration_id:
             return False
         rec.last_heartbeat = self.clock.monotonic()
+        if slots is not None:
+            rec.reported = {int(s["index"]): str(s["job_id"]) for s in slots
+                            if s.get("job_id") and 0 <= int(s.get("index", -1)) < rec.slots}
+            known = set(rec.allocations.values())
+            for job_id in sorted(set(rec.reported.values()) - known - rec.releasing):
+                self._send_release(rec, job_id)
+            self._serve_requests()
         return True
 
+    def _send_release(self, rec: TaskManagerRecord, job_id: str) -> None:
+        if self._tg is None:  # the monitor is not running (unit tests drive the registry directly)
+            return
+        rec.releasing.add(job_id)
+        self._tg.create_task(self._release_unknown(rec, job_id), name=f"release {job_id} on {rec.id}")
+
+    async def _release_unknown(self, rec: TaskManagerRecord, job_id: str) -> None:
+        logger.info("taskmanager %s still holds slots of job %s, which has none here; releasing it", rec.id, job_id)
+        try:
+            await rec.gateway.release_job(job_id)
+        except Exception as exc:  # noqa: BLE001 - retried at a later heartbeat
+            logger.warning("taskmanager %s did not release job %s: %s", rec.id, job_id, exc)
+        else:
+            for idx in [i for i, j in rec.reported.items() if j == job_id]:
+                del rec.reported[idx]
+            self._serve_requests()
+        finally:
+            rec.releasing.discard(job_id)
+
     def disconnected(self, task_manager_id: str, registration_id: str) -> None:
-        """The RPC connection closed.  Loss is still decided by the heartbeat timeout."""
+        """The RPC connection of a registration closed: the TaskManager is lost.
+
+        A TaskManager cancels every subtask when it loses its connection, so waiting for the
+        heartbeat timeout would only show dead subtasks as RUNNING.  A connection of an older
+        registration (the TaskManager registered again since) changes nothing.
+        """
         rec = self._task_managers.get(task_manager_id)
         if rec is not None and rec.registration_id == registration_id:
-            rec.connected = False
+            self._lose(task_manager_id, f"taskmanager {task_manager_id} ({rec.data_address}) lost: "
+                                        "its rpc connection closed")
 
     def gateway(self, task_manager_id: str) -> TaskManagerGateway | None:
         """The gateway of a registered TaskManager, or None once it is gone."""
@@ -147,10 +198,15 @@ class ResourceManager:
         return [r.id for r in lost]
 
     async def run(self) -> None:
-        """The heartbeat monitor; runs until cancelled."""
-        while True:
-            await self.clock.sleep(self.heartbeat_interval)
-            self.check_heartbeats()
+        """The heartbeat monitor; runs until cancelled.  It owns the ReleaseJob calls of reconciliation."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                while True:
+                    await self.clock.sleep(self.heartbeat_interval)
+                    self.check_heartbeats()
+        finally:
+            self._tg = None
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -188,12 +244,20 @@ class ResourceManager:
                         f"{self.slots_total} on {n} taskmanager(s); start more taskmanagers or lower the parallelism")
         return None
 
-    def release_slots(self, job_id: str) -> int:
-        """Free every slot of ``job_id``; returns how many were freed.  Serves waiting requests."""
+    def release_slots(self, job_id: str, unconfirmed: Collection[str] = ()) -> int:
+        """Free every slot of ``job_id``; returns how many were freed.  Serves waiting requests.
+
+        On the TaskManagers in ``unconfirmed`` (their ReleaseJob failed) the slots stay held
+        until a heartbeat reports them free; meanwhile each heartbeat sends ReleaseJob again.
+        """
         freed = 0
         for rec in self._task_managers.values():
             for idx in [i for i, j in rec.allocations.items() if j == job_id]:
                 del rec.allocations[idx]
+                if rec.id in unconfirmed:
+                    rec.reported[idx] = job_id
+                else:
+                    rec.reported.pop(idx, None)
                 freed += 1
         self.cancel_request(job_id)
         if freed:
@@ -221,7 +285,8 @@ class ResourceManager:
             candidates = [r for r in records if r.free_slots > 0]
             # spread: most free slots first; fill: registration order (max() keeps the first of equals)
             rec = (max(candidates, key=lambda r: r.free_slots) if self.spread_out else candidates[0])
-            idx = next(i for i in range(rec.slots) if i not in rec.allocations)
+            busy = rec.busy()
+            idx = next(i for i in range(rec.slots) if i not in busy)
             rec.allocations[idx] = job_id
             out.append(SlotAssignment(rec.id, idx, rec.data_address))
         return out

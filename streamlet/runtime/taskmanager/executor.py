@@ -3,13 +3,15 @@
 Deployment of one job's subtasks on this TaskManager (one ``DeployTasks`` message):
 
 1. check the slots (:class:`~.slots.SlotTable`) and write the job's files to a per-job directory
-   that goes first on the subtasks' ``sys.path``;
+   that goes first on ``sys.path`` while the job is here (its modules are imported apart from
+   other jobs' modules of the same name, see :func:`~streamlet.runtime.job_files.job_modules`);
 2. create every input channel; one whose producer runs on another TaskManager is registered with
    the :class:`NetworkEnvironment` before any task starts (credit covers a sender that is faster);
 3. create every output channel: a :class:`LocalOutputChannel` into the consumer's input channel
    when the consumer runs here, else the environment's remote channel to the consumer's
    TaskManager;
-4. build each Task; a failure in 1-4 undoes everything and fails the deployment with its reason;
+4. build each Task, in a worker thread (it imports user modules); a failure in 1-4 undoes
+   everything and fails the deployment with its reason;
 5. start each Task as a task of the executor's TaskGroup.
 
 Each subtask's state changes (INITIALIZING, RUNNING, then FINISHED / FAILED / CANCELED with the
@@ -33,7 +35,7 @@ from streamlet.errors import StreamletError
 from streamlet.graph.execution_graph import TaskDeploymentDescriptor
 from streamlet.keys import KeyGroupRange
 from streamlet.rpc.messages import DeployTasks
-from streamlet.runtime.job_files import forget_modules, write_job_files
+from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
 from streamlet.runtime.taskmanager.task import Task, create_task
@@ -72,7 +74,17 @@ class _Subtask:
 class _Job:
     job_id: str
     job_dir: Path | None
+    #: the slots the deployment took
+    slots: list[int] = field(default_factory=list)
     subtasks: list[_Subtask] = field(default_factory=list)
+    #: released by the JobManager (or the connection was lost): slots are freed as their tasks end
+    dropped: bool = False
+
+
+def _cancel(job: _Job) -> None:
+    for st in job.subtasks:
+        if st.runner is not None and not st.runner.done():
+            st.runner.cancel()
 
 
 def _error_text(exc: BaseException) -> str:
@@ -92,7 +104,11 @@ class TaskExecutor:
         self.clock = clock
         self.job_root = job_root
         self.queue_capacity = queue_capacity
+        #: how long a release waits for cancelled tasks to end before it answers
+        self.drop_timeout = 5.0
         self._jobs: dict[str, _Job] = {}
+        #: dropped jobs whose tasks did not end yet (they hold their slots until they do)
+        self._draining: dict[str, _Job] = {}
         self._tg: asyncio.TaskGroup | None = None
         # at most a few entries per deployed subtask: bounded by the slots' subtasks
         self._updates: list[dict[str, Any]] = []
@@ -113,14 +129,18 @@ class TaskExecutor:
             raise RuntimeError("the task executor is not running")
         if msg.job_id in self._jobs:
             raise StreamletError(f"job {msg.job_id} is already deployed on this taskmanager")
-        self.slots.allocate(msg.job_id, [t["slot"] for t in msg.tasks])
-        job = _Job(msg.job_id, self.job_root / msg.job_id if msg.files else None)
+        if msg.job_id in self._draining:
+            raise StreamletError(f"job {msg.job_id} is still being released on this taskmanager; deploy it again "
+                                 "once its subtasks ended")
+        slots = sorted({t["slot"] for t in msg.tasks})
+        self.slots.allocate(msg.job_id, slots)
+        job = _Job(msg.job_id, self.job_root / msg.job_id if msg.files else None, slots)
         self._jobs[msg.job_id] = job
         try:
             if job.job_dir is not None:
                 files = {p: base64.b64decode(d) for p, d in msg.files.items()}
                 await asyncio.to_thread(write_job_files, job.job_dir, files)
-            self._build(msg, job)
+            await self._build(msg, job)
         except BaseException:
             await self._drop(job)
             raise
@@ -128,10 +148,12 @@ class TaskExecutor:
             self._report(job.job_id, st, "INITIALIZING")
             st.runner = self._tg.create_task(self._run(job.job_id, st), name=st.name)
             # a task cancelled before it first ran never executes _run: report it from here
-            st.runner.add_done_callback(lambda t, j=job.job_id, s=st: self._on_done(j, s, t))
+            st.runner.add_done_callback(lambda t, j=job, s=st: self._on_done(j, s, t))
         logger.info("job %s: deployed %d subtask(s)", msg.job_id, len(job.subtasks))
 
-    def _build(self, msg: DeployTasks, job: _Job) -> None:
+    async def _build(self, msg: DeployTasks, job: _Job) -> None:
+        """Channels on the loop (they belong to the network), then the tasks in a thread: building
+        a task imports the job's user modules, which is blocking and must not see another job's."""
         me = self.task_manager_id
         extra = (str(job.job_dir),) if job.job_dir is not None else ()
         tdds = [(t, replace(TaskDeploymentDescriptor.from_json(t["tdd"]), sys_path=extra + tuple(t["tdd"]["sys_path"])))
@@ -143,6 +165,7 @@ class TaskExecutor:
                 if msg.locations[i.producer_vertex][i.producer_subtask] != me:
                     self.network.register_input_channel(msg.job_id, ch)
                 inputs[i.channel_id] = ch
+        wired = []
         for t, tdd in tdds:
             outputs: dict[str, OutputChannel] = {}
             for o in tdd.outputs:
@@ -152,11 +175,20 @@ class TaskExecutor:
                     outputs[cid] = (LocalOutputChannel(inputs[cid]) if tm == me
                                     else self.network.output_channel(msg.job_id, cid, msg.addresses[tm]))
             gate = InputGate([inputs[i.channel_id] for i in tdd.inputs]) if tdd.inputs else None
-            state = HeapKeyedStateBackend(
-                KeyGroupRange.for_subtask(tdd.subtask_index, tdd.parallelism, tdd.max_parallelism),
-                tdd.max_parallelism)
-            task = create_task(tdd, gate, outputs, self.clock, state, None)
-            job.subtasks.append(_Subtask(tdd, t["attempt_id"], t["slot"], task))
+            wired.append((t, tdd, gate, outputs))
+
+        def create_tasks() -> list[_Subtask]:
+            out = []
+            with job_modules(job.job_dir, keep_on_path=True):
+                for t, tdd, gate, outputs in wired:
+                    state = HeapKeyedStateBackend(
+                        KeyGroupRange.for_subtask(tdd.subtask_index, tdd.parallelism, tdd.max_parallelism),
+                        tdd.max_parallelism)
+                    task = create_task(tdd, gate, outputs, self.clock, state, None)
+                    out.append(_Subtask(tdd, t["attempt_id"], t["slot"], task))
+            return out
+
+        job.subtasks.extend(await asyncio.to_thread(create_tasks))
 
     async def _run(self, job_id: str, st: _Subtask) -> None:
         self._report(job_id, st, "RUNNING")
@@ -171,40 +203,60 @@ class TaskExecutor:
         else:
             self._report(job_id, st, "FINISHED", final=True)
 
-    def _on_done(self, job_id: str, st: _Subtask, runner: asyncio.Task[None]) -> None:
+    def _on_done(self, job: _Job, st: _Subtask, runner: asyncio.Task[None]) -> None:
         if not st.terminal_reported:
-            self._report(job_id, st, "CANCELED", final=True)
+            self._report(job.job_id, st, "CANCELED", final=True)
+        if job.dropped:
+            self._free_idle_slots(job)
+
+    def _free_idle_slots(self, job: _Job) -> None:
+        """Free the dropped job's slots in which no task runs any more (a slot is free only when it is)."""
+        busy = {st.slot for st in job.subtasks if st.runner is not None and not st.runner.done()}
+        idle = [i for i in job.slots if i not in busy]
+        if idle:
+            self.slots.release(job.job_id, idle)
+            job.slots = [i for i in job.slots if i in busy]
+        if not job.slots:
+            self._draining.pop(job.job_id, None)
 
     # -- cancel and release -----------------------------------------------------------------
 
     def cancel_job(self, job_id: str) -> None:
         """Cancel the job's running subtasks (each reports CANCELED when its task ends)."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            return
-        for st in job.subtasks:
-            if st.runner is not None and not st.runner.done():
-                st.runner.cancel()
+        job = self._jobs.get(job_id) or self._draining.get(job_id)
+        if job is not None:
+            _cancel(job)
 
     async def release_job(self, job_id: str) -> None:
-        """Stop whatever still runs of the job, free its slots, channels and files."""
-        job = self._jobs.get(job_id)
-        if job is None:
-            self.slots.release(job_id)
-            return
-        await self._drop(job)
+        """Stop whatever still runs of the job, free its slots, channels and files.
 
-    async def _drop(self, job: _Job, timeout: float = 5.0) -> None:
-        self.cancel_job(job.job_id)
+        Raises when subtasks of the job still run after the drop timeout: their slots stay held
+        (and reported in heartbeats) until they end, and the JobManager does not offer them.
+        """
+        job = self._jobs.get(job_id) or self._draining.get(job_id)
+        if job is None:
+            self.slots.release(job_id)  # a stale slot entry: nothing of the job runs here
+            return
+        if not job.dropped:
+            await self._drop(job)
+        if job.slots:
+            raise StreamletError(f"job {job_id}: {len(job.slots)} slot(s) still run subtasks that ignore "
+                                 "cancellation; they are freed when the subtasks end")
+
+    async def _drop(self, job: _Job) -> None:
+        job.dropped = True
+        self._jobs.pop(job.job_id, None)
+        self._draining[job.job_id] = job
+        _cancel(job)
         runners = [st.runner for st in job.subtasks if st.runner is not None and not st.runner.done()]
         if runners:
             # a cancelled task closes its files and sockets in its finally blocks; wait, but boundedly
-            await asyncio.wait(runners, timeout=timeout)
+            await asyncio.wait(runners, timeout=self.drop_timeout)
         self.network.unregister_job(job.job_id)
-        self.slots.release(job.job_id)
-        self._jobs.pop(job.job_id, None)
+        # slots whose tasks still run are freed by the tasks' done callbacks, not here
+        self._free_idle_slots(job)
         if job.job_dir is not None:
-            forget_modules(job.job_dir)
+            forget_job(job.job_dir)
             await asyncio.to_thread(shutil.rmtree, job.job_dir, True)
         logger.info("job %s: released", job.job_id)
 

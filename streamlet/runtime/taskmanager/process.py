@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -80,22 +81,25 @@ class TaskManagerProcess:
         conf = self.config
         tmp_root = conf["taskmanager.tmp.dir"]
         job_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"streamlet-tm-{self.id[:8]}-", dir=tmp_root))
-        self.network = NetworkEnvironment(host=conf["taskmanager.data.address"], port=conf["taskmanager.data.port"],
-                                          token=self.token, capacity=conf["taskmanager.network.queue-capacity"],
-                                          connect_timeout=conf["rpc.ask-timeout"])
-        await self.network.start()
         try:
-            self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
-                                         conf["taskmanager.network.queue-capacity"])
-            async with asyncio.TaskGroup() as tg:
-                self.executor.bind(tg)
-                try:
-                    await self._connection_loop(self.executor)
-                finally:
-                    await self.executor.reset()
+            self.network = NetworkEnvironment(host=conf["taskmanager.data.address"],
+                                              port=conf["taskmanager.data.port"], token=self.token,
+                                              capacity=conf["taskmanager.network.queue-capacity"],
+                                              connect_timeout=conf["rpc.ask-timeout"], clock=self.clock)
+            try:
+                await self.network.start()  # OSError when the data port is taken
+                self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
+                                             conf["taskmanager.network.queue-capacity"])
+                async with asyncio.TaskGroup() as tg:
+                    self.executor.bind(tg)
+                    try:
+                        await self._connection_loop(self.executor)
+                    finally:
+                        await self.executor.reset()
+            finally:
+                await self.network.stop()
         finally:
-            await self.network.stop()
-            await asyncio.to_thread(_rmtree, job_root)
+            await asyncio.to_thread(shutil.rmtree, job_root, True)
 
     async def _connection_loop(self, executor: TaskExecutor) -> None:
         conf = self.config
@@ -130,19 +134,27 @@ class TaskManagerProcess:
                     await self._wait_or_stop(backoff.wait())
 
     async def _wait_or_stop(self, aw: Any) -> None:
-        sleeper = asyncio.ensure_future(aw)
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
+        async with asyncio.TaskGroup() as tg:
+            sleeper = tg.create_task(aw)
+            stopper = tg.create_task(self._stopping.wait())
             await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
             sleeper.cancel()
             stopper.cancel()
+
+    async def _read(self, conn: RpcConnection) -> None:
+        """The connection's read loop; a failure in it is a lost JobManager, never a crash of the session."""
+        try:
+            await conn.run()
+        except Exception as exc:  # noqa: BLE001 - whatever broke the socket, the answer is to reconnect
+            logger.warning("rpc connection to the jobmanager at %s failed: %s: %s", self.jobmanager_address,
+                           type(exc).__name__, exc)
+            await conn.close()
 
     async def _session(self, conn: RpcConnection, executor: TaskExecutor) -> bool:
         """One registered session; returns whether registration succeeded."""
         gateway = RemoteJobManagerGateway(conn)
         async with asyncio.TaskGroup() as tg:
-            reader = tg.create_task(conn.run(), name="rpc reader")
+            reader = tg.create_task(self._read(conn), name="rpc reader")
             try:
                 answer = await gateway.register(RegisterTaskManager(self.id, len(self.slots), self.network.address,
                                                                     _resources(len(self.slots))))
@@ -210,15 +222,10 @@ class TaskManagerProcess:
                 logger.debug("metrics report failed: %s", exc)
 
 
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def run_taskmanager(config: Configuration, jobmanager_address: str, slots: int | None = None) -> int:
     """Entry of ``streamlet taskmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
-    from streamlet.runtime.jobmanager.process import configure_logging, new_event_loop
+    from streamlet.runtime.jobmanager.process import configure_logging
+    from streamlet.runtime.minicluster import new_event_loop
 
     configure_logging(config["log.level"])
     process = TaskManagerProcess(config, jobmanager_address, slots)

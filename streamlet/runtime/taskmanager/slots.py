@@ -83,19 +83,15 @@ class SlotTable:
                 s.job_id, s.allocation_id = job_id, allocation_id
         return allocation_id
 
-    def release(self, job_id: str) -> list[int]:
-        """Free the slots of ``job_id``; returns their indexes."""
+    def release(self, job_id: str, indexes: list[int] | None = None) -> list[int]:
+        """Free the slots of ``job_id`` (only ``indexes`` of them when given); returns their indexes."""
         freed = []
         for s in self.slots:
-            if s.job_id == job_id:
+            if s.job_id == job_id and (indexes is None or s.index in indexes):
                 s._move(SlotState.FREE)
                 s.job_id = s.allocation_id = None
                 freed.append(s.index)
         return freed
-
-    def release_all(self) -> None:
-        for job_id in {s.job_id for s in self.slots if s.job_id is not None}:
-            self.release(job_id)  # type: ignore[arg-type]
 
     def report(self) -> list[dict[str, Any]]:
         """``[{index, state, job_id}]`` for heartbeats."""

@@ -121,3 +121,71 @@ def test_job_graph_submission_routing_and_archive_cap(tmp_path: Path) -> None:
         await until(lambda: d.job(pending).state == "SUSPENDED")
 
     run(tmp_path, body)
+
+
+def test_disconnect_fails_the_jobs_but_not_after_shutdown_began(tmp_path: Path) -> None:
+    from streamlet.rpc.messages import RegisterTaskManager, RegistrationAck
+    from streamlet.testing.fakes import TestingTaskManagerGateway
+
+    async def body(d: Dispatcher, rm: ResourceManager) -> None:
+        g = graph(1, 1, keyed=False).to_json()
+        acks = {}
+        for tm in ("t1", "t2"):
+            gw = TestingTaskManagerGateway(tm)
+            ack = rm.register(RegisterTaskManager(tm, 1, f"127.0.0.1:{len(acks) + 1}"), gw)
+            assert isinstance(ack, RegistrationAck)
+            acks[tm] = (ack.registration_id, gw)
+        first, second = [await d.submit(JobSubmission(job_graph=g)) for _ in range(2)]
+        await until(lambda: all(gw.deployments for _, gw in acks.values()))
+        on_t1 = first if d._jobs[first].executions[0].slot.task_manager_id == "t1" else second
+        other = second if on_t1 == first else first
+        rm.disconnected("t1", acks["t1"][0])
+        assert d.job(on_t1).state == "FAILED" and "t1" in d.job_exceptions(on_t1).entries[0].exception
+        d.stop()  # the jobmanager shuts down: jobs are suspended before the connections close
+        rm.disconnected("t2", acks["t2"][0])
+        assert d.job(other).state == "SUSPENDED"
+
+    run(tmp_path, body)
+
+
+def test_planning_imports_the_jobs_own_module_over_a_loaded_one(tmp_path: Path) -> None:
+    import types
+
+    (tmp_path / "in.jsonl").write_text('{"x": 1}\n')
+    yaml = YAML.replace("data/in.jsonl", "in.jsonl").replace("dispatch_udfs_a:f", "dispatch_udfs_dup:g")
+    loaded = types.ModuleType("dispatch_udfs_dup")  # e.g. another job's module of the same name, without g
+    sys.modules["dispatch_udfs_dup"] = loaded
+
+    async def body(d: Dispatcher, rm: ResourceManager) -> None:
+        try:
+            subs = [JobSubmission(pipeline_yaml=yaml, files={"dispatch_udfs_dup.py": f"def g(r):\n    return {i}\n".encode()},
+                                  base_dir=str(tmp_path)) for i in range(3)]
+            ids = await asyncio.gather(*(d.submit(s) for s in subs))  # planned one at a time
+            assert len(set(ids)) == 3
+            assert sys.modules["dispatch_udfs_dup"] is loaded  # put back after planning
+            assert not any(str(tmp_path / "uploads") in p for p in sys.path)
+        finally:
+            sys.modules.pop("dispatch_udfs_dup", None)
+
+    run(tmp_path, body)
+
+
+def test_an_invalid_job_graph_is_refused_before_the_job_exists(tmp_path: Path) -> None:
+    good = graph(1, 1, keyed=False).to_json()
+    bad = [dict(good, vertices=[]),
+           dict(good, vertices=[dict(good["vertices"][0], parallelism=0), good["vertices"][1]]),
+           dict(good, edges=[dict(good["edges"][0], target="c" * 32)]),
+           dict(good, vertices=[dict(v, operators=[]) for v in good["vertices"]])]
+
+    async def body(d: Dispatcher, rm: ResourceManager) -> None:
+        for g in bad:
+            with pytest.raises(PipelineDefinitionError, match="job graph is invalid"):
+                await d.submit(JobSubmission(job_graph=g))
+        assert d.jobs() == []  # no FAILED ghost job
+        d.stop()
+        from streamlet.rest.base import UnavailableError
+
+        with pytest.raises(UnavailableError, match="not accepting jobs"):
+            await d.submit(JobSubmission(job_graph=good))
+
+    run(tmp_path, body)

@@ -241,3 +241,17 @@ def test_metrics_and_backpressure_views() -> None:
         report(jm, "t1", "CANCELED")
 
     run_job(body)
+
+
+def test_an_unrequested_cancellation_fails_the_job_and_frees_its_slots() -> None:
+    async def body(jm: JobMaster, rm: ResourceManager, clock: ManualClock) -> None:
+        t1 = register(rm, 2, "t1")
+        await until(lambda: t1.deployments)
+        report(jm, "t1", "RUNNING")
+        report(jm, "t1", "FINISHED", lambda ex: ex.tdd.vertex_name == "src")
+        report(jm, "t1", "CANCELED", lambda ex: ex.tdd.vertex_name == "out")  # nobody asked for it
+        await until(lambda: jm.is_terminal and rm.slots_free == 2)
+        assert jm.status is JobStatus.FAILED
+        assert "out (1/2) canceled unexpectedly on taskmanager t1" in jm.exceptions[0].exception
+
+    run_job(body)

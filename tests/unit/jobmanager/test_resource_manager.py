@@ -112,3 +112,60 @@ def test_heartbeat_timeout_loses_the_taskmanager() -> None:
             monitor.cancel()
 
     asyncio.run(main())
+
+
+def test_a_closed_connection_loses_the_taskmanager_at_once() -> None:
+    async def main() -> None:
+        rm = ResourceManager(ManualClock(), 1.0, 5.0)
+        lost: list[tuple[str, str]] = []
+        rm.on_task_manager_lost = lambda tm, why: lost.append((tm, why))
+        old = rm.register(RegisterTaskManager("tm1", 2, "127.0.0.1:1"), TestingTaskManagerGateway("tm1"))
+        new = rm.register(RegisterTaskManager("tm1", 2, "127.0.0.1:1"), TestingTaskManagerGateway("tm1"))
+        assert isinstance(old, RegistrationAck) and isinstance(new, RegistrationAck)
+        lost.clear()
+        rm.disconnected("tm1", old.registration_id)  # the connection of an older registration: nothing
+        assert not lost and rm.task_manager_ids() == ["tm1"]
+        rm.request_slots("job", 2)
+        rm.disconnected("tm1", new.registration_id)  # no heartbeat timeout needed
+        assert lost == [("tm1", "taskmanager tm1 (127.0.0.1:1) lost: its rpc connection closed")]
+        assert rm.task_manager_ids() == [] and rm.slots_total == 0 and rm.gateway("tm1") is None
+
+    asyncio.run(main())
+
+
+def test_heartbeat_slot_report_reconciles_the_pool() -> None:
+    async def main() -> None:
+        clock = ManualClock()
+        rm = ResourceManager(clock, 1.0, 5.0)
+        monitor = asyncio.create_task(rm.run())  # owns the ReleaseJob calls
+        await settle()
+        gw = TestingTaskManagerGateway("tm1")
+        gate = asyncio.Event()
+
+        async def slow_release(job_id: str) -> None:
+            await gate.wait()
+
+        gw.release_hook = slow_release
+        ack = rm.register(RegisterTaskManager("tm1", 2, "127.0.0.1:1"), gw)
+        assert isinstance(ack, RegistrationAck)
+        rm.request_slots("j1", 2)
+        rm.release_slots("j1", unconfirmed={"tm1"})  # its ReleaseJob failed: the slots stay held
+        assert rm.slots_free == 0
+        # the TaskManager still runs j1 in slot 0 and an unknown job in slot 1: neither is offered,
+        # and each job is told to release
+        report = [{"index": 0, "state": "ALLOCATED", "job_id": "j1"},
+                  {"index": 1, "state": "ALLOCATED", "job_id": "ghost"}]
+        assert rm.heartbeat("tm1", ack.registration_id, report)
+        waiting = rm.request_slots("j2", 1)
+        await settle()
+        assert rm.slots_free == 0 and not waiting.done()
+        assert sorted(gw.released) == ["ghost", "j1"]
+        rm.heartbeat("tm1", ack.registration_id, report)  # no second ReleaseJob while one is in flight
+        await settle()
+        assert len(gw.released) == 2
+        gate.set()  # both released: the slots are offered again and the waiting request is served
+        await settle()
+        assert waiting.done() and rm.slots_free == 1
+        monitor.cancel()
+
+    asyncio.run(main())

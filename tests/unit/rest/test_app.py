@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streamlet.errors import PipelineDefinitionError
 from streamlet.rest.app import create_app
-from streamlet.rest.base import NotFoundError
+from streamlet.rest.base import NotFoundError, UnavailableError
 from streamlet.rest.schemas import (
     ClusterOverview, ExceptionEntry, JobExceptions, JobInfo, JobSubmission, SubtaskBackpressure, TaskManagerInfo,
     TaskMetricsInfo, VertexBackpressure, backpressure_level,
@@ -60,6 +60,8 @@ class FakeGateway:
     async def submit(self, submission: JobSubmission) -> str:
         if submission.pipeline_yaml and "bad" in submission.pipeline_yaml:
             raise PipelineDefinitionError("unknown key 'bad'", "<rest>: bad")
+        if submission.pipeline_yaml and "late" in submission.pipeline_yaml:
+            raise UnavailableError("the jobmanager is not accepting jobs (starting or shutting down); retry later")
         self.submissions.append(submission)
         return JID
 
@@ -164,3 +166,13 @@ def test_backpressure_levels_are_flinks() -> None:
     assert [backpressure_level(r) for r in (0.0, 0.0999, 0.1, 0.5, 0.5001, 1.0)] == ["ok", "ok", "low", "low",
                                                                                         "high", "high"]
     assert TaskMetricsInfo(records_in=3).to_json()["read-records"] == 3
+
+
+def test_no_multipart_boundary_is_400_and_a_stopping_jobmanager_503() -> None:
+    async def body(c: TestClient, gw: FakeGateway) -> None:
+        r = await c.post("/jobs", data=b"--x\r\n", headers={"Content-Type": "multipart/form-data"})
+        assert r.status == 400 and "boundary" in (await r.json())["errors"][0]
+        r = await c.post("/jobs", data=b"name: late", headers={"Content-Type": "application/x-yaml"})
+        assert r.status == 503 and "not accepting jobs" in (await r.json())["errors"][0]
+
+    run(body)

@@ -126,3 +126,36 @@ def test_backoff_doubles_up_to_the_cap_on_the_clock() -> None:
         assert b.delay == 0.1
 
     asyncio.run(main())
+
+
+class _BrokenTransport:
+    """Delivers queued frames; every send fails as aiohttp does on a socket the peer reset."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.frames: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+
+    async def send_bytes(self, data: bytes) -> None:
+        raise ConnectionResetError("Cannot write to closing transport")
+
+    async def receive(self, timeout: float | None = None) -> aiohttp.WSMessage:
+        return await self.frames.get()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_a_reply_to_a_vanished_peer_ends_the_read_loop_quietly() -> None:
+    async def main() -> None:
+        from streamlet.rpc import codec
+
+        endpoint = Server()
+        transport = _BrokenTransport()
+        conn = RpcConnection(transport, endpoint, "jm", 1.0)
+        transport.frames.put_nowait(aiohttp.WSMessage(aiohttp.WSMsgType.BINARY,
+                                                      codec.encode(Heartbeat("tm"), 1), None))
+        await asyncio.wait_for(conn.run(), 5)  # returns instead of raising ConnectionClosedError
+        assert conn.closed and endpoint.disconnected.is_set()
+
+    asyncio.run(main())

@@ -191,3 +191,104 @@ def test_cancel_reports_canceled_and_a_held_slot_refuses_a_deployment(tmp_path: 
             assert ex.jobs == [] and ex.slots.free == 1
 
     asyncio.run(main())
+
+
+class _Stubborn:
+    """A task body that ignores cancellation until ``done`` is set."""
+
+    name = "stubborn (1/1)"
+
+    def __init__(self) -> None:
+        from streamlet.runtime.taskmanager.task import TaskMetrics
+
+        self.metrics = TaskMetrics()
+        self.done = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.done.wait()
+                return
+            except asyncio.CancelledError:
+                continue
+
+
+def test_a_slot_is_freed_only_when_its_task_really_ended(tmp_path: Path) -> None:
+    graph = plan_file(write_pipeline(tmp_path, """
+        name: endless
+        sources: {gen: {type: datagen, rate: 100, fields: {id: {kind: sequence}}}}
+        sinks: {out: {input: gen, type: blackhole}}
+    """))
+
+    async def main() -> None:
+        from streamlet.errors import StreamletError
+
+        ex = TaskExecutor("A", SlotTable(1), LoopbackNetwork(), SystemClock(), tmp_path / "jobs", 2)
+        ex.drop_timeout = 0.01
+        async with asyncio.TaskGroup() as tg:
+            ex.bind(tg)
+            dep = deployments(graph, ["A"])["A"]
+            await ex.deploy(dep)
+            stubborn = _Stubborn()
+            ex._jobs["j" * 32].subtasks[0].task = stubborn  # type: ignore[assignment]  # before it starts
+            await asyncio.sleep(0)
+            try:
+                with pytest.raises(StreamletError, match="still run subtasks"):
+                    await ex.release_job("j" * 32)
+                assert ex.slots.free == 0 and ex.slots.report()[0]["job_id"] == "j" * 32  # heartbeats: busy
+                other = DeployTasks("k" * 32, "other", dep.tasks, dep.locations, dep.addresses)
+                with pytest.raises(SlotError, match="held by job"):
+                    await ex.deploy(other)
+                with pytest.raises(StreamletError, match="still run subtasks"):
+                    await ex.release_job("j" * 32)  # a repeated release does not free it either
+                assert ex.slots.free == 0
+            finally:
+                stubborn.done.set()
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert ex.slots.free == 1  # freed by the task's done callback
+            await ex.release_job("j" * 32)  # now a no-op
+            await ex.deploy(other)
+            await ex.reset()
+
+    asyncio.run(main())
+
+
+def test_jobs_shipping_a_module_of_the_same_name_each_run_their_own(tmp_path: Path) -> None:
+    import sys
+
+    write_jsonl(tmp_path / "in.jsonl", [{"v": 1}])
+    (tmp_path / "code").mkdir()
+    ok = b"def f(r):\n    return r\n"
+    (tmp_path / "code" / "dup_udfs.py").write_bytes(ok)
+    sys.path.insert(0, str(tmp_path / "code"))
+    try:
+        graph = plan_file(write_pipeline(tmp_path, """
+            name: dup
+            sources: {src: {type: file, path: in.jsonl}}
+            transforms: {m: {input: src, map: "dup_udfs:f"}}
+            sinks: {out: {input: m, type: blackhole}}
+        """))
+    finally:
+        sys.path.remove(str(tmp_path / "code"))
+        sys.modules.pop("dup_udfs", None)
+    versions = {"a" * 32: ok, "b" * 32: b"def f(r):\n    raise ValueError('the module of job b')\n"}
+
+    async def main() -> None:
+        ex = TaskExecutor("A", SlotTable(2), LoopbackNetwork(), SystemClock(), tmp_path / "jobs", 2)
+        async with asyncio.TaskGroup() as tg:
+            ex.bind(tg)
+            for slot, (job_id, source) in enumerate(versions.items()):
+                exs = create_executions(graph, job_id, assign_splits(graph))
+                assign_slots(exs, [SlotAssignment("A", slot, "A:1")])
+                await ex.deploy(build_deployments(job_id, graph.name, exs, {"dup_udfs.py": source})["A"])
+            updates = await finished([ex], 2)
+            ends = {u["job_id"]: (u["state"], u["error"]) for u in updates if u["state"] in ("FINISHED", "FAILED")}
+            assert ends["a" * 32] == ("FINISHED", None)
+            assert ends["b" * 32][0] == "FAILED" and "the module of job b" in ends["b" * 32][1]
+            for job_id in versions:
+                await ex.release_job(job_id)
+            assert not any(p.startswith(str(tmp_path / "jobs")) for p in sys.path)
+            assert "dup_udfs" not in sys.modules
+
+    asyncio.run(main())

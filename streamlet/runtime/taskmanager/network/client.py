@@ -23,7 +23,10 @@ from typing import Any
 
 import aiohttp
 
+from streamlet.clock import Clock, SystemClock
 from streamlet.errors import StreamletError
+from streamlet.rpc.auth import bearer_header
+from streamlet.rpc.client import Backoff
 from streamlet.runtime.taskmanager.network.errors import (
     NetworkStoppedError, PeerLostError, PeerRefusedError, PeerUnreachableError, ProtocolError,
 )
@@ -47,8 +50,9 @@ class PeerConnection:
     """
 
     def __init__(self, peer: str, session: aiohttp.ClientSession, *, origin: str, token: str | None,
-                 connect_timeout: float, send_timeout: float, heartbeat: float) -> None:
+                 connect_timeout: float, send_timeout: float, heartbeat: float, clock: Clock | None = None) -> None:
         self.peer = peer
+        self.clock = clock or SystemClock()
         self.state = "connecting"
         self._session = session
         self._origin = origin
@@ -103,16 +107,15 @@ class PeerConnection:
                     pass  # the peer is gone anyway; closing was a courtesy
 
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._connect_timeout
-        headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION), SENDER_HEADER: self._origin}
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token}"
+        clock = self.clock
+        deadline = clock.monotonic() + self._connect_timeout
+        headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION), SENDER_HEADER: self._origin,
+                   **bearer_header(self._token)}
         url = f"http://{self.peer}{DATA_PATH}"
-        delay = _BACKOFF_FIRST
+        backoff = Backoff(clock, _BACKOFF_MAX, initial=_BACKOFF_FIRST)
         last: BaseException | None = None
         while True:
-            remaining = deadline - loop.time()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 raise PeerUnreachableError(self.peer, self._connect_timeout, last)
             self.attempts += 1
@@ -130,11 +133,10 @@ class PeerConnection:
                 last = exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 last = exc
-            remaining = deadline - loop.time()
+            remaining = deadline - clock.monotonic()
             if remaining <= 0:
                 raise PeerUnreachableError(self.peer, self._connect_timeout, last)
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, _BACKOFF_MAX)
+            await backoff.wait(limit=remaining)
 
     async def _pump(self, ws: aiohttp.ClientWebSocketResponse) -> BaseException:
         """Run reader and writer until one ends; the error that ended the connection."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from streamlet.clock import Clock, SystemClock
 from streamlet.runtime.taskmanager.network.channels import InputChannel
 from streamlet.runtime.taskmanager.network.client import PeerConnection
 from streamlet.runtime.taskmanager.network.errors import ChannelReleasedError, NetworkStoppedError
@@ -71,7 +72,7 @@ class NetworkEnvironment:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  capacity: int = 4, connect_timeout: float = 10.0, *, send_timeout: float = 30.0,
-                 heartbeat: float = 30.0) -> None:
+                 heartbeat: float = 30.0, clock: Clock | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"channel capacity must be at least 1, got {capacity!r}")
         self.host = host
@@ -79,6 +80,8 @@ class NetworkEnvironment:
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
         self.heartbeat = heartbeat
+        #: paces reconnect attempts to peers
+        self.clock = clock or SystemClock()
         self._token = token
         self._state = _NEW
         self._registry = InputChannelRegistry()
@@ -172,7 +175,7 @@ class NetworkEnvironment:
         assert self._session is not None
         conn = PeerConnection(peer, self._session, origin=self.address, token=self._token,
                               connect_timeout=self.connect_timeout, send_timeout=self.send_timeout,
-                              heartbeat=self.heartbeat)
+                              heartbeat=self.heartbeat, clock=self.clock)
         self._peers[peer] = conn
         task = asyncio.get_running_loop().create_task(conn.run(), name=f"data connection to {peer}")
         self._tasks.add(task)

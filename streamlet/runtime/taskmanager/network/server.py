@@ -15,12 +15,12 @@ The handshake is refused with 401 (``{"errors": [...]}``) without the right bear
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from streamlet.rpc.auth import bearer_ok
 from streamlet.runtime.taskmanager.network.errors import ProtocolError
 from streamlet.runtime.taskmanager.network.remote import (
     DATA_PATH, MAX_FRAME_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, SENDER_HEADER, InboundLink,
@@ -106,7 +106,7 @@ class DataServer:
         self.registry = registry
         self.host = host
         self.port = port
-        self._expected = f"Bearer {token}".encode() if token is not None else None
+        self._token = token
         self._heartbeat = heartbeat
         self._send_timeout = send_timeout
         self._runner: web.AppRunner | None = None
@@ -140,10 +140,7 @@ class DataServer:
         await runner.cleanup()
 
     def _authorized(self, request: web.Request) -> bool:
-        if self._expected is None:
-            return True
-        got = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(got, self._expected)
+        return bearer_ok(request.headers.get("Authorization"), self._token)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         sender = request.headers.get(SENDER_HEADER) or str(request.remote)
