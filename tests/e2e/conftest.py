@@ -96,7 +96,7 @@ class Cluster:
 
     def jobmanager(self, *extra: str, test_connectors: bool = False) -> Proc:
         args = ["jobmanager", "-D", f"rest.port={self.rest_port}", "-D", f"jobmanager.rpc.port={self.rpc_port}",
-                *FAST, *extra]
+                "-D", f"web.upload.dir={self.tmp}", *FAST, *extra]
         if self.token:
             args += ["-D", f"security.auth.token={self.token}"]
         proc = self.spawn("jobmanager", args, test_connectors)
@@ -106,7 +106,9 @@ class Cluster:
     def taskmanager(self, slots: int = 1, *extra: str, token: str | None = None, wait: bool = True,
                     test_connectors: bool = False) -> Proc:
         before = self.get("/overview")["taskmanagers"] if wait else 0
-        args = ["taskmanager", "--jobmanager", f"127.0.0.1:{self.rpc_port}", "--slots", str(slots), *FAST, *extra]
+        # job files go under the test's directory: a SIGKILLed TaskManager cannot remove its own
+        args = ["taskmanager", "--jobmanager", f"127.0.0.1:{self.rpc_port}", "--slots", str(slots),
+                "-D", f"taskmanager.tmp.dir={self.tmp}", *FAST, *extra]
         tok = token if token is not None else self.token
         if tok:
             args += ["-D", f"security.auth.token={tok}"]
