@@ -21,9 +21,27 @@ _OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 DEFAULT_MAX_PARALLELISM = 128
 
 
+def _canonical(key: object) -> object:
+    # keys that Python's dicts treat as equal (1, 1.0, True) must land in the same key group,
+    # because keyed state holds them under one dict key
+    t = type(key)
+    if t is int or t is str:
+        return key
+    if t is bool:
+        return int(key)  # type: ignore[arg-type]
+    if t is float:
+        return int(key) if key.is_integer() else key  # type: ignore[union-attr]
+    if t is tuple or t is list:
+        return [_canonical(k) for k in key]  # type: ignore[union-attr]
+    return key
+
+
 def key_bytes(key: object) -> bytes:
-    """Canonical bytes of ``key`` (a JSON value or a tuple of them)."""
-    return _DUMPS(key, option=_OPTS)
+    """Canonical bytes of ``key`` (a JSON value or a tuple of them).
+
+    Keys equal in Python (``1``, ``1.0``, ``True``) have equal bytes.
+    """
+    return _DUMPS(_canonical(key), option=_OPTS)
 
 
 def stable_hash(data: bytes) -> int:

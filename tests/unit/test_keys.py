@@ -121,3 +121,12 @@ def test_freeze_makes_keys_hashable() -> None:
     assert key_bytes(freeze([1, [2, 3]])) == orjson.dumps([1, [2, 3]])
     with pytest.raises(TypeError, match="cannot be a dict"):
         freeze({"a": 1})
+
+
+def test_keys_equal_in_python_share_a_key_group() -> None:
+    from streamlet.keys import key_bytes, key_group_for
+
+    assert key_bytes(1) == key_bytes(1.0) == key_bytes(True)
+    assert key_bytes((1, "a")) == key_bytes([1.0, "a"])
+    assert key_bytes(1.5) != key_bytes(1)
+    assert {key_group_for(k) for k in (7, 7.0)} == {key_group_for(7)}
