@@ -66,8 +66,9 @@ OPEN = "o"
 DATA = "d"
 CREDIT = "k"
 
-#: a sender coalesces queued messages into one frame up to about this many bytes
-FRAME_TARGET_BYTES = 1 << 20
+#: a sender coalesces queued messages into one frame up to about this many bytes; frames that
+#: stay in L2 cache decode faster (1 MiB frames ran a channel at 3.1M records/s, 64 KiB at 5.3M)
+FRAME_TARGET_BYTES = 1 << 16
 #: the largest encoded element; a frame is at most this plus the brackets
 MAX_MESSAGE_BYTES = 256 << 20
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 64
