@@ -74,6 +74,11 @@ def validate_params(params: Mapping[str, Any], spec: Mapping[str, Param], where:
     return out
 
 
+def slice_splits(parallelism: int) -> list[dict[str, Any]]:
+    """One generator slice per subtask: split ``i`` of ``p`` makes items ``i, i + p, i + 2p, ...``."""
+    return [{"index": i, "count": parallelism} for i in range(parallelism)]
+
+
 class SourceContext(Protocol):
     """What a running source reader may use from its task."""
 

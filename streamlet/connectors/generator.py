@@ -31,7 +31,7 @@ import math
 import random
 from typing import Any, Callable, Mapping
 
-from streamlet.connectors.base import Param, validate_params
+from streamlet.connectors.base import Param, slice_splits, validate_params
 from streamlet.errors import PipelineDefinitionError
 
 #: default epoch milliseconds of row 0's ``timestamp`` field without a rate (2023-11-14T22:13:20Z)
@@ -212,7 +212,7 @@ class DatagenSource:
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
         """One generator slice per subtask: split ``i`` makes row indices ``i, i + p, ...``."""
-        return [{"index": i, "count": parallelism} for i in range(parallelism)]
+        return slice_splits(parallelism)
 
     @classmethod
     def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> DatagenReader:

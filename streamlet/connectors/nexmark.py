@@ -37,7 +37,7 @@ from bisect import bisect_left
 from fractions import Fraction
 from typing import Any, Callable, Iterator, Mapping
 
-from streamlet.connectors.base import Param, validate_params
+from streamlet.connectors.base import Param, slice_splits, validate_params
 from streamlet.connectors.generator import DEFAULT_BASE_TIME, RateLimiter
 from streamlet.errors import PipelineDefinitionError
 
@@ -423,7 +423,7 @@ class NexmarkSource:
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
         """One slice per subtask: split ``i`` of ``p`` generates blocks ``i, i + p, i + 2p, ...``."""
-        return [{"index": i, "count": parallelism} for i in range(parallelism)]
+        return slice_splits(parallelism)
 
     @classmethod
     def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> NexmarkReader:

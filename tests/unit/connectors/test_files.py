@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -12,6 +11,7 @@ import pytest
 
 from streamlet.connectors.files import FileSource
 from streamlet.errors import UserFunctionError
+from streamlet.testing.sources import TestingSourceContext
 
 
 def _read_all(path: Path, fmt: str, parallelism: int = 1, batch_size: int = 7) -> list[list[Any]]:
@@ -20,7 +20,7 @@ def _read_all(path: Path, fmt: str, parallelism: int = 1, batch_size: int = 7) -
 
     async def run(sub: int) -> list[Any]:
         mine = [s for i, s in enumerate(splits) if i % parallelism == sub]
-        ctx = SimpleNamespace(batch_size=batch_size, node_id="src")
+        ctx = TestingSourceContext(sub, parallelism, batch_size, node_id="src")
         reader = FileSource.create_reader(params, mine, ctx)
         out: list[Any] = []
         try:

@@ -9,25 +9,12 @@ from typing import Any
 import pytest
 
 from streamlet.clock import ManualClock
+from streamlet.testing.sources import TestingSourceContext
 from streamlet.connectors.generator import DEFAULT_BASE_TIME, DatagenSource, RateLimiter
 from streamlet.errors import PipelineDefinitionError
 
 
-class _Ctx:
-    """The part of a source task's context a reader uses, on a given clock."""
-
-    def __init__(self, subtask_index: int = 0, parallelism: int = 1, batch_size: int = 1024,
-                 clock: Any = None) -> None:
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-        self.batch_size = batch_size
-        self.clock = clock or ManualClock()
-
-    async def idle_sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
-
-    def time_ms(self) -> int:
-        return self.clock.time_ms()
+_Ctx = TestingSourceContext
 
 
 def _params(**kw: Any) -> dict[str, Any]:

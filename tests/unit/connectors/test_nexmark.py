@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from streamlet.clock import ManualClock
+from streamlet.testing.sources import TestingSourceContext
 from streamlet.connectors.generator import DEFAULT_BASE_TIME
 from streamlet.connectors.nexmark import (
     BLOCK, NexmarkGenerator, NexmarkSource, count_kind, last_base0_auction_id, last_base0_person_id,
@@ -22,21 +23,7 @@ AUCTION_KEYS = ["id", "itemName", "description", "initialBid", "reserve", "dateT
 BID_KEYS = ["auction", "bidder", "price", "channel", "url", "dateTime", "extra"]
 
 
-class _Ctx:
-    """The part of a source task's context a reader uses, on a given clock."""
-
-    def __init__(self, subtask_index: int = 0, parallelism: int = 1, batch_size: int = 1024,
-                 clock: Any = None) -> None:
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-        self.batch_size = batch_size
-        self.clock = clock or ManualClock()
-
-    async def idle_sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
-
-    def time_ms(self) -> int:
-        return self.clock.time_ms()
+_Ctx = TestingSourceContext
 
 
 def _params(**kw: Any) -> dict[str, Any]:
