@@ -6,11 +6,6 @@ from typing import Any
 
 import orjson
 
-dumps = orjson.dumps
-loads = orjson.loads
-JSONDecodeError = orjson.JSONDecodeError
-
-
 def dumps_lines(records: list[Any]) -> bytes:
     """Encode records as JSON lines (each followed by a newline)."""
     if not records:

@@ -21,6 +21,7 @@ import orjson
 
 from streamlet.connectors.base import Param, validate_params
 from streamlet.errors import PipelineDefinitionError, UserFunctionError
+from streamlet.serde import dumps_lines
 
 _CHUNK = 1 << 22
 _FORMATS = ("text", "jsonl", "csv")
@@ -331,8 +332,7 @@ class FileSink:
         if not records:
             return
         if self._format == "jsonl":
-            d = orjson.dumps
-            data = b"\n".join([d(r) for r in records]) + b"\n"
+            data = dumps_lines(records)
         else:
             data = self._encode_csv(records)
         self._buf.append(data)

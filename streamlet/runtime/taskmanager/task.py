@@ -250,6 +250,7 @@ def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, Out
     """
     from streamlet.operators.base import RuntimeContext
     from streamlet.runtime.taskmanager.network import partitioners
+    from streamlet.ids import subtask_name
     from streamlet.udf import ensure_on_path
 
     ensure_on_path(tdd.sys_path)
@@ -266,6 +267,6 @@ def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, Out
         outputs.append(RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, metrics))
     if chain.writer is not None:
         outputs.append(SinkOutput(chain.writer, metrics))
-    task = Task(f"{tdd.vertex_name} ({tdd.subtask_index + 1}/{tdd.parallelism})", chain, gate, outputs, metrics)
+    task = Task(subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism), chain, gate, outputs, metrics)
     src_ctx.task = task
     return task
