@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+
 def dumps_lines(records: list[Any]) -> bytes:
     """Encode records as JSON lines (each followed by a newline)."""
     if not records:
