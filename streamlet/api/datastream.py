@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Union
 
 from streamlet.api.yaml.loader import compile_expression, parse_aggregates, parse_key
-from streamlet.api.yaml.schema import FunctionDef, KeyDef, SinkDef, TransformDef
+from streamlet.api.yaml.schema import FunctionDef, KeyDef, TransformDef
 from streamlet.errors import PipelineDefinitionError
 
 if TYPE_CHECKING:
@@ -115,5 +115,3 @@ class KeyedStream:
                                              parallelism=parallelism, where=where))
         return DataStream(self.env, node_id)
 
-
-__all__ = ["DataStream", "KeyedStream", "SinkDef"]

@@ -27,9 +27,6 @@ class FunctionDef:
     expr: str | None = None
     path: str | None = None
 
-    def describe(self) -> str:
-        return self.expr if self.expr is not None else f"{self.path}"
-
 
 @dataclass(frozen=True)
 class KeyDef:
@@ -37,12 +34,6 @@ class KeyDef:
 
     fields: tuple[str, ...] = ()
     function: FunctionDef | None = None
-
-    def describe(self) -> str:
-        if self.fields:
-            return ",".join(self.fields)
-        assert self.function is not None
-        return self.function.describe()
 
     def to_spec(self) -> dict[str, Any]:
         """JSON form carried by the JobGraph."""

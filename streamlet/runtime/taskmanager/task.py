@@ -42,10 +42,6 @@ class TaskMetrics:
         #: fraction of a bounded source read, when known
         self.progress: float | None = None
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"records_in": self.records_in, "records_out": self.records_out, "idle": self.idle,
-                "backpressured": self.backpressured, "progress": self.progress}
-
 
 class RecordWriter:
     """Output of one edge: partitions batches over its channels and batches them up.

@@ -7,6 +7,7 @@ NetworkEnvironment, so the remote side of each channel is exercised without sock
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ from streamlet.runtime.taskmanager.executor import TaskExecutor
 from streamlet.runtime.taskmanager.network.channels import InputChannel
 from streamlet.runtime.taskmanager.slots import SlotError, SlotTable
 from tests.support.pipelines import canonical, plan_file, read_output, write_jsonl, write_pipeline
+
+
+def _plan_with_module(tmp_path: Path, module: str, source: bytes, pipeline: str) -> Any:
+    """Plan ``pipeline`` with ``module`` importable from ``tmp_path/code`` (as the JobManager
+    plans with the job's files on sys.path), then forget the module again."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / f"{module}.py").write_bytes(source)
+    sys.path.insert(0, str(code))
+    try:
+        return plan_file(write_pipeline(tmp_path, pipeline))
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop(module, None)
 
 
 class LoopbackOutput:
@@ -127,22 +142,13 @@ def test_two_executors_exchange_data_and_finish(tmp_path: Path) -> None:
 
 def test_user_function_failure_is_reported_with_node_and_record(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", [{"v": 1}, {"v": 0}])
-    (tmp_path / "code").mkdir()
     files = {"boom_udfs.py": b"def inv(r):\n    return {'x': 1 / r['v']}\n"}
-    # plan with the module visible (as the JobManager does with the job's files on sys.path)
-    import sys
-    (tmp_path / "code" / "boom_udfs.py").write_bytes(files["boom_udfs.py"])
-    sys.path.insert(0, str(tmp_path / "code"))
-    try:
-        graph = plan_file(write_pipeline(tmp_path, """
-            name: boom
-            sources: {src: {type: file, path: in.jsonl}}
-            transforms: {inv: {input: src, map: "boom_udfs:inv"}}
-            sinks: {out: {input: inv, type: blackhole}}
-        """))
-    finally:
-        sys.path.remove(str(tmp_path / "code"))
-        sys.modules.pop("boom_udfs", None)
+    graph = _plan_with_module(tmp_path, "boom_udfs", files["boom_udfs.py"], """
+        name: boom
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms: {inv: {input: src, map: "boom_udfs:inv"}}
+        sinks: {out: {input: inv, type: blackhole}}
+    """)
 
     async def main() -> None:
         net = LoopbackNetwork()
@@ -255,23 +261,15 @@ def test_a_slot_is_freed_only_when_its_task_really_ended(tmp_path: Path) -> None
 
 
 def test_jobs_shipping_a_module_of_the_same_name_each_run_their_own(tmp_path: Path) -> None:
-    import sys
 
     write_jsonl(tmp_path / "in.jsonl", [{"v": 1}])
-    (tmp_path / "code").mkdir()
     ok = b"def f(r):\n    return r\n"
-    (tmp_path / "code" / "dup_udfs.py").write_bytes(ok)
-    sys.path.insert(0, str(tmp_path / "code"))
-    try:
-        graph = plan_file(write_pipeline(tmp_path, """
-            name: dup
-            sources: {src: {type: file, path: in.jsonl}}
-            transforms: {m: {input: src, map: "dup_udfs:f"}}
-            sinks: {out: {input: m, type: blackhole}}
-        """))
-    finally:
-        sys.path.remove(str(tmp_path / "code"))
-        sys.modules.pop("dup_udfs", None)
+    graph = _plan_with_module(tmp_path, "dup_udfs", ok, """
+        name: dup
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms: {m: {input: src, map: "dup_udfs:f"}}
+        sinks: {out: {input: m, type: blackhole}}
+    """)
     versions = {"a" * 32: ok, "b" * 32: b"def f(r):\n    raise ValueError('the module of job b')\n"}
 
     async def main() -> None:
