@@ -29,8 +29,6 @@ class OperatorChain:
         body = list(specs)
         if body and body[0]["kind"] == "source":
             src = body.pop(0)
-            if source_ctx is not None:
-                source_ctx.node_id = src["id"]
             self.reader = source_class(src["type"]).create_reader(src["params"], list(splits), source_ctx)
             decode = self.reader.decode_stage()
             if decode is not None:

@@ -219,13 +219,14 @@ class Task:
 class SourceContextImpl:
     """The :class:`~streamlet.connectors.base.SourceContext` of a source task."""
 
-    def __init__(self, subtask_index: int, parallelism: int, batch_size: int, clock: Any) -> None:
+    def __init__(self, subtask_index: int, parallelism: int, batch_size: int, clock: Any,
+                 node_id: str = "source") -> None:
         self.subtask_index = subtask_index
         self.parallelism = parallelism
         self.batch_size = batch_size
         self.clock = clock
         #: the source's node id, for errors that name it
-        self.node_id = "source"
+        self.node_id = node_id
         self.task: Task | None = None
 
     async def idle_sleep(self, seconds: float) -> None:
@@ -244,16 +245,16 @@ def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, Out
     ``gate`` holds the task's input channels (None for a source); ``output_channels`` maps every
     channel id of the descriptor's outputs to the producer side of that channel (local or remote).
     """
+    from streamlet.ids import subtask_name
     from streamlet.operators.base import RuntimeContext
     from streamlet.runtime.taskmanager.network import partitioners
-    from streamlet.ids import subtask_name
     from streamlet.udf import ensure_on_path
 
     ensure_on_path(tdd.sys_path)
     ctx = RuntimeContext(job_name=tdd.job_name, vertex_name=tdd.vertex_name, subtask_index=tdd.subtask_index,
                          parallelism=tdd.parallelism, max_parallelism=tdd.max_parallelism, mode=tdd.mode,
                          state=state, clock=clock, console=console)
-    src_ctx = SourceContextImpl(tdd.subtask_index, tdd.parallelism, tdd.batch_size, clock)
+    src_ctx = SourceContextImpl(tdd.subtask_index, tdd.parallelism, tdd.batch_size, clock, tdd.operators[0]["id"])
     chain = OperatorChain(tdd.operators, ctx, tdd.splits, src_ctx)
     metrics = TaskMetrics()
     outputs: list[RecordWriter | SinkOutput] = []

@@ -86,3 +86,15 @@ def test_csv_header_applies_to_every_split(tmp_path: Path) -> None:
     parts = _read_all(path, "csv", parallelism=3)
     rows = sorted((r for p in parts for r in p), key=lambda r: int(r["id"]))
     assert rows == [{"id": str(i), "name": f"n{i}"} for i in range(1000)]
+
+
+def test_a_bad_line_in_a_pipeline_names_the_source_node(tmp_path: Path) -> None:
+    from tests.support.pipelines import plan_file, run_graph, write_pipeline
+
+    (tmp_path / "in.jsonl").write_bytes(b'{"a": 1}\n{"a":\n')
+    result = run_graph(plan_file(write_pipeline(tmp_path, """
+        sources: {events: {type: file, path: in.jsonl}}
+        sinks: {out: {input: events, type: blackhole}}
+    """)))
+    assert result.state == "FAILED"
+    assert isinstance(result.error, UserFunctionError) and result.error.node_id == "events"
