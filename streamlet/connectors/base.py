@@ -3,15 +3,10 @@
 A connector class declares its YAML keys in ``PARAMS`` (checked by :func:`validate_params`), and
 is named from YAML by ``type:`` through :mod:`streamlet.api.registry`.
 
-Source life cycle, per job:
-
-1. ``validate(params, where, base_dir)`` (client side) checks and normalizes the keys, e.g.
-   makes paths absolute and checks that input files exist;
-2. ``enumerate_splits(params, parallelism)`` (JobManager side) lists the splits; split ``i`` goes
-   to subtask ``i % parallelism``;
-3. on each subtask, ``create_reader(params, splits, ctx)`` returns a :class:`SourceReader`.
-
-Sink life cycle: ``validate`` then, per subtask, ``create_writer(params, ctx)``.
+Sources follow Flink's split model (:class:`Source`, :class:`SourceReader`): splits are
+enumerated by the JobMaster, read by non-blocking readers whose split positions go into
+checkpoints.  Sinks (:class:`Sink`, :class:`SinkWriter`) write batches and, when exactly-once,
+take part in checkpoints by two-phase commit.
 """
 
 from __future__ import annotations
@@ -80,23 +75,94 @@ def slice_splits(parallelism: int) -> list[dict[str, Any]]:
 
 
 class SourceContext(Protocol):
-    """What a running source reader may use from its task."""
+    """What a running source reader may use from its task (built by the runtime per subtask)."""
 
     subtask_index: int
     parallelism: int
-
-    async def idle_sleep(self, seconds: float) -> None:
-        """Flush buffered output, then wait ``seconds`` on the task's clock."""
+    #: records per batch (``pipeline.batch-size``); a reader returns batches of about this size
+    batch_size: int
+    #: the source's node id, for errors that name it
+    node_id: str
+    #: the task's injected clock (``streamlet.clock.Clock``): readers pace and time out on it only
+    clock: Any
 
     def time_ms(self) -> int:
         """Wall-clock milliseconds of the task's clock."""
 
 
-class SourceReader(Protocol):
-    """Reads one subtask's splits, batch by batch."""
+#: what :meth:`SourceReader.poll` returns once every split is exhausted (bounded sources only)
+END_OF_INPUT = None
 
-    async def read(self) -> list[Any] | None:
-        """The next batch of raw elements, or None once every split is exhausted."""
+
+class Source(Protocol):
+    """A source connector class (named from YAML by ``type:``); every method is a classmethod.
+
+    Life cycle, per job (Flink's FLIP-27 split model):
+
+    1. ``validate(params, where, base_dir)`` on the client: check and normalize the keys (make
+       paths absolute, check that input files exist); errors are ``PipelineDefinitionError``
+       naming ``where`` + the key;
+    2. ``enumerate_splits(params, parallelism)`` in the JobMaster's source coordinator, off the
+       event loop (it may block on I/O): the splits, each a JSON-able dict with a unique ``"id"``
+       (str); the coordinator assigns them to subtasks and records the assignment in checkpoints;
+    3. on each subtask ``create_reader(params, ctx)``, then ``await reader.open()``, then
+       ``reader.add_splits(splits)`` with fresh splits *or* split states taken by
+       :meth:`SourceReader.snapshot_state` (a restore; possibly of another subtask, after a
+       rescale); more splits may be added while the reader runs.
+    """
+
+    PARAMS: Mapping[str, Param]
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]: ...
+
+    @classmethod
+    def is_bounded(cls, params: Mapping[str, Any]) -> bool:
+        """True when every split ends (``mode: batch`` requires it)."""
+
+    @classmethod
+    def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]: ...
+
+    @classmethod
+    def create_reader(cls, params: Mapping[str, Any], ctx: SourceContext) -> SourceReader: ...
+
+
+class SourceReader(Protocol):
+    """Reads the splits of one source subtask, batch by batch, without blocking the event loop.
+
+    The task calls :meth:`poll` between batches: it returns at once, with a batch (a non-empty
+    list of raw elements from ONE split, whose id it leaves in :attr:`current_split`), an empty
+    list (nothing right now: the task then awaits :meth:`wait_available` together with its
+    mailbox), or :data:`END_OF_INPUT` once every split it holds is exhausted and no more can come
+    (bounded sources).  Work that blocks (file reads) runs in threads started by ``poll`` and
+    awaited by ``wait_available``; pacing (``rate:``) waits on ``ctx.clock`` there too.
+
+    Positions: :meth:`snapshot_state` returns one JSON-able state per split the reader holds
+    (finished splits included, marked so), such that a fresh reader given those states by
+    :meth:`add_splits` produces exactly the records the first one had not yet returned: no record
+    twice, none missing.  The task calls it between batches (never while a poll is under way).
+    """
+
+    #: the id of the split the last batch of :meth:`poll` came from
+    current_split: str | None
+
+    async def open(self) -> None:
+        """Acquire connections and files; called once before the first ``add_splits``."""
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        """Take over ``splits``: fresh ones from ``enumerate_splits`` or states from ``snapshot_state``."""
+
+    def poll(self) -> list[Any] | None:
+        """A batch, ``[]`` (nothing now, see :meth:`wait_available`), or ``END_OF_INPUT``; never blocks."""
+
+    async def wait_available(self) -> None:
+        """Return once :meth:`poll` may return something other than ``[]`` (may return early)."""
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        """The state of every split held, as JSON-able dicts accepted by :meth:`add_splits`."""
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is durable (e.g. commit offsets back to Kafka for monitoring)."""
 
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         """An optional ``(expression over r, globals)`` turning raw elements into records.
@@ -108,17 +174,91 @@ class SourceReader(Protocol):
         """Fraction of a bounded input read (0..1), or None when unknown/unbounded."""
 
     async def close(self) -> None:
-        """Release files and connections."""
+        """Release files and connections (also after a failure or cancellation)."""
+
+
+class Sink(Protocol):
+    """A sink connector class (named from YAML by ``type:``).
+
+    ``GUARANTEE`` says what a job gets: ``"exactly_once"`` (two-phase commit with the
+    checkpoints), ``"at_least_once"`` (flushed at every checkpoint) or ``"none"``.
+    """
+
+    PARAMS: Mapping[str, Param]
+    GUARANTEE: str
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]: ...
+
+    @classmethod
+    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> SinkWriter: ...
 
 
 class SinkWriter(Protocol):
-    """Writes one subtask's output."""
+    """Writes one sink subtask's output; two-phase commit for exactly-once sinks (Flink's SinkV2).
+
+    Checkpoint ``n`` on a sink subtask (steps run on the task, in this order):
+
+    1. the barrier reaches the sink: ``prepare_commit(n)`` flushes what was written since
+       checkpoint ``n - 1`` and returns its *committables* (JSON-able: e.g. the names of pending
+       files, a transaction id), which go into the checkpoint together with ``snapshot_state(n)``;
+    2. once the JobManager declares ``n`` complete, ``commit(committables)`` makes them visible;
+    3. after a failure the job restarts from the last completed checkpoint: the writer is
+       created again, ``restore_state`` gets its snapshot, and ``commit`` is called again with
+       the committables that checkpoint recorded, so ``commit`` must be idempotent (committing
+       twice is harmless, committing something already committed is a no-op).
+
+    Writers of ``"none"``/``"at_least_once"`` sinks keep the defaults: no committables.
+    """
+
+    async def open(self) -> None:
+        """Acquire files and connections; called once before the first ``write``."""
 
     async def write(self, records: list[Any]) -> None:
         """Write a batch; may wait (backpressure)."""
 
+    async def prepare_commit(self, checkpoint_id: int) -> list[Any]:
+        """Flush, and return the committables of checkpoint ``checkpoint_id`` (default ``[]``)."""
+
+    async def commit(self, committables: list[Any]) -> None:
+        """Make ``committables`` visible; idempotent (see the class docstring)."""
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """JSON-able writer state for the checkpoint (default None)."""
+
+    def restore_state(self, state: Any) -> None:
+        """Take back a state from :meth:`snapshot_state` (a restore); called before ``open``."""
+
     async def finish(self) -> None:
-        """End of input: flush everything."""
+        """End of input: flush everything (a bounded job's last output becomes visible)."""
 
     async def close(self) -> None:
-        """Release resources (also after a failure)."""
+        """Release resources (also after a failure or cancellation)."""
+
+
+class SinkWriterBase:
+    """Defaults for the optional :class:`SinkWriter` hooks: subclass and override what you need."""
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, records: list[Any]) -> None:
+        return None
+
+    async def prepare_commit(self, checkpoint_id: int) -> list[Any]:
+        return []
+
+    async def commit(self, committables: list[Any]) -> None:
+        return None
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        return None
+
+    def restore_state(self, state: Any) -> None:
+        return None
+
+    async def finish(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

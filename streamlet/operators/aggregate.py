@@ -35,14 +35,15 @@ class KeyedAggregateOperator(Operator):
     Result rows carry the key field(s) (``key`` for an expression key) and each named aggregate.
     """
 
-    def __init__(self, spec: dict[str, Any], name: str) -> None:
+    def __init__(self, spec: dict[str, Any], ctx: RuntimeContext) -> None:
+        super().__init__(spec, ctx)
         self.node_ids = (spec["id"],)
         self._spec = spec
-        self._name = name
+        self._name = ctx.vertex_name
         self._batch_mode = spec.get("mode") == "batch"
 
-    def open(self, ctx: RuntimeContext) -> None:
-        self._state = ctx.state.value_state(self._spec["id"])
+    def open(self) -> None:
+        self._state = self.ctx.state.value_state(self._spec["id"])
         spec = self._spec
         aggs: list[list[Any]] = spec["aggregates"]
         nslots = sum(len(_AGG[a[1]][0]) for a in aggs)
@@ -113,14 +114,15 @@ class KeyedReduceOperator(Operator):
     emitted per record (streaming) or once per key at end of input (batch).
     """
 
-    def __init__(self, spec: dict[str, Any], name: str) -> None:
+    def __init__(self, spec: dict[str, Any], ctx: RuntimeContext) -> None:
+        super().__init__(spec, ctx)
         self.node_ids = (spec["id"],)
         self._spec = spec
-        self._name = name
+        self._name = ctx.vertex_name
         self._batch_mode = spec.get("mode") == "batch"
 
-    def open(self, ctx: RuntimeContext) -> None:
-        self._state = ctx.state.value_state(self._spec["id"])
+    def open(self) -> None:
+        self._state = self.ctx.state.value_state(self._spec["id"])
         spec = self._spec
         nid = spec["id"]
         b = CodeBuilder(self._name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamlet.operators.base import Batch, Operator, Timestamps
+from streamlet.operators.base import Batch, Operator, RuntimeContext, Timestamps
 from streamlet.operators.codegen import CodeBuilder, call_generated, function_ref
 
 STATELESS = ("map", "filter", "flat_map")
@@ -24,10 +24,11 @@ class FusedOperator(Operator):
                 _append(r)
     """
 
-    def __init__(self, stages: list[dict[str, Any]], name: str) -> None:
+    def __init__(self, stages: list[dict[str, Any]], ctx: RuntimeContext) -> None:
+        super().__init__(stages, ctx)
         self.node_ids = tuple(dict.fromkeys(s["id"] for s in stages))
-        self._plain = self._generate(stages, name, with_ts=False)
-        self._with_ts = self._generate(stages, name, with_ts=True)
+        self._plain = self._generate(stages, ctx.vertex_name, with_ts=False)
+        self._with_ts = self._generate(stages, ctx.vertex_name, with_ts=True)
 
     @staticmethod
     def _generate(stages: list[dict[str, Any]], name: str, with_ts: bool) -> Any:

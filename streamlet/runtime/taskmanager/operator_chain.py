@@ -43,20 +43,21 @@ class OperatorChain:
                 pending.append(spec)
                 continue
             if pending:
-                self.operators.append(FusedOperator(pending, name))
+                self.operators.append(FusedOperator(pending, ctx))
                 pending = []
             if kind == "aggregate":
-                self.operators.append(KeyedAggregateOperator(spec, name))
+                self.operators.append(KeyedAggregateOperator(spec, ctx))
             elif kind == "reduce":
-                self.operators.append(KeyedReduceOperator(spec, name))
+                self.operators.append(KeyedReduceOperator(spec, ctx))
             else:
                 raise ValueError(f"unknown operator kind {kind!r}")
         if pending:
-            self.operators.append(FusedOperator(pending, name))
+            self.operators.append(FusedOperator(pending, ctx))
         if sink_spec is not None:
             self.writer = sink_class(sink_spec["type"]).create_writer(sink_spec["params"], ctx)
         for op in self.operators:
-            op.open(ctx)
+            op.initialize_state(None)
+            op.open()
 
     def process(self, records: list[Any], ts: list[int] | None) -> tuple[list[Any], list[int] | None]:
         for op in self.operators:

@@ -44,7 +44,7 @@ def test_fused_map_filter_flat_map() -> None:
         stage("filter", "f", "r['w'] % 3 == 0"),
         stage("flat_map", "fm", "[dict(r, part=j) for j in range(r['day'])]"),
         stage("map", "m2", "{'i': r['i'], 'part': r['part'], 'w': r['w']}"),
-    ], "chain")
+    ], ctx())
     assert op.node_ids == ("m", "f", "fm", "m2")
     expected = [{"i": r["i"], "part": j, "w": r["v"] * 2}
                 for r in RECORDS if (r["v"] * 2) % 3 == 0 for j in range(r["day"])]
@@ -60,7 +60,7 @@ def test_fused_stages_keep_timestamps_parallel() -> None:
     op = FusedOperator([
         stage("filter", "f", "r['i'] % 2 == 0"),
         stage("flat_map", "fm", "[r['i']] * (r['i'] % 3)"),
-    ], "ts")
+    ], ctx())
     recs = RECORDS[:60]
     ts = [1_000_000 + r["i"] for r in recs]
     out, out_ts = op.process(recs, ts)
@@ -87,7 +87,7 @@ def test_expression_globals_and_import_paths(tmp_path, udf_module) -> None:
             stage("filter", "k", path=f"{mod}:keep"),
             stage("flat_map", "e", path=f"{mod}:explode"),
             stage("map", "g", "math.copysign(len(re.findall('0', str(r))), r) + len(json.dumps([r]))"),
-        ], "udf")
+        ], ctx())
     out, _ = op.process(RECORDS[:10], None)
     import json
     import math
@@ -102,7 +102,7 @@ def test_source_decoder_stage_with_extra_globals() -> None:
 
     op = FusedOperator([{"kind": "map", "id": "src", "expr": "_loads(r)", "path": None,
                          "globals": {"_loads": orjson.loads}},
-                        stage("map", "m", "r['a'] + 1")], "decode")
+                        stage("map", "m", "r['a'] + 1")], ctx())
     assert op.process([b'{"a": 1}', b'{"a": 41}'], None) == ([2, 42], None)
 
 
@@ -114,7 +114,7 @@ def test_map_error_names_the_failing_node_and_its_input_record() -> None:
         stage("map", "shift", "dict(r, d=r['i'] - 7)"),
         stage("map", "invert", "dict(r, x=100 // r['d'])"),
         stage("filter", "keep", "True"),
-    ], "err")
+    ], ctx())
     with pytest.raises(UserFunctionError) as info:
         op.process(RECORDS[:20], None)
     err = info.value
@@ -131,7 +131,7 @@ def test_map_error_names_the_failing_node_and_its_input_record() -> None:
     ("map", "int(r['user'])", ValueError),
 ])
 def test_errors_of_every_stateless_kind(kind: str, expr: str, exc: type) -> None:
-    op = FusedOperator([stage("map", "first", "r"), stage(kind, "bad", expr)], "err")
+    op = FusedOperator([stage("map", "first", "r"), stage(kind, "bad", expr)], ctx())
     with pytest.raises(UserFunctionError) as info:
         op.process(RECORDS[3:5], [1, 2])  # the timestamped variant reports the same
     assert (info.value.node_id, info.value.record, type(info.value.cause)) == ("bad", RECORDS[3], exc)
@@ -140,7 +140,7 @@ def test_errors_of_every_stateless_kind(kind: str, expr: str, exc: type) -> None
 def test_import_path_error_names_the_node(tmp_path, udf_module) -> None:
     mod = udf_module("def boom(r):\n    raise RuntimeError(f'bad {r}')\n")
     with search_path([str(tmp_path)]):
-        op = FusedOperator([stage("map", "ok", "r"), stage("map", "udf", path=f"{mod}:boom")], "err")
+        op = FusedOperator([stage("map", "ok", "r"), stage("map", "udf", path=f"{mod}:boom")], ctx())
     with pytest.raises(UserFunctionError) as info:
         op.process([{"a": 1}], None)
     assert (info.value.node_id, info.value.record) == ("udf", {"a": 1})
@@ -148,7 +148,7 @@ def test_import_path_error_names_the_node(tmp_path, udf_module) -> None:
 
 
 def test_long_records_are_shortened_in_the_message() -> None:
-    op = FusedOperator([stage("map", "m", "r['nope']")], "err")
+    op = FusedOperator([stage("map", "m", "r['nope']")], ctx())
     with pytest.raises(UserFunctionError) as info:
         op.process([{"text": "x" * 2000}], None)
     assert info.value.record == {"text": "x" * 2000}
@@ -160,8 +160,8 @@ def test_long_records_are_shortened_in_the_message() -> None:
 
 def aggregate(aggs: list[list[Any]], key: dict[str, Any], mode: str = "streaming") -> KeyedAggregateOperator:
     op = KeyedAggregateOperator({"kind": "aggregate", "id": "agg", "key": key, "mode": mode,
-                                 "aggregates": aggs}, "agg")
-    op.open(ctx(mode))
+                                 "aggregates": aggs}, ctx(mode))
+    op.open()
     return op
 
 
@@ -239,8 +239,8 @@ def test_aggregate_errors_name_the_node_and_record() -> None:
 def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
     spec = {"kind": kind, "id": "keyed", "key": {"fields": ["tags"]}, "mode": "streaming",
             "aggregates": [["n", "count", None]], "expr": "a", "path": None}
-    op = KeyedAggregateOperator(spec, "k") if kind == "aggregate" else KeyedReduceOperator(spec, "k")
-    op.open(ctx())
+    op = KeyedAggregateOperator(spec, ctx()) if kind == "aggregate" else KeyedReduceOperator(spec, ctx())
+    op.open()
     bad = {"tags": ["x", "y"]}
     with pytest.raises(UserFunctionError) as info:
         op.process([{"tags": "x"}, bad], None)
@@ -248,8 +248,8 @@ def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
     assert "unhashable type: 'list'" in str(info.value)
     # an expression key may return a list: it is made hashable
     spec["key"] = {"expr": "r['tags']", "path": None}
-    op = KeyedAggregateOperator(spec, "k") if kind == "aggregate" else KeyedReduceOperator(spec, "k")
-    op.open(ctx())
+    op = KeyedAggregateOperator(spec, ctx()) if kind == "aggregate" else KeyedReduceOperator(spec, ctx())
+    op.open()
     assert len(op.process([bad, bad], None)[0]) == 2
 
 
@@ -259,8 +259,8 @@ def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
 @pytest.mark.parametrize("mode", ["streaming", "batch"])
 def test_reduce(mode: str) -> None:
     op = KeyedReduceOperator({"kind": "reduce", "id": "red", "key": {"fields": ["user"]}, "mode": mode,
-                              "expr": "dict(a, v=a['v'] + b['v'], n=a.get('n', 1) + 1)", "path": None}, "red")
-    op.open(ctx(mode))
+                              "expr": "dict(a, v=a['v'] + b['v'], n=a.get('n', 1) + 1)", "path": None}, ctx(mode))
+    op.open()
     rows = run_batches(op, RECORDS)
     totals: dict[str, dict[str, Any]] = {}
     expected_rows = []
@@ -278,8 +278,8 @@ def test_reduce(mode: str) -> None:
 
 def test_reduce_error_names_the_node_and_the_new_record() -> None:
     op = KeyedReduceOperator({"kind": "reduce", "id": "red", "key": {"fields": ["user"]}, "mode": "streaming",
-                              "expr": "dict(a, v=a['v'] / b['v'])", "path": None}, "red")
-    op.open(ctx())
+                              "expr": "dict(a, v=a['v'] / b['v'])", "path": None}, ctx())
+    op.open()
     zero = {"user": "u0", "v": 0}
     with pytest.raises(UserFunctionError) as info:
         op.process([{"user": "u0", "v": 4}, {"user": "u1", "v": 0}, zero], None)
