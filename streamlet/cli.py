@@ -43,15 +43,17 @@ def _config(config: Optional[Path], define: Optional[List[str]]) -> Any:
 
 
 def _plan(pipeline: Path, conf: Any, parallelism: Optional[int]) -> Any:
+    from streamlet.api.limits import PipelineLimits
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import load
 
-    pdef = load(pipeline)
+    limits = PipelineLimits.from_config(conf)
+    pdef = load(pipeline, limits)
     for key in pdef.unimplemented:
         typer.echo(f"warning: {pipeline.name}: {key}: not implemented in this version; ignored", err=True)
     return plan(pdef, default_parallelism=conf["parallelism.default"],
                 max_parallelism=conf["pipeline.max-parallelism"], batch_size=conf["pipeline.batch-size"],
-                parallelism_override=parallelism)
+                parallelism_override=parallelism, limits=limits)
 
 
 @app.command()

@@ -120,6 +120,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("taskmanager.metrics.interval", "duration", "1s", "period of per-subtask metrics a TaskManager computes and reports with heartbeats"),
     Option("taskmanager.cancel.timeout", "duration", "10s", "how long the JobManager waits for a cancelled subtask before it counts it as canceled"),
     Option("log.level", "str", "INFO", "log level of the jobmanager and taskmanager processes (DEBUG, INFO, WARNING, ERROR)"),
+    # limits on what a client may send (checked before any expensive work; see docs/operations.md)
+    Option("rest.server.max-content-length", "int", 32 * 1024 * 1024, "largest REST request body in bytes (a pipeline with its files); larger is refused with 413"),
+    Option("rest.server.read-timeout", "duration", "30s", "time a client has to send a whole request body; slower is answered 408"),
+    Option("web.upload.max-file-size", "int", 16 * 1024 * 1024, "largest file submitted with a job, in bytes"),
+    Option("web.upload.max-files", "int", 256, "most files submitted with one job"),
+    Option("pipeline.yaml.max-bytes", "int", 1024 * 1024, "largest pipeline YAML document in bytes"),
+    Option("pipeline.yaml.max-depth", "int", 32, "deepest nesting of maps and lists in a pipeline YAML document"),
+    Option("pipeline.yaml.max-nodes", "int", 100_000, "most values (scalars, maps, lists) in a pipeline YAML document, counted after alias expansion"),
+    Option("pipeline.yaml.max-aliases", "int", 1000, "most aliases (*name) in a pipeline YAML document"),
+    Option("pipeline.expression.max-length", "int", 10_000, "longest inline expression in characters"),
+    Option("pipeline.max-nodes", "int", 1000, "most nodes (sources, transforms, sinks) in a pipeline"),
+    Option("pipeline.max-parallelism-limit", "int", 32768, "largest max_parallelism (number of key groups) a pipeline may set (Flink's upper bound)"),
+    Option("pipeline.max-subtasks", "int", 10_000, "most subtasks (parallel instances summed over vertices) in a job"),
+    Option("pipeline.max-channels", "int", 100_000, "most channels between subtasks in a job (an all-to-all edge of parallelism p has p*p)"),
+    Option("taskmanager.network.max-frame-size", "int", 64 * 1024 * 1024, "largest data-plane websocket frame (and encoded batch) in bytes; a peer sending more is disconnected"),
 )
 
 _BY_KEY = {o.key: o for o in OPTIONS}

@@ -37,6 +37,19 @@ class PipelineDefinitionError(FatalError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class PipelineLimitError(PipelineDefinitionError):
+    """A pipeline (or a request carrying one) goes past a configured limit.
+
+    ``key`` is the configuration key that raises the limit; ``status`` the HTTP status the REST
+    API answers with (413 for sizes, 400 for parallelism and plan sizes).
+    """
+
+    def __init__(self, message: str, where: str = "", key: str = "", status: int = 413) -> None:
+        self.key = key
+        self.status = status
+        super().__init__(message, where)
+
+
 class UserFunctionError(FatalError):
     """A user function (expression or import path) raised on a record.
 

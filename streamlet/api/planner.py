@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Iterator, Union
+
+import orjson
 
 from streamlet.api import registry
+from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.api.yaml.schema import BATCH, FunctionDef, KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobEdge, JobGraph, JobVertex
@@ -53,13 +56,18 @@ def _check_function(fn: FunctionDef | None, where: str, paths: tuple[str, ...]) 
 
 
 def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: int | None = None,
-         batch_size: int | None = None, parallelism_override: int | None = None) -> JobGraph:
+         batch_size: int | None = None, parallelism_override: int | None = None,
+         limits: PipelineLimits = DEFAULT_LIMITS) -> JobGraph:
     """Build the JobGraph of ``pipeline`` (see the module docstring for the steps).
 
     ``parallelism_override`` (``--parallelism``) replaces the pipeline's default parallelism;
-    nodes that set their own keep it.
+    nodes that set their own keep it.  ``limits`` bound the node count, ``max_parallelism``,
+    and the job's subtasks and channels (checked here, before anything is expanded).
     """
     f = pipeline.source_file
+    count = len(pipeline.sources) + len(pipeline.transforms) + len(pipeline.sinks)
+    if count > limits.max_nodes:
+        raise limits.exceeded("max_nodes", f"the pipeline has {count} nodes", f)
     nodes: dict[str, NodeDef] = {}
     for n in (*pipeline.sources, *pipeline.transforms, *pipeline.sinks):
         if n.id in nodes:
@@ -93,6 +101,9 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
 
     default_p = parallelism_override or pipeline.parallelism or default_parallelism
     max_p = pipeline.max_parallelism or max_parallelism or DEFAULT_MAX_PARALLELISM
+    if max_p > limits.max_parallelism_limit:
+        where = f"{f}: max_parallelism" if pipeline.max_parallelism else f
+        raise limits.exceeded("max_parallelism_limit", f"max_parallelism is {max_p}", where, status=400)
     par: dict[str, int] = {}
     for nid in order:
         n = nodes[nid]
@@ -111,17 +122,29 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
                     "mode: batch needs every source bounded; give this source an end "
                     "(datagen: rows, nexmark: events) or use mode: streaming", s.where)
 
+    # the physical inputs of every node, inputs first (a union or key_by node stands for its
+    # own inputs); memoised, and bounded: unions of unions would otherwise grow exponentially
+    virtual_ins: dict[str, list[_In]] = {}
+
     def physical_inputs(n: NodeDef) -> list[_In]:
         out: list[_In] = []
         for inp in _inputs_of(n):
             up = nodes[inp]
             if isinstance(up, TransformDef) and up.op == "union":
-                out.extend(physical_inputs(up))
+                out.extend(virtual_ins[inp])
             elif isinstance(up, TransformDef) and up.op == "key_by":
-                out.extend(_In(i.node, up.key, i.partition) for i in physical_inputs(up))
+                out.extend(_In(i.node, up.key, i.partition) for i in virtual_ins[inp])
             else:
                 out.append(_In(inp, None, None))
+            if len(out) > limits.max_channels:
+                raise limits.exceeded("max_channels", f"node {n.id!r} reads more than {limits.max_channels} "
+                                      "inputs through its unions", n.where, status=400)
         return out
+
+    for nid in order:
+        n = nodes[nid]
+        if isinstance(n, TransformDef) and n.op in VIRTUAL:
+            virtual_ins[nid] = physical_inputs(n)
 
     phys: dict[str, list[_In]] = {}
     keys: dict[str, KeyDef] = {}
@@ -178,6 +201,7 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
             chain_of[nid] = nid
             chains[nid] = [nid]
 
+    _check_size(pipeline, nodes, chains, chain_of, phys, par, keys, partitioner, limits)
     vid = {head: stable_id(pipeline.name, head) for head in chains}
     vertices = []
     for head, members in chains.items():
@@ -193,6 +217,43 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
     return JobGraph(name=pipeline.name, vertices=tuple(vertices), edges=tuple(edges), mode=pipeline.mode,
                     max_parallelism=max_p, batch_size=pipeline.batch_size or batch_size or DEFAULT_BATCH_SIZE,
                     base_dir=pipeline.base_dir, sys_path=paths)
+
+
+def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[str, list[str]],
+                chain_of: dict[str, str], phys: dict[str, list[_In]], par: dict[str, int], keys: dict[str, KeyDef],
+                partitioner: Any, limits: PipelineLimits) -> None:
+    """Refuse a plan whose expansion (subtasks, channels) goes past the limits, before it is expanded."""
+    subtasks = sum(par[head] for head in chains)
+    if subtasks > limits.max_subtasks:
+        raise limits.exceeded("max_subtasks", f"the job would run {subtasks} subtasks (the parallelism of "
+                              "each vertex, summed)", pipeline.source_file, status=400)
+    channels = 0
+    for nid, ins in phys.items():
+        if chain_of[nid] != nid:
+            continue
+        for i in ins:
+            up, down = par[i.node], par[nid]
+            channels += down if partitioner(nid, i) == FORWARD else up * down
+    if channels > limits.max_channels:
+        raise limits.exceeded("max_channels", f"the job would have {channels} channels between subtasks (an "
+                              "all-to-all edge between parallelism p and q has p*q)", pipeline.source_file,
+                              status=400)
+    total = 0
+    for head, members in chains.items():
+        # what the chain's specs weigh as JSON, carried once per subtask (aliases expanded)
+        size = 0
+        for m in members:
+            try:
+                size += len(orjson.dumps(_op_spec(nodes[m], pipeline.mode, keys.get(m))))
+            except TypeError as exc:  # the Python API can pass any object as a connector key
+                raise PipelineDefinitionError(f"node {m!r} has a value that is not JSON ({exc}); keys of a "
+                                              "pipeline must be strings, numbers, lists and maps",
+                                              nodes[m].where) from None
+        total += size * par[head]
+    if total > limits.max_deployment_bytes:
+        raise limits.exceeded("max_deployment_bytes", f"the job's deployments would carry {total} bytes of operator "
+                              "specs (each subtask gets its chain's specs; large inline lists add up)",
+                              pipeline.source_file)
 
 
 def _op_spec(n: NodeDef, mode: str, key: KeyDef | None) -> dict[str, Any]:
@@ -214,31 +275,39 @@ def _op_spec(n: NodeDef, mode: str, key: KeyDef | None) -> dict[str, Any]:
 
 
 def _topological_order(nodes: dict[str, NodeDef]) -> list[str]:
-    """Node ids, inputs first; raises naming the cycle."""
+    """Node ids, inputs first; raises naming the cycle.
+
+    Iterative depth-first search (a pipeline may be a chain of ``pipeline.max-nodes`` nodes,
+    deeper than Python's recursion limit).
+    """
     state: dict[str, int] = {}
     order: list[str] = []
-    stack: list[str] = []
-
-    def visit(nid: str) -> None:
-        if state.get(nid) == 2:
-            return
-        if state.get(nid) == 1:
-            # the stack follows inputs; report the cycle in the direction data flows, at the
-            # input key that closes it (the node on top of the stack reads ``nid``)
-            cycle = stack[stack.index(nid):] + [nid]
-            closing = nodes[stack[-1]]
-            key = "union" if isinstance(closing, TransformDef) and closing.op == "union" else "input"
-            raise PipelineDefinitionError(
-                f"cycle {' -> '.join(reversed(cycle))}; a pipeline must be acyclic, remove one of these inputs",
-                f"{closing.where}.{key}")
-        state[nid] = 1
-        stack.append(nid)
-        for inp in _inputs_of(nodes[nid]):
-            visit(inp)
-        stack.pop()
-        state[nid] = 2
-        order.append(nid)
-
-    for nid in nodes:
-        visit(nid)
+    for root in nodes:
+        if state.get(root) == 2:
+            continue
+        state[root] = 1
+        stack: list[str] = [root]
+        pending: list[Iterator[str]] = [iter(_inputs_of(nodes[root]))]
+        while pending:
+            inp = next(pending[-1], None)
+            if inp is None:
+                nid = stack.pop()
+                pending.pop()
+                state[nid] = 2
+                order.append(nid)
+                continue
+            if state.get(inp) == 2:
+                continue
+            if state.get(inp) == 1:
+                # the stack follows inputs; report the cycle in the direction data flows, at the
+                # input key that closes it (the node on top of the stack reads ``inp``)
+                cycle = stack[stack.index(inp):] + [inp]
+                closing = nodes[stack[-1]]
+                key = "union" if isinstance(closing, TransformDef) and closing.op == "union" else "input"
+                raise PipelineDefinitionError(
+                    f"cycle {' -> '.join(reversed(cycle))}; a pipeline must be acyclic, remove one of these inputs",
+                    f"{closing.where}.{key}")
+            state[inp] = 1
+            stack.append(inp)
+            pending.append(iter(_inputs_of(nodes[inp])))
     return order

@@ -18,9 +18,10 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from streamlet.errors import ConfigError, PipelineDefinitionError, StreamletError
+from streamlet.errors import ConfigError, PipelineDefinitionError, PipelineLimitError, StreamletError
 from streamlet.rest.base import NotFoundError, RestGateway, UnavailableError
-from streamlet.rest.responses import GATEWAY, error_response
+from streamlet.rest.limits import RestLimits
+from streamlet.rest.responses import GATEWAY, LIMITS, error_response
 from streamlet.rest.routes import ROUTES
 from streamlet.rpc.auth import bearer_ok
 
@@ -48,6 +49,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(404, str(exc))
     except UnavailableError as exc:
         return error_response(503, str(exc))
+    except PipelineLimitError as exc:
+        return error_response(exc.status, str(exc))
     except (PipelineDefinitionError, ConfigError) as exc:
         return error_response(400, str(exc))
     except StreamletError as exc:
@@ -69,17 +72,18 @@ def _auth(token: str | None) -> Any:
     return auth
 
 
-def create_app(gateway: RestGateway, token: str | None = None,
-               max_upload_size: int = 64 * 1024 * 1024) -> web.Application:
-    """The REST application serving ``gateway``.
+def create_app(gateway: RestGateway, token: str | None = None, limits: RestLimits | None = None) -> web.Application:
+    """The REST application serving ``gateway``, refusing requests past ``limits``.
 
     Example (tests use a fake gateway the same way)::
 
-        app = create_app(dispatcher, token=config["security.auth.token"])
+        app = create_app(dispatcher, token=config["security.auth.token"], limits=RestLimits.from_config(config))
         runner = web.AppRunner(app); await runner.setup()
     """
-    app = web.Application(middlewares=[_errors, _auth(token)], client_max_size=max_upload_size)
+    limits = limits or RestLimits()
+    app = web.Application(middlewares=[_errors, _auth(token)], client_max_size=limits.max_content_length)
     app[GATEWAY] = gateway
+    app[LIMITS] = limits
     for prefix in ("", "/v1"):
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)

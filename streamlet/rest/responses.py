@@ -8,8 +8,10 @@ import orjson
 from aiohttp import web
 
 from streamlet.rest.base import RestGateway
+from streamlet.rest.limits import RestLimits
 
 GATEWAY: web.AppKey[Any] = web.AppKey("gateway", object)
+LIMITS: web.AppKey[RestLimits] = web.AppKey("limits", RestLimits)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -28,3 +30,8 @@ def error_response(status: int, *messages: str, headers: dict[str, str] | None =
 def gateway_of(request: web.Request) -> RestGateway:
     """The gateway the application was created with."""
     return request.app[GATEWAY]  # type: ignore[no-any-return]
+
+
+def limits_of(request: web.Request) -> RestLimits:
+    """The request limits the application was created with."""
+    return request.app[LIMITS]

@@ -19,6 +19,8 @@ from streamlet.api.yaml.schema import (
     AGGREGATE_FUNCTIONS, BATCH, OPERATIONS, PARTITIONERS, STREAMING, AggregateDef, FunctionDef,
     KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef,
 )
+from streamlet.api.expressions import compile_expression
+from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.errors import PipelineDefinitionError
 
 TOP_LEVEL_KEYS = ("name", "parallelism", "max_parallelism", "mode", "batch_size", "checkpointing",
@@ -37,23 +39,102 @@ NOT_YET = {
 }
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+class _PipelineLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, bounded and strict, for documents that come from the network.
 
+    * while composing (before any Python object exists) it counts nesting depth, aliases and
+      values, an alias counting as the whole node it repeats, so a "billion laughs" document is
+      refused after reading the few hundred bytes that define it, not after expanding it;
+      an alias to a node that contains it (a recursive structure) is refused;
+    * it builds only JSON values: timestamps stay strings, and ``!!binary``, ``!!set``,
+      ``!!omap`` and ``!!pairs`` are refused (a pipeline travels as JSON);
+    * duplicate keys are refused (PyYAML silently keeps the last one).
+    """
 
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in out:
+    def __init__(self, text: str, limits: PipelineLimits, source_file: str) -> None:
+        super().__init__(text)
+        self._limits = limits
+        self._file = source_file
+        self._depth = 0
+        self._values = 0
+        self._aliases = 0
+        #: anchor -> number of values of the anchored node (set once the node is complete)
+        self._sizes: dict[str, int] = {}
+
+    def _where(self, mark: Any) -> str:
+        return f"{self._file} (line {mark.line + 1})" if mark is not None else self._file
+
+    def _count(self, n: int, mark: Any) -> None:
+        self._values += n
+        if self._values > self._limits.max_values:
+            raise self._limits.exceeded("max_values", "the YAML document has too many values (maps, lists "
+                                        "and scalars, counted after alias expansion)", self._where(mark))
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            self._aliases += 1
+            if self._aliases > self._limits.max_aliases:
+                raise self._limits.exceeded("max_aliases", "the YAML document has too many aliases (*name)",
+                                            self._where(event.start_mark))
+            if event.anchor in self.anchors:
+                size = self._sizes.get(event.anchor)
+                if size is None:
+                    raise PipelineDefinitionError(
+                        f"alias *{event.anchor} is used inside the node it names; recursive structures are "
+                        "not allowed in a pipeline", self._where(event.start_mark))
+                self._count(size, event.start_mark)
+            return super().compose_node(parent, index)
+        event = self.peek_event()
+        self._depth += 1
+        if self._depth > self._limits.max_depth:
+            raise self._limits.exceeded("max_depth", "the YAML document nests maps and lists too deeply",
+                                        self._where(event.start_mark))
+        before = self._values
+        self._count(1, event.start_mark)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if event.anchor is not None:
+            self._sizes[event.anchor] = self._values - before
+        return node
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep)
+        self.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
-            raise PipelineDefinitionError(f"duplicate key {key!r} (line {line}); ids and keys must be unique")
-        out[key] = loader.construct_object(value_node, deep=deep)
-    return out
+            try:
+                duplicate = key in out
+            except TypeError:
+                raise PipelineDefinitionError(f"a map key must be a string or a number, got {type(key).__name__} "
+                                              f"(line {line})", self._file) from None
+            if duplicate:
+                raise PipelineDefinitionError(f"duplicate key {key!r} (line {line}); ids and keys must be unique",
+                                              self._file)
+            out[key] = self.construct_object(value_node, deep=deep)
+        return out
+
+    def _refuse(self, node: Any) -> Any:
+        raise PipelineDefinitionError(
+            f"the YAML tag {node.tag!r} is not supported in a pipeline (line {node.start_mark.line + 1}); "
+            "write plain strings, numbers, lists and maps", self._file)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+def _construct_mapping(loader: _PipelineLoader, node: yaml.MappingNode) -> Any:
+    data: dict[Any, Any] = {}
+    yield data
+    data.update(loader.construct_mapping(node))
+
+
+_PipelineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+_PipelineLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _PipelineLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _PipelineLoader._refuse)
 
 
 def _did_you_mean(word: str, allowed: tuple[str, ...] | list[str]) -> str:
@@ -74,32 +155,7 @@ def _positive_int(value: Any, where: str) -> int:
     return value
 
 
-def compile_expression(expr: Any, where: str) -> FunctionDef:
-    """A :class:`FunctionDef` from a YAML value: ``pkg.mod:name`` or a Python expression over ``r``."""
-    if not isinstance(expr, str) or not expr.strip():
-        raise PipelineDefinitionError(
-            f"expected a Python expression over r or an import path 'package.module:function', got {expr!r}",
-            where)
-    text = expr.strip()
-    if _looks_like_import_path(text):
-        return FunctionDef(path=text)
-    try:
-        compile(text, where, "eval")
-    except SyntaxError as exc:
-        raise PipelineDefinitionError(
-            f"expression {text!r} does not compile: {exc.msg} (column {exc.offset}); "
-            "write a Python expression over the record r, e.g. \"r['price'] * 2\"", where) from None
-    return FunctionDef(expr=text)
-
-
-def _looks_like_import_path(text: str) -> bool:
-    if text.count(":") != 1:
-        return False
-    mod, name = text.split(":")
-    return all(p.isidentifier() for p in mod.split(".")) and all(p.isidentifier() for p in name.split("."))
-
-
-def parse_key(value: Any, where: str) -> KeyDef:
+def parse_key(value: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -> KeyDef:
     """``key_by:`` value: a field name, a list of field names, an expression or an import path."""
     if isinstance(value, list):
         if not value or not all(isinstance(v, str) and v for v in value):
@@ -107,7 +163,7 @@ def parse_key(value: Any, where: str) -> KeyDef:
         return KeyDef(fields=tuple(value))
     if isinstance(value, str) and value.isidentifier():
         return KeyDef(fields=(value,))
-    return KeyDef(function=compile_expression(value, where))
+    return KeyDef(function=compile_expression(value, where, limits=limits))
 
 
 def parse_aggregates(value: Any, where: str) -> tuple[AggregateDef, ...]:
@@ -158,7 +214,7 @@ def _partition(value: Any, where: str) -> str:
     return str(value)
 
 
-def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
+def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -> TransformDef:
     """One ``transforms.<id>`` entry."""
     if not isinstance(body, dict):
         raise PipelineDefinitionError(
@@ -173,7 +229,7 @@ def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
     for later in ("process", "join"):
         if later in ops:
             raise PipelineDefinitionError(f"{later!r} is not supported yet: {NOT_YET[later]}", f"{where}.{later}")
-    key = parse_key(body["key_by"], f"{where}.key_by") if "key_by" in body else None
+    key = parse_key(body["key_by"], f"{where}.key_by", limits) if "key_by" in body else None
     if not ops and key is None:
         raise PipelineDefinitionError(
             f"no operation; give one of {', '.join(k for k in OPERATIONS if k not in ('process', 'join'))} "
@@ -201,7 +257,7 @@ def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
         if key is not None:
             raise PipelineDefinitionError(
                 f"key_by with {op}: partition in its own node, then {op}", f"{where}.key_by")
-        return TransformDef(node_id, op, inputs, function=compile_expression(body[op], f"{where}.{op}"),
+        return TransformDef(node_id, op, inputs, function=compile_expression(body[op], f"{where}.{op}", limits=limits),
                             parallelism=parallelism, partition=partition, where=where)
     if op == "aggregate":
         return TransformDef(node_id, op, inputs, key=key,
@@ -209,7 +265,7 @@ def parse_transform(node_id: str, body: Any, where: str) -> TransformDef:
                             parallelism=parallelism, partition=partition, where=where)
     if op == "reduce":
         return TransformDef(node_id, op, inputs, key=key,
-                            function=compile_expression(body["reduce"], f"{where}.reduce"),
+                            function=compile_expression(body["reduce"], f"{where}.reduce", "reduce", limits),
                             parallelism=parallelism, partition=partition, where=where)
     return TransformDef(node_id, "key_by", inputs, key=key, parallelism=parallelism,
                         partition=partition, where=where)
@@ -229,7 +285,8 @@ def _connector_params(section: str, node_id: str, body: Any, where: str) -> tupl
     return str(body["type"]), body
 
 
-def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = ".") -> PipelineDef:
+def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = ".",
+                   limits: PipelineLimits = DEFAULT_LIMITS) -> PipelineDef:
     """A :class:`PipelineDef` from a parsed YAML document."""
     from streamlet.api import registry
 
@@ -263,6 +320,9 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
     if not sections["sinks"]:
         raise PipelineDefinitionError("a pipeline needs at least one sink (print, file, blackhole)", f"{f}: sinks")
 
+    count = sum(len(b) for b in sections.values())
+    if count > limits.max_nodes:
+        raise limits.exceeded("max_nodes", f"the pipeline has {count} nodes", f"{f}: sources, transforms, sinks")
     seen: dict[str, str] = {}
     for section, body in sections.items():
         for node_id in body:
@@ -281,7 +341,7 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
         par = _positive_int(params["parallelism"], f"{where}.parallelism") if "parallelism" in params else None
         clean = registry.validate_source(kind, params, where, base_dir)
         sources.append(SourceDef(node_id, kind, clean, par, where))
-    transforms = [parse_transform(nid, body, f"{f}: transforms.{nid}")
+    transforms = [parse_transform(nid, body, f"{f}: transforms.{nid}", limits)
                   for nid, body in sections["transforms"].items()]
     sinks = []
     for node_id, body in sections["sinks"].items():
@@ -301,27 +361,48 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
                        base_dir=base_dir, source_file=source_file, unimplemented=unimplemented)
 
 
-def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".") -> PipelineDef:
-    """Parse YAML text into a :class:`PipelineDef`."""
+def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".",
+          limits: PipelineLimits = DEFAULT_LIMITS) -> PipelineDef:
+    """Parse YAML text into a :class:`PipelineDef`, within ``limits`` (see :mod:`streamlet.api.limits`).
+
+    Raises :class:`PipelineDefinitionError` for every bad input, never another exception.
+    """
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limits.max_bytes:
+        raise limits.exceeded("max_bytes", f"the YAML document has {size} bytes", source_file)
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except PipelineDefinitionError as exc:
-        raise PipelineDefinitionError(exc.message, source_file) from None
+        loader = _PipelineLoader(text, limits, source_file)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except PipelineDefinitionError:
+        raise  # from the loader's own checks, already naming the file
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PipelineDefinitionError(f"malformed YAML{at}: {problem}; fix the syntax", source_file) from None
-    return parse_document(data, source_file, base_dir)
+    except RecursionError:
+        raise PipelineDefinitionError("the YAML document nests (or merges with <<) too deeply to load; "
+                                      "flatten it", source_file) from None
+    except (ValueError, OverflowError, TypeError) as exc:
+        # a scalar PyYAML resolves but cannot build, e.g. an integer of more than 4300 digits
+        raise PipelineDefinitionError(f"malformed YAML value: {exc}; quote it to make it a string",
+                                      source_file) from None
+    return parse_document(data, source_file, base_dir, limits)
 
 
-def load(path: str | Path) -> PipelineDef:
+def load(path: str | Path, limits: PipelineLimits = DEFAULT_LIMITS) -> PipelineDef:
     """Read and parse a pipeline file; relative paths in it are resolved against its directory."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > limits.max_bytes:
+            raise limits.exceeded("max_bytes", f"the pipeline file has {size} bytes", p.name)
         text = p.read_text()
     except FileNotFoundError:
         raise PipelineDefinitionError(f"pipeline file {str(p)!r} does not exist; check the path") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError, OSError) as exc:
         raise PipelineDefinitionError(f"cannot read pipeline file {str(p)!r}: {exc}") from None
-    return loads(text, source_file=p.name, base_dir=str(p.resolve().parent))
+    return loads(text, source_file=p.name, base_dir=str(p.resolve().parent), limits=limits)

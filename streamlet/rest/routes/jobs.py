@@ -12,10 +12,15 @@
   (``streamlet run --taskmanagers``).
 
 It answers 202 ``{"jobUrl": "/jobs/<id>", "jid": "<id>"}``.
+
+Sizes are checked before the body is read when ``Content-Length`` announces it, and while it is
+read otherwise (:class:`~streamlet.rest.limits.RestLimits`): the body, the pipeline YAML, each
+file and the number of files; the whole body must arrive within ``rest.server.read-timeout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import urllib.parse
 from typing import Any
 
@@ -23,9 +28,10 @@ import orjson
 import aiohttp
 from aiohttp import web
 
-from streamlet.errors import PipelineDefinitionError
+from streamlet.errors import PipelineDefinitionError, PipelineLimitError
 from streamlet.rest.base import NotFoundError
-from streamlet.rest.responses import gateway_of, json_response
+from streamlet.rest.limits import RestLimits
+from streamlet.rest.responses import gateway_of, json_response, limits_of
 from streamlet.rest.schemas import JobSubmission
 
 
@@ -101,7 +107,22 @@ def _text(data: bytes, what: str) -> str:
         raise PipelineDefinitionError(f"{what} is not UTF-8 text; send the pipeline YAML") from None
 
 
-async def _read_multipart(request: web.Request) -> JobSubmission:
+def _too_large(what: str, size: str, limit: int, key: str) -> PipelineLimitError:
+    return PipelineLimitError(f"{what} has {size} bytes; the limit is {limit} ({key}): send less, or raise {key} "
+                              "in the jobmanager's configuration", "POST /jobs", key=key, status=413)
+
+
+async def _read_limited(read: Any, limit: int, key: str, what: str) -> bytes:
+    """Chunks from ``read(n)`` until it returns b""; refused as soon as they pass ``limit``."""
+    buf = bytearray()
+    while chunk := await read(1 << 16):
+        buf += chunk
+        if len(buf) > limit:
+            raise _too_large(what, f"more than {limit}", limit, key)
+    return bytes(buf)
+
+
+async def _read_multipart(request: web.Request, limits: RestLimits) -> JobSubmission:
     yaml_text: str | None = None
     filename = "<rest>"
     files: dict[str, bytes] = {}
@@ -110,13 +131,36 @@ async def _read_multipart(request: web.Request) -> JobSubmission:
         reader = await request.multipart()
     except ValueError as exc:  # aiohttp: no boundary in the Content-Type
         raise web.HTTPBadRequest(text=f"malformed multipart body: {exc}; let the client set the boundary") from None
+    total = 0
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except ValueError as exc:  # aiohttp: a part without its headers, a wrong boundary
+            raise web.HTTPBadRequest(text=f"malformed multipart body: {exc}") from None
         if part is None:
             break
         if not isinstance(part, aiohttp.BodyPartReader):
             raise web.HTTPBadRequest(text="nested multipart bodies are not supported")
-        data = await part.read(decode=True)
+        if part.name in ("file", "files"):
+            if len(files) >= limits.max_files:
+                raise PipelineLimitError(
+                    f"more than {limits.max_files} files were submitted with the job; the limit is "
+                    f"{limits.max_files} (web.upload.max-files): package them, or raise web.upload.max-files "
+                    "in the jobmanager's configuration", "POST /jobs", key="web.upload.max-files", status=413)
+            limit, key, what = limits.max_file_size, "web.upload.max-file-size", f"file {part.filename!r}"
+        elif part.name == "pipeline":
+            limit, key, what = limits.max_yaml_bytes, "pipeline.yaml.max-bytes", "the pipeline part"
+        else:
+            limit, key, what = 64 * 1024, "rest.server.max-content-length", f"field {part.name!r}"
+        raw = await _read_limited(part.read_chunk, limit, key, what)
+        total += len(raw)
+        if total > limits.max_content_length:
+            raise _too_large("the request body", f"more than {limits.max_content_length}",
+                             limits.max_content_length, "rest.server.max-content-length")
+        try:
+            data = part.decode(raw)
+        except (ValueError, RuntimeError) as exc:  # an unknown or broken Content-Transfer-Encoding
+            raise web.HTTPBadRequest(text=f"cannot decode multipart part {part.name!r}: {exc}") from None
         if part.name == "pipeline":
             yaml_text = _text(bytes(data), "the pipeline part")
             filename = part.filename or filename
@@ -133,26 +177,46 @@ async def _read_multipart(request: web.Request) -> JobSubmission:
                          parallelism=_parallelism(fields.get("parallelism")), filename=filename)
 
 
-async def submit_job(request: web.Request) -> web.StreamResponse:
-    """``POST /jobs`` (see the module docstring)."""
+async def _read_submission(request: web.Request, limits: RestLimits) -> JobSubmission:
     ctype = request.content_type
     if ctype.startswith("multipart/"):
-        submission = await _read_multipart(request)
-    elif ctype == "application/json":
+        return await _read_multipart(request, limits)
+    if ctype == "application/json":
+        data = await _read_limited(request.content.read, limits.max_content_length,
+                                   "rest.server.max-content-length", "the request body")
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or not isinstance(body.get("job-graph"), dict):
             raise web.HTTPBadRequest(text='a JSON body must be {"job-graph": {...}}; send YAML as application/x-yaml')
-        submission = JobSubmission(job_graph=body["job-graph"], filename="<job graph>")
-    else:
-        data = await request.read()
-        if not data.strip():
-            raise web.HTTPBadRequest(text="empty request body; send the pipeline YAML (or multipart with 'pipeline')")
-        submission = JobSubmission(pipeline_yaml=_text(data, "the body"), base_dir=request.query.get("base-dir"),
-                                   parallelism=_parallelism(request.query.get("parallelism")),
-                                   filename=request.query.get("filename", "<rest>"))
+        return JobSubmission(job_graph=body["job-graph"], filename="<job graph>")
+    limit = min(limits.max_yaml_bytes, limits.max_content_length)
+    key = "pipeline.yaml.max-bytes" if limit == limits.max_yaml_bytes else "rest.server.max-content-length"
+    data = await _read_limited(request.content.read, limit, key, "the pipeline YAML")
+    if not data.strip():
+        raise web.HTTPBadRequest(text="empty request body; send the pipeline YAML (or multipart with 'pipeline')")
+    return JobSubmission(pipeline_yaml=_text(data, "the body"), base_dir=request.query.get("base-dir"),
+                         parallelism=_parallelism(request.query.get("parallelism")),
+                         filename=request.query.get("filename", "<rest>"))
+
+
+async def submit_job(request: web.Request) -> web.StreamResponse:
+    """``POST /jobs`` (see the module docstring)."""
+    limits = limits_of(request)
+    size = request.content_length
+    if size is not None and size > limits.max_content_length:
+        raise _too_large("the request body", str(size), limits.max_content_length, "rest.server.max-content-length")
+    if (size is not None and size > limits.max_yaml_bytes and not request.content_type.startswith("multipart/")
+            and request.content_type != "application/json"):
+        raise _too_large("the pipeline YAML", str(size), limits.max_yaml_bytes, "pipeline.yaml.max-bytes")
+    try:
+        async with asyncio.timeout(limits.read_timeout):
+            submission = await _read_submission(request, limits)
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(
+            text=f"the request body did not arrive within {limits.read_timeout:g}s (rest.server.read-timeout); "
+                 "send it faster, or raise rest.server.read-timeout in the jobmanager's configuration") from None
     job_id = await gateway_of(request).submit(submission)
     return json_response({"jobUrl": f"/jobs/{job_id}", "jid": job_id}, status=202)
 

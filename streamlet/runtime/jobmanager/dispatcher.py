@@ -28,7 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from streamlet import __version__
+from streamlet.api.limits import PipelineLimits
 from streamlet.clock import Clock
 from streamlet.config import Configuration
 from streamlet.errors import PipelineDefinitionError
@@ -69,7 +72,7 @@ def plan_submission(submission: JobSubmission, config: Configuration, job_dir: P
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise PipelineDefinitionError(f"the submitted job graph is malformed: {type(exc).__name__}: {exc}",
                                           submission.filename) from None
-        problem = _graph_problem(graph)
+        problem = _graph_problem(graph, PipelineLimits.from_config(config))
         if problem is not None:
             raise PipelineDefinitionError(f"the submitted job graph is invalid: {problem}; plan it with "
                                           "`streamlet validate` or the Python API", submission.filename)
@@ -77,26 +80,33 @@ def plan_submission(submission: JobSubmission, config: Configuration, job_dir: P
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
 
+    limits = PipelineLimits.from_config(config)
     base_dir = submission.base_dir or str(Path.cwd())
     if not Path(base_dir).is_absolute():
         raise PipelineDefinitionError(f"base directory {base_dir!r} must be an absolute path", submission.filename)
     # another job may ship a module of the same name with other contents: import this job's apart
     with job_modules(job_dir if submission.files else None):
-        pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir)
+        pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir,
+                     limits=limits)
         return plan(pdef, default_parallelism=config["parallelism.default"],
                     max_parallelism=config["pipeline.max-parallelism"], batch_size=config["pipeline.batch-size"],
-                    parallelism_override=submission.parallelism)
+                    parallelism_override=submission.parallelism, limits=limits)
 
 
 _PARTITIONERS = frozenset({FORWARD, HASH, REBALANCE, BROADCAST})
 
 
-def _graph_problem(graph: JobGraph) -> str | None:
+def _graph_problem(graph: JobGraph, limits: PipelineLimits) -> str | None:
     """What makes a client-planned JobGraph unrunnable, or None (checked before the job exists)."""
     if not graph.vertices:
         return "it has no vertices"
     if not isinstance(graph.max_parallelism, int) or graph.max_parallelism < 1:
         return f"max_parallelism must be a positive integer, got {graph.max_parallelism!r}"
+    if graph.max_parallelism > limits.max_parallelism_limit:
+        return (f"max_parallelism {graph.max_parallelism} is above the limit of {limits.max_parallelism_limit} "
+                "(pipeline.max-parallelism-limit)")
+    if len(graph.vertices) > limits.max_nodes:
+        return f"it has {len(graph.vertices)} vertices, more than the limit of {limits.max_nodes} (pipeline.max-nodes)"
     if not isinstance(graph.batch_size, int) or graph.batch_size < 1:
         return f"batch_size must be a positive integer, got {graph.batch_size!r}"
     seen: set[str] = set()
@@ -110,8 +120,15 @@ def _graph_problem(graph: JobGraph) -> str | None:
             return f"vertex {v.name!r} has parallelism {v.parallelism} above max_parallelism {graph.max_parallelism}"
         if not v.operators or not all(isinstance(op, dict) and "kind" in op and "id" in op for op in v.operators):
             return f"vertex {v.name!r} needs a non-empty list of operators, each with 'kind' and 'id'"
+        for op in v.operators:
+            problem = _operator_problem(op, limits)
+            if problem is not None:
+                return f"vertex {v.name!r}: {problem}"
     if not any(v.is_source for v in graph.vertices):
         return "it has no source vertex"
+    subtasks = sum(v.parallelism for v in graph.vertices)
+    if subtasks > limits.max_subtasks:
+        return f"it would run {subtasks} subtasks, more than the limit of {limits.max_subtasks} (pipeline.max-subtasks)"
     order = {v.id: i for i, v in enumerate(graph.vertices)}
     for e in graph.edges:
         for end in (e.source, e.target):
@@ -121,6 +138,47 @@ def _graph_problem(graph: JobGraph) -> str | None:
             return f"the edge {e.source!r} -> {e.target!r} goes backwards; vertices must be in topological order"
         if e.partitioner not in _PARTITIONERS:
             return f"the edge {e.source!r} -> {e.target!r} has the unknown partitioner {e.partitioner!r}"
+    par = {v.id: v.parallelism for v in graph.vertices}
+    try:
+        specs = sum(len(orjson.dumps(v.operators)) * v.parallelism for v in graph.vertices)
+    except TypeError as exc:
+        return f"an operator spec is not JSON: {exc}"
+    if specs > limits.max_deployment_bytes:
+        return (f"its deployments would carry {specs} bytes of operator specs, more than the limit of "
+                f"{limits.max_deployment_bytes} (rpc.max-message-size)")
+    channels = sum(par[e.target] if e.partitioner == FORWARD else par[e.source] * par[e.target] for e in graph.edges)
+    if channels > limits.max_channels:
+        return (f"it would have {channels} channels between subtasks, more than the limit of {limits.max_channels} "
+                "(pipeline.max-channels)")
+    return None
+
+
+_KINDS = frozenset({"source", "sink", "map", "filter", "flat_map", "aggregate", "reduce"})
+
+
+def _operator_problem(op: dict[str, Any], limits: PipelineLimits) -> str | None:
+    """What is wrong with one operator spec of a client-planned JobGraph: the same checks a YAML
+    pipeline gets (connector keys, expression rules), so the JSON route is no way around them."""
+    from streamlet.api import registry
+    from streamlet.api.expressions import compile_expression
+
+    kind = op["kind"]
+    if kind not in _KINDS:
+        return f"operator {op['id']!r} has the unknown kind {kind!r}"
+    try:
+        if kind in ("source", "sink"):
+            params = op.get("params")
+            if not isinstance(params, dict) or not isinstance(op.get("type"), str):
+                return f"operator {op['id']!r} needs a 'type' and a map of 'params'"
+            validate = registry.validate_source if kind == "source" else registry.validate_sink
+            validate(op["type"], params, f"operator {op['id']}", "/")
+        key = op.get("key")
+        for expr, scope in ((op.get("expr"), "reduce" if kind == "reduce" else "record"),
+                            (key.get("expr") if isinstance(key, dict) else None, "record")):
+            if expr is not None and compile_expression(expr, f"operator {op['id']}", scope, limits).expr != expr:
+                return f"operator {op['id']!r} has an expression not in the planner's normal form; plan it with streamlet"
+    except PipelineDefinitionError as exc:
+        return str(exc)
     return None
 
 

@@ -44,6 +44,8 @@ from streamlet.runtime.taskmanager.gateway import TaskManagerGateway
 logger = logging.getLogger(__name__)
 E = ExecutionState
 J = JobStatus
+#: below this many subtasks a job is expanded on the loop (it takes well under a millisecond)
+_INLINE_SUBTASKS = 64
 
 
 class SlotProvider(Protocol):
@@ -115,10 +117,14 @@ class JobMaster:
             await self._release()
 
     async def _start(self) -> None:
+        # expanding and serialising a big graph takes up to a second: off the loop, so REST and
+        # heartbeats stay responsive (the graph is immutable; the thread touches nothing else)
         try:
-            executions = create_executions(self.graph, self.job_id, self.splits)
+            executions = await self._off_loop(create_executions, self.graph, self.job_id, self.splits)
         except Exception as exc:  # noqa: BLE001 - a graph that cannot be expanded fails the job
             self.fail(f"could not create the execution graph: {type(exc).__name__}: {exc}")
+            return
+        if self.is_terminal:  # cancelled while expanding
             return
         self.executions = executions
         self._by_key = {ex.key: ex for ex in executions}
@@ -127,16 +133,28 @@ class JobMaster:
         if slots is None:
             return
         assign_slots(self.executions, slots)
+        deployments = await self._off_loop(build_deployments, self.job_id, self.graph.name, self.executions,
+                                           self.files)
+        if self.status is not J.CREATED:  # cancelled or failed while the deployments were built
+            self.resources.release_slots(self.job_id)
+            return
         for ex in self.executions:
             self._set_execution(ex, E.SCHEDULED)
         self._set_status(J.RUNNING)
         assert self._tg is not None
-        for tm, deployment in build_deployments(self.job_id, self.graph.name, self.executions, self.files).items():
+        for tm, deployment in deployments.items():
             for ex in self.executions:
                 if ex.slot is not None and ex.slot.task_manager_id == tm:
                     self._set_execution(ex, E.DEPLOYING)
             self._deployed_to.add(tm)
             self._tg.create_task(self._deploy(tm, deployment))
+
+    async def _off_loop(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` in a thread for a big job, inline for a small one (microseconds, and no
+        dependence on thread scheduling)."""
+        if sum(v.parallelism for v in self.graph.vertices) < _INLINE_SUBTASKS:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
 
     async def _allocate(self) -> list[SlotAssignment] | None:
         n = slots_needed(self.graph)

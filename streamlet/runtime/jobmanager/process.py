@@ -25,6 +25,7 @@ from aiohttp import web
 from streamlet.clock import Clock, SystemClock
 from streamlet.config import Configuration
 from streamlet.rest.app import create_app
+from streamlet.rest.limits import RestLimits
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.server import RpcServer
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
@@ -83,7 +84,7 @@ class JobManagerProcess:
         rpc = RpcServer(conf["jobmanager.rpc.address"], conf["jobmanager.rpc.port"], session,
                         conf["security.auth.token"], conf["rpc.ask-timeout"], conf["heartbeat.timeout"],
                         conf["rpc.max-message-size"])
-        rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"], conf["rpc.max-message-size"]),
+        rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"], RestLimits.from_config(conf)),
                                     handle_signals=False, access_log=None)
         async with asyncio.TaskGroup() as tg:
             monitor = tg.create_task(rm.run(), name="heartbeat monitor")

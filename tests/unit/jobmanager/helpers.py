@@ -13,7 +13,8 @@ from streamlet.testing.fakes import TestingTaskManagerGateway
 
 def graph(source_p: int = 2, sink_p: int = 2, keyed: bool = True) -> JobGraph:
     """source(p) -> sink(p) with a hash or forward edge."""
-    src = JobVertex("a" * 32, "src", source_p, ({"kind": "source", "id": "src", "type": "datagen", "params": {}},))
+    src = JobVertex("a" * 32, "src", source_p, ({"kind": "source", "id": "src", "type": "datagen",
+                                                "params": {"fields": {"k": {"kind": "sequence"}}}},))
     snk = JobVertex("b" * 32, "out", sink_p, ({"kind": "sink", "id": "out", "type": "blackhole", "params": {}},))
     edge = JobEdge(src.id, snk.id, HASH if keyed else FORWARD, {"fields": ["k"]} if keyed else None)
     return JobGraph("test-job", (src, snk), (edge,))
