@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="configuration file (YAML)")
 DefineOpt = typer.Option(None, "-D", help="config override key=value (repeatable)")
+SetOpt = typer.Option(None, "--set", help="pipeline variable NAME=VALUE for ${NAME} in the YAML (repeatable; "
+                                          "overrides the environment)")
 
 
 def _fail(message: str, code: int) -> None:
@@ -42,13 +44,22 @@ def _config(config: Optional[Path], define: Optional[List[str]]) -> Any:
     return cfg.load(config, cfg.parse_overrides(define or []))
 
 
-def _plan(pipeline: Path, conf: Any, parallelism: Optional[int]) -> Any:
+def _variables(sets: Optional[List[str]]) -> dict[str, str]:
+    """Pipeline variables: the environment, overridden by ``--set NAME=VALUE``."""
+    import os
+
+    from streamlet.api.yaml.variables import parse_sets
+
+    return {**os.environ, **parse_sets(sets)}
+
+
+def _plan(pipeline: Path, conf: Any, parallelism: Optional[int], sets: Optional[List[str]] = None) -> Any:
     from streamlet.api.limits import PipelineLimits
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import load
 
     limits = PipelineLimits.from_config(conf)
-    pdef = load(pipeline, limits)
+    pdef = load(pipeline, limits, variables=_variables(sets))
     for key in pdef.unimplemented:
         typer.echo(f"warning: {pipeline.name}: {key}: not implemented in this version; ignored", err=True)
     return plan(pdef, default_parallelism=conf["parallelism.default"],
@@ -59,12 +70,13 @@ def _plan(pipeline: Path, conf: Any, parallelism: Optional[int]) -> Any:
 @app.command()
 def validate(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
              parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1),
-             config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+             config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
+             sets: Optional[List[str]] = SetOpt) -> None:
     """Parse and plan a pipeline; print the JobGraph (vertices, parallelism, partitioners)."""
     from streamlet.graph.render import render_text
 
     def go() -> None:
-        graph = _plan(pipeline, _config(config, define), parallelism)
+        graph = _plan(pipeline, _config(config, define), parallelism, sets)
         typer.echo(render_text(graph))
 
     _guard(go)
@@ -76,13 +88,14 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                   help="default parallelism of nodes that set none"),
         taskmanagers: Optional[int] = typer.Option(None, "--taskmanagers", min=1,
                                                    help="run on N TaskManager processes instead of in-process"),
-        config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+        config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
+        sets: Optional[List[str]] = SetOpt) -> None:
     """Run a pipeline on an embedded mini-cluster until it ends (Ctrl-C cancels)."""
     from streamlet.client.progress import LiveConsole, make_reporter, summary
 
     def go() -> None:
         conf = _config(config, define)
-        graph = _plan(pipeline, conf, parallelism)
+        graph = _plan(pipeline, conf, parallelism, sets)
         is_tty = sys.stderr.isatty()
         reporter = make_reporter(is_tty)
         console = reporter if isinstance(reporter, LiveConsole) else None
@@ -175,15 +188,25 @@ def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
            file: Optional[List[Path]] = typer.Option(None, "--file", "-f",
                                                      help="Python file the pipeline's import paths need (repeatable)"),
            parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1),
-           config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
-    """Submit a pipeline to a running JobManager; prints the job id."""
+           config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
+           sets: Optional[List[str]] = SetOpt) -> None:
+    """Submit a pipeline to a running JobManager; prints the job id.
+
+    ``${NAME}`` variables are resolved here, from this shell's environment and ``--set``.
+    """
+    from streamlet.api.yaml.loader import read_pipeline_text
+    from streamlet.api.yaml.variables import resolve_text
 
     def go() -> None:
         conf = _config(config, define)
         for p in [pipeline, *(file or [])]:
             if not p.is_file():
                 raise PipelineDefinitionError(f"file {str(p)!r} does not exist; check the path")
-        job_id = _client(conf, jobmanager).submit_yaml(pipeline, list(file or []), parallelism)
+        from streamlet.api.limits import PipelineLimits
+
+        limits = PipelineLimits.from_config(conf)
+        text = resolve_text(read_pipeline_text(pipeline, limits), _variables(sets), pipeline.name, limits)
+        job_id = _client(conf, jobmanager).submit_yaml(pipeline, list(file or []), parallelism, text=text)
         typer.echo(f"Job has been submitted with JobID {job_id}")
 
     _rest_guard(go)

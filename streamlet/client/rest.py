@@ -129,8 +129,12 @@ class RestClient:
         body = json.dumps({"job-graph": graph_json}).encode()
         return self.request("POST", "/jobs", body, "application/json")["jid"]
 
-    def submit_yaml(self, pipeline: Path, files: list[Path] | None = None, parallelism: int | None = None) -> str:
+    def submit_yaml(self, pipeline: Path, files: list[Path] | None = None, parallelism: int | None = None,
+                    text: str | None = None) -> str:
         """Submit a pipeline file (and job files) as multipart; returns the job id.
+
+        ``text``, when given, is sent instead of the file's contents (the CLI sends the pipeline
+        with its ``${NAME}`` variables resolved).
 
         The pipeline's directory is sent as ``base-dir``, so relative ``path:`` values resolve
         as with ``streamlet run`` (the JobManager must see the same file system).  See
@@ -140,7 +144,7 @@ class RestClient:
         fields = {"base-dir": str(base)}
         if parallelism is not None:
             fields["parallelism"] = str(parallelism)
-        parts = [("pipeline", pipeline.name, pipeline.read_bytes())]
+        parts = [("pipeline", pipeline.name, pipeline.read_bytes() if text is None else text.encode())]
         for f in files or []:
             parts.append(("file", job_file_name(f), f.read_bytes()))
         body, ctype = _multipart(fields, parts)

@@ -25,8 +25,9 @@ RECORDS = [{"id": i, "user": f"u{i % 7}", "value": i % 10} for i in range(300)]
 
 def streamlet(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert STREAMLET, "the streamlet console script is not installed (pip install -e .)"
+    full = {**os.environ, **(env or {})}
     return subprocess.run([STREAMLET, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+                          env={k: v for k, v in full.items() if v is not None})  # None: unset
 
 
 def failed_cleanly(proc: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -141,6 +142,25 @@ def test_config_file_and_overrides_apply_to_run(workdir: Path) -> None:
     assert "parallelism=2" in proc.stdout and "parallelism=1" not in proc.stdout
     proc = streamlet("validate", "job.yaml", "--config", "conf.yaml", "-D", "parallelism.default=3", cwd=workdir)
     assert "parallelism=3" in proc.stdout
+
+
+def test_variables_from_the_environment_and_set(workdir: Path) -> None:
+    pipeline(workdir, KEYED.replace("path: out}", 'path: "${OUT_DIR:-out}"}').replace(
+        "mode: batch", "mode: batch\n    parallelism: ${PAR}"))
+    msg = failed_cleanly(streamlet("validate", "job.yaml", cwd=workdir, env={"PAR": ""}))
+    assert msg.startswith("error: job.yaml: parallelism: expected a positive integer, got ''"), msg
+    proc = streamlet("validate", "job.yaml", cwd=workdir, env={"PAR": "2"})
+    assert proc.returncode == 0 and "parallelism=2" in proc.stdout, proc.stderr
+    proc = streamlet("validate", "job.yaml", "--set", "PAR=3", cwd=workdir, env={"PAR": "2"})  # --set wins
+    assert proc.returncode == 0 and "parallelism=3" in proc.stdout, proc.stderr
+    proc = streamlet("run", "job.yaml", "--set", "PAR=1", "--set", "OUT_DIR=elsewhere", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(read_output(workdir / "elsewhere"), key=lambda r: r["user"]) == expected_totals()
+    assert not (workdir / "out").exists()
+    msg = failed_cleanly(streamlet("run", "job.yaml", cwd=workdir, env={"PAR": None}))  # type: ignore[dict-item]
+    assert "job.yaml: parallelism: variable 'PAR' is not set" in msg and "--set PAR=VALUE" in msg
+    msg = failed_cleanly(streamlet("run", "job.yaml", "--set", "PAR", cwd=workdir))
+    assert "--set 'PAR': expected NAME=VALUE" in msg
 
 
 BAD_PIPELINES = {

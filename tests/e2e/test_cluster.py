@@ -106,14 +106,17 @@ def test_submit_list_status_cancel(cluster: Cluster, tmp_path: Path) -> None:
         name: with-udf
         sources: {src: {type: file, path: in.jsonl}}
         transforms: {doubled: {input: src, map: "e2e_udfs:double"}}
-        sinks: {out: {input: doubled, type: file, path: udf-out}}
+        sinks: {out: {input: doubled, type: file, path: "${OUT_NAME}"}}
     """))
     url = f"http://127.0.0.1:{cluster.rest_port}"
-    res = cluster.cli("submit", str(pipe), "--jobmanager", url)  # without the file its import fails
+    res = cluster.cli("submit", str(pipe), "--jobmanager", url, "-f", str(udf))  # the variable is resolved here
+    assert res.returncode == 2 and "variable 'OUT_NAME' is not set" in res.stderr
+    res = cluster.cli("submit", str(pipe), "--jobmanager", url, "--set", "OUT_NAME=udf-out")
+    assert res.returncode == 2 and "cannot import 'e2e_udfs:double'" in res.stderr  # without the file
     assert res.returncode == 2 and "cannot import 'e2e_udfs:double'" in res.stderr
     res = cluster.cli("submit", str(pipe), "-m", url, "--file", str(udf), "--file", str(tmp_path / "nope.py"))
     assert res.returncode == 2 and "does not exist" in res.stderr
-    res = cluster.cli("submit", str(pipe), "-m", url, "-f", str(udf))
+    res = cluster.cli("submit", str(pipe), "-m", url, "-f", str(udf), "--set", "OUT_NAME=udf-out")
     assert res.returncode == 0, res.stderr
     cli_job = res.stdout.split()[-1]
     cluster.wait_state(cli_job, "FINISHED")

@@ -10,6 +10,7 @@ the key, e.g. ``wordcount.yaml: transforms.counts.key_by: ...``.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -361,9 +362,8 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
                        base_dir=base_dir, source_file=source_file, unimplemented=unimplemented)
 
 
-def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".",
-          limits: PipelineLimits = DEFAULT_LIMITS) -> PipelineDef:
-    """Parse YAML text into a :class:`PipelineDef`, within ``limits`` (see :mod:`streamlet.api.limits`).
+def parse_yaml(text: str, source_file: str = "<pipeline>", limits: PipelineLimits = DEFAULT_LIMITS) -> Any:
+    """The YAML document of ``text``, within ``limits``; errors name the file (and line).
 
     Raises :class:`PipelineDefinitionError` for every bad input, never another exception.
     """
@@ -373,7 +373,7 @@ def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".",
     try:
         loader = _PipelineLoader(text, limits, source_file)
         try:
-            data = loader.get_single_data()
+            return loader.get_single_data()
         finally:
             loader.dispose()
     except PipelineDefinitionError:
@@ -390,19 +390,43 @@ def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".",
         # a scalar PyYAML resolves but cannot build, e.g. an integer of more than 4300 digits
         raise PipelineDefinitionError(f"malformed YAML value: {exc}; quote it to make it a string",
                                       source_file) from None
+
+
+def loads(text: str, source_file: str = "<pipeline>", base_dir: str = ".",
+          limits: PipelineLimits = DEFAULT_LIMITS, variables: Mapping[str, str] | None = None) -> PipelineDef:
+    """Parse YAML text into a :class:`PipelineDef`, within ``limits`` (see :mod:`streamlet.api.limits`).
+
+    ``${NAME}`` references in values are replaced from ``variables`` (default: the process
+    environment), see :mod:`streamlet.api.yaml.variables`.  Raises
+    :class:`PipelineDefinitionError` for every bad input, never another exception.
+    """
+    from streamlet.api.yaml.variables import substitute
+
+    data = parse_yaml(text, source_file, limits)
+    data = substitute(data, os.environ if variables is None else variables, source_file)
     return parse_document(data, source_file, base_dir, limits)
 
 
-def load(path: str | Path, limits: PipelineLimits = DEFAULT_LIMITS) -> PipelineDef:
-    """Read and parse a pipeline file; relative paths in it are resolved against its directory."""
+def load(path: str | Path, limits: PipelineLimits = DEFAULT_LIMITS,
+         variables: Mapping[str, str] | None = None) -> PipelineDef:
+    """Read and parse a pipeline file; relative paths in it are resolved against its directory.
+
+    ``variables`` as for :func:`loads` (the CLI passes the environment overridden by ``--set``).
+    """
+    p = Path(path)
+    return loads(read_pipeline_text(p, limits), source_file=p.name, base_dir=str(p.resolve().parent),
+                 limits=limits, variables=variables)
+
+
+def read_pipeline_text(path: str | Path, limits: PipelineLimits = DEFAULT_LIMITS) -> str:
+    """The text of a pipeline file; errors say the file is missing, too large or unreadable."""
     p = Path(path)
     try:
         size = p.stat().st_size
         if size > limits.max_bytes:
             raise limits.exceeded("max_bytes", f"the pipeline file has {size} bytes", p.name)
-        text = p.read_text()
+        return p.read_text()
     except FileNotFoundError:
         raise PipelineDefinitionError(f"pipeline file {str(p)!r} does not exist; check the path") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError, OSError) as exc:
         raise PipelineDefinitionError(f"cannot read pipeline file {str(p)!r}: {exc}") from None
-    return loads(text, source_file=p.name, base_dir=str(p.resolve().parent), limits=limits)

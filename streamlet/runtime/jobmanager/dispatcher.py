@@ -86,8 +86,9 @@ def plan_submission(submission: JobSubmission, config: Configuration, job_dir: P
         raise PipelineDefinitionError(f"base directory {base_dir!r} must be an absolute path", submission.filename)
     # another job may ship a module of the same name with other contents: import this job's apart
     with job_modules(job_dir if submission.files else None):
+        # variables were resolved by the client; the JobManager's own environment is never read
         pdef = loads(submission.pipeline_yaml or "", source_file=submission.filename, base_dir=base_dir,
-                     limits=limits)
+                     limits=limits, variables={})
         return plan(pdef, default_parallelism=config["parallelism.default"],
                     max_parallelism=config["pipeline.max-parallelism"], batch_size=config["pipeline.batch-size"],
                     parallelism_override=submission.parallelism, limits=limits)
