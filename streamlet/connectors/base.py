@@ -48,7 +48,7 @@ def validate_params(params: Mapping[str, Any], spec: Mapping[str, Param], where:
         p = spec.get(key)
         if p is None:
             allowed = sorted(list(spec) + list(common))
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise PipelineDefinitionError(
                 f"unknown key {key!r}; {hint}allowed keys: {', '.join(allowed)}", f"{where}.{key}")

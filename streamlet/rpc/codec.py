@@ -46,14 +46,18 @@ def decode(frame: bytes | str) -> Envelope:
     if data.get("v") != VERSION:
         raise CodecError(f"rpc protocol version {data.get('v')!r} is not supported (this side speaks {VERSION}); "
                          "run the same streamlet version on the jobmanager and taskmanagers")
-    cls = MESSAGES.get(data.get("type"))  # type: ignore[arg-type]
+    kind = data.get("type")
+    cls = MESSAGES.get(kind) if type(kind) is str else None
     if cls is None:
-        raise CodecError(f"unknown rpc message type {data.get('type')!r}")
+        raise CodecError(f"unknown rpc message type {str(kind)[:100]!r}")
     payload = data.get("payload") or {}
-    if not isinstance(payload, dict) or not isinstance(data.get("id"), int):
-        raise CodecError(f"malformed rpc frame of type {cls.TYPE!r}")
+    re, fence = data.get("re"), data.get("fence")
+    if (not isinstance(payload, dict) or type(data.get("id")) is not int or (re is not None and type(re) is not int)
+            or (fence is not None and type(fence) is not str)):
+        raise CodecError(f"malformed rpc frame of type {cls.TYPE!r}: id and re must be integers, fence a string, "
+                         "payload a map")
     try:
         message = cls.from_payload(payload)
     except TypeError as exc:
         raise CodecError(f"malformed {cls.TYPE} payload: {exc}") from None
-    return Envelope(data["id"], data.get("re"), data.get("fence"), message)
+    return Envelope(data["id"], re, fence, message)

@@ -7,7 +7,10 @@ handle incoming requests of that message type and return the response message.  
 1. :meth:`RpcConnection.request` sends a request with a fresh id and waits (with a timeout) for
    the frame whose ``re`` is that id;
 2. :meth:`RpcConnection.run` reads frames until the socket closes: responses complete their
-   pending request, requests go to the endpoint's handler and its answer is sent back.
+   pending request, requests go to the endpoint's handler and its answer is sent back.  A frame
+   that does not decode (not JSON, unknown type, a field of the wrong type) closes the
+   connection; so does one larger than the ``max_msg_size`` of the websocket
+   (``rpc.max-message-size``), and silence longer than the idle timeout (a peer stuck mid-frame).
 
 Requests are handled **one at a time, in arrival order**, on the reading task.  That keeps the
 order of state reports (RUNNING before FINISHED) and makes each handler run alone, as the
@@ -182,8 +185,9 @@ class RpcConnection:
         try:
             env = codec.decode(frame)
         except CodecError as exc:
-            logger.warning("dropping a frame from %s: %s", self.name, exc)
-            return True
+            # a peer that sends garbage is broken or hostile: end this connection (and only it)
+            logger.warning("closing the rpc connection to %s: %s", self.name, exc)
+            return False
         if env.re is not None:
             fut = self._pending.get(env.re)
             if fut is not None and not fut.done():

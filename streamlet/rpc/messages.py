@@ -46,9 +46,50 @@ class Message:
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Message:
-        """A message from its fields; unknown fields are ignored (newer peers may add some)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in names})
+        """A message from its fields; unknown fields are ignored (newer peers may add some).
+
+        Raises TypeError naming the field when a field is missing or has the wrong JSON type
+        (its declared type, one level deep: a ``list[dict]`` must hold maps), so handlers only
+        ever see well-typed messages.
+        """
+        checks = _checks(cls)
+        values = {}
+        for name, check in checks.items():
+            if name in payload:
+                value = payload[name]
+                if not check(value):
+                    raise TypeError(f"field {name!r} has the wrong type {type(value).__name__}")
+                values[name] = value
+        return cls(**values)
+
+
+_CHECKS: dict[type, dict[str, Any]] = {}
+_SCALARS: dict[str, Any] = {
+    "str": lambda v: type(v) is str, "int": lambda v: type(v) is int, "bool": lambda v: type(v) is bool,
+    "float": lambda v: type(v) in (int, float), "None": lambda v: v is None, "Any": lambda v: True,
+}
+
+
+def _check_of(annotation: str) -> Any:
+    """A predicate for a field annotation (the subset messages use: scalars, ``X | None``,
+    ``list[...]``, ``dict[str, ...]``)."""
+    if "|" in annotation and "[" not in annotation.split("|")[0]:
+        parts = [_check_of(p.strip()) for p in annotation.split("|")]
+        return lambda v: any(p(v) for p in parts)
+    if annotation.startswith("list["):
+        inner = _check_of(annotation[5:-1])
+        return lambda v: type(v) is list and all(inner(x) for x in v)
+    if annotation.startswith("dict["):
+        value = _check_of(annotation[5:-1].split(",", 1)[1].strip())
+        return lambda v: type(v) is dict and all(type(k) is str and value(x) for k, x in v.items())
+    return _SCALARS[annotation]
+
+
+def _checks(cls: type) -> dict[str, Any]:
+    checks = _CHECKS.get(cls)
+    if checks is None:
+        checks = _CHECKS[cls] = {f.name: _check_of(str(f.type)) for f in dataclasses.fields(cls)}
+    return checks
 
 
 # -- generic responses -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from streamlet.rpc.endpoint import RpcConnection, RpcEndpoint
 logger = logging.getLogger(__name__)
 
 RPC_PATH = "/rpc"
+_CLOSE_TIMEOUT = 1.0
 EndpointFactory = Callable[[RpcConnection], RpcEndpoint]
 
 
@@ -68,7 +69,8 @@ class RpcServer:
             return web.json_response(
                 {"errors": ["missing or wrong cluster token; set security.auth.token (or STREAMLET_TOKEN) "
                             "to the jobmanager's token"]}, status=401)
-        ws = web.WebSocketResponse(max_msg_size=self.max_message_size)
+        # a short close handshake: a peer that is disconnected for misbehaving need not answer it
+        ws = web.WebSocketResponse(max_msg_size=self.max_message_size, timeout=_CLOSE_TIMEOUT)
         await ws.prepare(request)
         conn = RpcConnection(ws, RpcEndpoint(), f"rpc peer {request.remote}", self.request_timeout,
                              self.idle_timeout)

@@ -138,8 +138,8 @@ for _tag in ("binary", "set", "omap", "pairs"):
     _PipelineLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _PipelineLoader._refuse)
 
 
-def _did_you_mean(word: str, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(allowed), n=1)
+def _did_you_mean(word: Any, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(allowed), n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
 

@@ -85,7 +85,9 @@ class TaskManagerProcess:
             self.network = NetworkEnvironment(host=conf["taskmanager.data.address"],
                                               port=conf["taskmanager.data.port"], token=self.token,
                                               capacity=conf["taskmanager.network.queue-capacity"],
-                                              connect_timeout=conf["rpc.ask-timeout"], clock=self.clock)
+                                              connect_timeout=conf["rpc.ask-timeout"], clock=self.clock,
+                                              heartbeat=conf["heartbeat.timeout"],
+                                              max_frame_bytes=conf["taskmanager.network.max-frame-size"])
             try:
                 await self.network.start()  # OSError when the data port is taken
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,

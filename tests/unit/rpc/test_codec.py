@@ -17,8 +17,8 @@ def _sample(cls: type[Message]) -> Message:
     for f in dataclasses.fields(cls):
         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
             continue
-        values[f.name] = {"str": "x", "int": 1, "float": 1.5, "bool": True}.get(str(f.type), [] if "list" in str(f.type)
-                                                                                else {})
+        values[f.name] = {"str": "x", "int": 1, "float": 1.5, "bool": True}.get(
+            str(f.type), [] if str(f.type).startswith("list") else {})
     return cls(**values)
 
 

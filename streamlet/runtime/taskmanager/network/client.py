@@ -31,7 +31,7 @@ from streamlet.runtime.taskmanager.network.errors import (
     NetworkStoppedError, PeerLostError, PeerRefusedError, PeerUnreachableError, ProtocolError,
 )
 from streamlet.runtime.taskmanager.network.remote import (
-    DATA_PATH, PROTOCOL_HEADER, PROTOCOL_VERSION, SENDER_HEADER, OutboundLink, RemoteOutputChannel,
+    DATA_PATH, MAX_FRAME_BYTES, PROTOCOL_HEADER, PROTOCOL_VERSION, SENDER_HEADER, OutboundLink, RemoteOutputChannel,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ class PeerConnection:
     """
 
     def __init__(self, peer: str, session: aiohttp.ClientSession, *, origin: str, token: str | None,
-                 connect_timeout: float, send_timeout: float, heartbeat: float, clock: Clock | None = None) -> None:
+                 connect_timeout: float, send_timeout: float, heartbeat: float, clock: Clock | None = None,
+                 max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.peer = peer
         self.clock = clock or SystemClock()
         self.state = "connecting"
@@ -61,7 +62,8 @@ class PeerConnection:
         self._send_timeout = send_timeout
         self._heartbeat = heartbeat
         self._wake = asyncio.Event()
-        self.link = OutboundLink(peer, self._wake.set)
+        self.link = OutboundLink(peer, self._wake.set, max_frame_bytes)
+        self._max_frame_bytes = max_frame_bytes
         self.attempts = 0
 
     @property
@@ -123,7 +125,7 @@ class PeerConnection:
                 async with asyncio.timeout(remaining):
                     return await self._session.ws_connect(
                         url, headers=headers, heartbeat=self._heartbeat, compress=0, autoping=True,
-                        max_msg_size=16 << 20)
+                        max_msg_size=self._max_frame_bytes)
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status == 401:
                     raise PeerRefusedError(self.peer, "wrong or missing token (HTTP 401); give every "

@@ -60,13 +60,21 @@ END_OF_PARTITION = EndOfPartition()
 
 
 def from_wire(data: list[Any]) -> Any:
-    """The element a ``to_wire`` list encodes."""
+    """The element a ``to_wire`` list encodes; raises ValueError for anything else (a batch whose
+    records are not a list, timestamps not parallel to them, a watermark that is not an int)."""
     tag = data[0]
     if tag == "b":
-        return RecordBatch(data[1], data[2])
+        records, ts = data[1], data[2]
+        if type(records) is not list or (ts is not None and (type(ts) is not list or len(ts) != len(records))):
+            raise ValueError("a record batch needs a list of records and null or as many timestamps")
+        return RecordBatch(records, ts)
     if tag == "w":
+        if type(data[1]) is not int:
+            raise ValueError(f"a watermark is an integer, got {data[1]!r}")
         return Watermark(data[1])
     if tag == "c":
+        if type(data[1]) is not int or type(data[2]) is not int:
+            raise ValueError("a checkpoint barrier carries two integers")
         return CheckpointBarrier(data[1], data[2])
     if tag == "e":
         return END_OF_PARTITION

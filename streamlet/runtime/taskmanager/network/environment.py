@@ -32,7 +32,7 @@ from streamlet.runtime.taskmanager.network.channels import InputChannel
 from streamlet.runtime.taskmanager.network.client import PeerConnection
 from streamlet.runtime.taskmanager.network.errors import ChannelReleasedError, NetworkStoppedError
 from streamlet.runtime.taskmanager.network.remote import (
-    InputChannelRegistry, RemoteOutputChannel, TrafficStats,
+    MAX_FRAME_BYTES, InputChannelRegistry, RemoteOutputChannel, TrafficStats,
 )
 from streamlet.runtime.taskmanager.network.server import DataServer
 
@@ -67,12 +67,14 @@ class NetworkEnvironment:
     makes; a registered channel is granted its own ``capacity``.  ``connect_timeout`` bounds how
     long a connection is retried (with backoff) before its channels fail; ``send_timeout`` bounds
     each websocket write and the handshake; ``heartbeat`` is the websocket ping interval that
-    detects a peer that vanished without closing its socket.
+    detects a peer that vanished without closing its socket (or stopped in the middle of a frame);
+    ``max_frame_bytes`` (``taskmanager.network.max-frame-size``) is the largest frame read from a
+    peer, and so the largest element sent.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  capacity: int = 4, connect_timeout: float = 10.0, *, send_timeout: float = 30.0,
-                 heartbeat: float = 30.0, clock: Clock | None = None) -> None:
+                 heartbeat: float = 30.0, clock: Clock | None = None, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         if capacity < 1:
             raise ValueError(f"channel capacity must be at least 1, got {capacity!r}")
         self.host = host
@@ -85,7 +87,8 @@ class NetworkEnvironment:
         self._token = token
         self._state = _NEW
         self._registry = InputChannelRegistry()
-        self._server = DataServer(self._registry, host, port, token, heartbeat, send_timeout)
+        self.max_frame_bytes = max_frame_bytes
+        self._server = DataServer(self._registry, host, port, token, heartbeat, send_timeout, max_frame_bytes)
         self._session: aiohttp.ClientSession | None = None
         self._peers: dict[str, PeerConnection] = {}
         self._outputs: dict[tuple[str, str], RemoteOutputChannel] = {}
@@ -175,7 +178,7 @@ class NetworkEnvironment:
         assert self._session is not None
         conn = PeerConnection(peer, self._session, origin=self.address, token=self._token,
                               connect_timeout=self.connect_timeout, send_timeout=self.send_timeout,
-                              heartbeat=self.heartbeat, clock=self.clock)
+                              heartbeat=self.heartbeat, clock=self.clock, max_frame_bytes=self.max_frame_bytes)
         self._peers[peer] = conn
         task = asyncio.get_running_loop().create_task(conn.run(), name=f"data connection to {peer}")
         self._tasks.add(task)

@@ -102,8 +102,10 @@ class DataServer:
     """
 
     def __init__(self, registry: InputChannelRegistry, host: str, port: int, token: str | None,
-                 heartbeat: float, send_timeout: float) -> None:
+                 heartbeat: float, send_timeout: float, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.registry = registry
+        #: a peer sending a larger frame is disconnected (aiohttp refuses it with close code 1009)
+        self.max_frame_bytes = max_frame_bytes
         self.host = host
         self.port = port
         self._token = token
@@ -157,7 +159,7 @@ class DataServer:
                       f"{PROTOCOL_VERSION}); run the same streamlet version everywhere")
             logger.warning("refused data connection from %s: %s", sender, reason)
             return web.json_response({"errors": [reason]}, status=400, reason="Unsupported Data Protocol")
-        ws = web.WebSocketResponse(heartbeat=self._heartbeat, max_msg_size=MAX_FRAME_BYTES, compress=False)
+        ws = web.WebSocketResponse(heartbeat=self._heartbeat, max_msg_size=self.max_frame_bytes, compress=False)
         async with asyncio.timeout(self._send_timeout):
             await ws.prepare(request)
         wake = asyncio.Event()
