@@ -125,7 +125,7 @@ def show_config(config: Optional[Path] = ConfigOpt, define: Optional[List[str]] 
     """Print the effective configuration (every key, with its doc)."""
     from streamlet import config as cfg
 
-    _guard(lambda: typer.echo(cfg.render_yaml(None if defaults else _config(config, define))))
+    _guard(lambda: typer.echo(cfg.render_yaml(None if defaults else _config(config, define), hide_secrets=True)))
 
 
 # -- cluster verbs: daemons and the REST client --------------------------------------------------
@@ -136,9 +136,10 @@ JobManagerOpt = typer.Option(None, "--jobmanager", "-m",
 
 def _client(conf: Any, jobmanager: Optional[str]) -> Any:
     from streamlet.client.rest import RestClient
+    from streamlet.rpc.tls import rest_client_context
 
     address = jobmanager or f"{conf['rest.address']}:{conf['rest.port']}"
-    return RestClient(address, conf["security.auth.token"])
+    return RestClient(address, conf["security.auth.token"], ssl_context=rest_client_context(conf))
 
 
 def _rest_guard(fn: Callable[[], Any]) -> Any:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,10 +37,12 @@ class JobManagerUnreachableError(RetryableError):
     """No answer from the JobManager's REST address."""
 
 
-def rest_url(address: str) -> str:
-    """``http://host:port`` from ``host:port`` or a URL (trailing slash removed)."""
+def rest_url(address: str, tls: bool = False) -> str:
+    """``http://host:port`` (``https://`` with ``tls``) from ``host:port`` or a URL (trailing slash removed)."""
     address = address.rstrip("/")
-    return address if address.startswith(("http://", "https://")) else f"http://{address}"
+    if address.startswith(("http://", "https://")):
+        return address
+    return f"{'https' if tls else 'http'}://{address}"
 
 
 def _multipart(fields: dict[str, str], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
@@ -75,10 +78,13 @@ def job_file_name(path: Path) -> str:
 class RestClient:
     """Calls the JobManager's REST API at ``base_url``."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
-        self.base_url = rest_url(base_url)
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.base_url = rest_url(base_url, tls=ssl_context is not None)
         self.token = token
         self.timeout = timeout
+        #: verifies the JobManager's certificate (``security.ssl.rest.truststore``); None: plain HTTP
+        self.ssl_context = ssl_context
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                 query: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
@@ -92,7 +98,7 @@ class RestClient:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout, context=self.ssl_context) as resp:
                 data = resp.read()
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -103,6 +109,12 @@ class RestClient:
             raise RestError(exc.code, [str(e) for e in errors]) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
+            from streamlet.rpc.tls import describe_failure
+
+            tls = describe_failure(reason if isinstance(reason, BaseException) else exc, self.base_url,
+                                   "security.ssl.rest.truststore")
+            if tls is not None:
+                raise RestError(0, [tls]) from None
             raise JobManagerUnreachableError(f"cannot reach the jobmanager at {self.base_url}: {reason}; "
                                              "is it running? (--jobmanager URL, rest.port)") from None
         return json.loads(data) if data else None

@@ -10,31 +10,37 @@ injected clock.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import aiohttp
 
 from streamlet.clock import Clock
 from streamlet.rpc.auth import bearer_header
-from streamlet.rpc.errors import RegistrationRefusedError, RpcError
+from streamlet.rpc.errors import RegistrationRefusedError, RpcError, TlsHandshakeResetError
 from streamlet.rpc.server import RPC_PATH
+from streamlet.rpc.tls import describe_failure
 
 
-def rpc_url(address: str) -> str:
-    """``ws://host:port/rpc`` for ``host:port`` (a full ``ws://`` URL is kept as it is)."""
+def rpc_url(address: str, tls: bool = False) -> str:
+    """``ws://host:port/rpc`` (``wss://`` with ``tls``) for ``host:port``; a full URL is kept as it is."""
     if address.startswith(("ws://", "wss://")):
         return address
-    return f"ws://{address}{RPC_PATH}"
+    return f"{'wss' if tls else 'ws'}://{address}{RPC_PATH}"
 
 
 async def connect(session: aiohttp.ClientSession, address: str, token: str | None, timeout: float,
-                  max_message_size: int) -> aiohttp.ClientWebSocketResponse:
-    """One websocket to the JobManager at ``address`` (``host:port``)."""
-    url = rpc_url(address)
+                  max_message_size: int, ssl_context: ssl.SSLContext | None = None) -> aiohttp.ClientWebSocketResponse:
+    """One websocket to the JobManager at ``address`` (``host:port``), over TLS with ``ssl_context``.
+
+    A TLS failure that retrying cannot fix (an untrusted certificate, or this one refused) raises
+    :class:`RegistrationRefusedError` with the reason and the key to fix.
+    """
+    url = rpc_url(address, tls=ssl_context is not None)
     try:
         async with asyncio.timeout(timeout):
             return await session.ws_connect(url, headers=bearer_header(token), max_msg_size=max_message_size,
-                                            autoping=True)
+                                            autoping=True, ssl=ssl_context if ssl_context is not None else True)
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status == 401:
             raise RegistrationRefusedError(
@@ -44,6 +50,14 @@ async def connect(session: aiohttp.ClientSession, address: str, token: str | Non
     except TimeoutError:
         raise RpcError(f"jobmanager {address} did not answer within {timeout:g}s") from None
     except (aiohttp.ClientError, OSError) as exc:
+        reason = describe_failure(exc, f"jobmanager {address}", "security.ssl.internal.truststore")
+        if reason is not None:
+            raise RegistrationRefusedError(reason) from None
+        if ssl_context is not None and isinstance(getattr(exc, "os_error", None), ConnectionResetError):
+            raise TlsHandshakeResetError(
+                f"tls: jobmanager {address} closed the connection during the handshake: it does not trust this "
+                "process's certificate; set security.ssl.internal.keystore to a certificate signed by the CA in "
+                "the jobmanager's security.ssl.internal.truststore") from None
         raise RpcError(f"cannot reach jobmanager {address}: {exc}") from None
 
 

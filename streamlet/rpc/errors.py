@@ -25,6 +25,14 @@ class RemoteError(RpcError):
         super().__init__(message)
 
 
+class TlsHandshakeResetError(RpcError):
+    """The JobManager closed the connection during the TLS handshake.
+
+    What a JobManager does when it does not trust this process's certificate (it sends no reason);
+    retryable once (a JobManager may be restarting), a refusal when it keeps happening.
+    """
+
+
 class CodecError(FatalError):
     """A frame is not a valid envelope (not JSON, unknown type, other protocol version)."""
 

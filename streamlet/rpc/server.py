@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Callable
 
 from aiohttp import web
@@ -29,7 +30,8 @@ class RpcServer:
     """Serves ``/rpc`` on ``host:port`` (port 0 picks a free one; see :attr:`port`)."""
 
     def __init__(self, host: str, port: int, endpoint_factory: EndpointFactory, token: str | None,
-                 request_timeout: float, idle_timeout: float | None, max_message_size: int) -> None:
+                 request_timeout: float, idle_timeout: float | None, max_message_size: int,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.requested_port = port
         self.endpoint_factory = endpoint_factory
@@ -37,6 +39,8 @@ class RpcServer:
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
         self.max_message_size = max_message_size
+        #: mutual TLS (``security.ssl.internal.*``): only peers the truststore verifies get in
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._connections: set[RpcConnection] = set()
@@ -48,7 +52,7 @@ class RpcServer:
         app.router.add_get(RPC_PATH, self._handle)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self.requested_port)
+        self._site = web.TCPSite(self._runner, self.host, self.requested_port, ssl_context=self.ssl_context)
         await self._site.start()
         server = self._site._server  # aiohttp keeps the asyncio server here
         if server is not None and server.sockets:  # type: ignore[union-attr]

@@ -78,6 +78,12 @@ class Cluster:
         self.rest_port = free_port()
         self.rpc_port = free_port()
         self.token: str | None = None
+        #: set when the JobManager serves HTTPS: verifies it (its CA)
+        self.ssl_context: Any = None
+        #: extra ``-D`` options given to every process
+        self.common: list[str] = []
+        #: put ``token`` on the processes' command lines (off when they read it from a file)
+        self.pass_token = True
 
     # -- processes --------------------------------------------------------------------------
 
@@ -96,8 +102,8 @@ class Cluster:
 
     def jobmanager(self, *extra: str, test_connectors: bool = False) -> Proc:
         args = ["jobmanager", "-D", f"rest.port={self.rest_port}", "-D", f"jobmanager.rpc.port={self.rpc_port}",
-                "-D", f"web.upload.dir={self.tmp}", *FAST, *extra]
-        if self.token:
+                "-D", f"web.upload.dir={self.tmp}", *FAST, *self.common, *extra]
+        if self.token and self.pass_token:
             args += ["-D", f"security.auth.token={self.token}"]
         proc = self.spawn("jobmanager", args, test_connectors)
         wait_for(lambda: self.get("/overview"), 15, "the jobmanager's REST API", self.logs)
@@ -108,9 +114,9 @@ class Cluster:
         before = self.get("/overview")["taskmanagers"] if wait else 0
         # job files go under the test's directory: a SIGKILLed TaskManager cannot remove its own
         args = ["taskmanager", "--jobmanager", f"127.0.0.1:{self.rpc_port}", "--slots", str(slots),
-                "-D", f"taskmanager.tmp.dir={self.tmp}", *FAST, *extra]
+                "-D", f"taskmanager.tmp.dir={self.tmp}", *FAST, *self.common, *extra]
         tok = token if token is not None else self.token
-        if tok:
+        if tok and (self.pass_token or token is not None):
             args += ["-D", f"security.auth.token={tok}"]
         n = sum(1 for p in self.procs if p.name.startswith("taskmanager"))
         proc = self.spawn(f"taskmanager-{n}", args, test_connectors)
@@ -146,14 +152,15 @@ class Cluster:
 
     def request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None,
                 token: str | None = None, auth: bool = True) -> tuple[int, Any]:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=body, method=method)
+        scheme = "https" if self.ssl_context is not None else "http"
+        req = urllib.request.Request(f"{scheme}://127.0.0.1:{self.rest_port}{path}", data=body, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
         tok = token if token is not None else self.token
         if auth and tok:
             req.add_header("Authorization", f"Bearer {tok}")
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as resp:
                 data = resp.read()
                 return resp.status, json.loads(data) if data else None
         except urllib.error.HTTPError as exc:

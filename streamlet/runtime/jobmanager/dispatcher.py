@@ -33,7 +33,7 @@ import orjson
 from streamlet import __version__
 from streamlet.api.limits import PipelineLimits
 from streamlet.clock import Clock
-from streamlet.config import Configuration
+from streamlet.config import SECRET_KEYS, Configuration
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobGraph
 from streamlet.ids import new_id
@@ -48,7 +48,6 @@ from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 
 logger = logging.getLogger(__name__)
 
-_SECRET_KEYS = ("security.auth.token",)
 
 
 def prepare_submission(submission: JobSubmission, config: Configuration,
@@ -343,7 +342,7 @@ class Dispatcher:
         self._job(job_id).cancel()
 
     def configuration(self) -> dict[str, Any]:
-        return {k: ("******" if k in _SECRET_KEYS and v is not None else v) for k, v in self.config.items()}
+        return {k: ("******" if k in SECRET_KEYS and v is not None else v) for k, v in self.config.items()}
 
 
 def _write_files(job_dir: Path, files: dict[str, bytes]) -> None:

@@ -28,6 +28,7 @@ from streamlet.rest.app import create_app
 from streamlet.rest.limits import RestLimits
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.server import RpcServer
+from streamlet.rpc.tls import internal_contexts, rest_server_context
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import TaskManagerSession
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
@@ -73,6 +74,9 @@ class JobManagerProcess:
 
     async def _serve(self, upload_dir: Path) -> None:
         conf = self.config
+        # certificates are read once, before anything listens (a bad file fails the start)
+        rpc_tls, _ = await asyncio.to_thread(internal_contexts, conf)
+        rest_tls = await asyncio.to_thread(rest_server_context, conf)
         rm = ResourceManager(self.clock, conf["heartbeat.interval"], conf["heartbeat.timeout"],
                              conf["cluster.evenly-spread-out-slots"])
         dispatcher = Dispatcher(rm, conf, self.clock, upload_dir)
@@ -83,7 +87,7 @@ class JobManagerProcess:
 
         rpc = RpcServer(conf["jobmanager.rpc.address"], conf["jobmanager.rpc.port"], session,
                         conf["security.auth.token"], conf["rpc.ask-timeout"], conf["heartbeat.timeout"],
-                        conf["rpc.max-message-size"])
+                        conf["rpc.max-message-size"], ssl_context=rpc_tls)
         rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"], RestLimits.from_config(conf)),
                                     handle_signals=False, access_log=None)
         async with asyncio.TaskGroup() as tg:
@@ -96,13 +100,14 @@ class JobManagerProcess:
                 self.rpc_port = rpc.port
                 await rest_runner.setup()
                 rest_started = True
-                site = web.TCPSite(rest_runner, conf["rest.address"], conf["rest.port"])
+                site = web.TCPSite(rest_runner, conf["rest.address"], conf["rest.port"], ssl_context=rest_tls)
                 await site.start()
                 server = site._server
                 self.rest_port = (server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
                                   if server is not None and server.sockets else conf["rest.port"])  # type: ignore[union-attr]
-                logger.info("jobmanager up: REST http://%s:%s, RPC ws://%s:%s/rpc", conf["rest.address"],
-                            self.rest_port, conf["jobmanager.rpc.address"], self.rpc_port)
+                logger.info("jobmanager up: REST %s://%s:%s, RPC %s://%s:%s/rpc", "https" if rest_tls else "http",
+                            conf["rest.address"], self.rest_port, "wss" if rpc_tls else "ws",
+                            conf["jobmanager.rpc.address"], self.rpc_port)
                 self.ready.set()
                 await self._stopping.wait()
             finally:

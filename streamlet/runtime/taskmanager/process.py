@@ -33,7 +33,8 @@ from streamlet.config import Configuration
 from streamlet.ids import new_id
 from streamlet.rpc.client import Backoff, connect, session_kwargs
 from streamlet.rpc.endpoint import RpcConnection
-from streamlet.rpc.errors import RegistrationRefusedError, RpcError
+from streamlet.rpc.errors import RegistrationRefusedError, RpcError, TlsHandshakeResetError
+from streamlet.rpc.tls import internal_contexts
 from streamlet.rpc.messages import Heartbeat, MetricsReport, RegisterTaskManager, RegistrationRefused, TaskStateUpdates
 from streamlet.runtime.jobmanager.gateway import JobManagerGateway, RemoteJobManagerGateway
 from streamlet.runtime.taskmanager.executor import TaskExecutor
@@ -41,6 +42,8 @@ from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
 from streamlet.runtime.taskmanager.slots import SlotTable
 
 logger = logging.getLogger(__name__)
+#: consecutive TLS handshakes the jobmanager closes before this taskmanager counts as refused
+_TLS_RESETS = 3
 
 
 def _resources(slots: int) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class TaskManagerProcess:
         self.executor: TaskExecutor | None = None
         #: why the JobManager refused this TaskManager (then :meth:`run` returns)
         self.refusal: str | None = None
+        self._tls: Any = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (cancels running subtasks)."""
@@ -82,12 +86,16 @@ class TaskManagerProcess:
         tmp_root = conf["taskmanager.tmp.dir"]
         job_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix=f"streamlet-tm-{self.id[:8]}-", dir=tmp_root))
         try:
+            # certificates are read once, before anything connects or listens
+            tls_server, tls_client = await asyncio.to_thread(internal_contexts, conf)
+            self._tls = tls_client
             self.network = NetworkEnvironment(host=conf["taskmanager.data.address"],
                                               port=conf["taskmanager.data.port"], token=self.token,
                                               capacity=conf["taskmanager.network.queue-capacity"],
                                               connect_timeout=conf["rpc.ask-timeout"], clock=self.clock,
                                               heartbeat=conf["heartbeat.timeout"],
-                                              max_frame_bytes=conf["taskmanager.network.max-frame-size"])
+                                              max_frame_bytes=conf["taskmanager.network.max-frame-size"],
+                                              ssl_server=tls_server, ssl_client=tls_client)
             try:
                 await self.network.start()  # OSError when the data port is taken
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
@@ -106,15 +114,22 @@ class TaskManagerProcess:
     async def _connection_loop(self, executor: TaskExecutor) -> None:
         conf = self.config
         backoff = Backoff(self.clock, conf["taskmanager.registration.max-backoff"])
-        attempts = 0
+        attempts = resets = 0
         async with aiohttp.ClientSession(**session_kwargs()) as session:
             while not self._stopping.is_set() and self.refusal is None:
                 try:
                     ws = await connect(session, self.jobmanager_address, self.token, conf["rpc.ask-timeout"],
-                                       conf["rpc.max-message-size"])
+                                       conf["rpc.max-message-size"], self._tls)
                 except RegistrationRefusedError as exc:
                     self.refusal = str(exc)
                     return
+                except TlsHandshakeResetError as exc:
+                    resets += 1
+                    if resets >= _TLS_RESETS:  # not a restart: the jobmanager refuses our certificate
+                        self.refusal = str(exc)
+                        return
+                    await self._wait_or_stop(backoff.wait())
+                    continue
                 except RpcError as exc:
                     attempts += 1
                     if attempts == 1 or attempts % 10 == 0:
@@ -122,7 +137,7 @@ class TaskManagerProcess:
                                     exc, attempts)
                     await self._wait_or_stop(backoff.wait())
                     continue
-                attempts = 0
+                attempts = resets = 0
                 conn = RpcConnection(ws, TaskManagerEndpoint(executor), f"jobmanager {self.jobmanager_address}",
                                      conf["rpc.ask-timeout"], idle_timeout=conf["heartbeat.timeout"])
                 registered = await self._session(conn, executor)

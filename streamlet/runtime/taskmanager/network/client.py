@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from streamlet.clock import Clock, SystemClock
 from streamlet.errors import StreamletError
 from streamlet.rpc.auth import bearer_header
 from streamlet.rpc.client import Backoff
+from streamlet.rpc.tls import describe_failure
 from streamlet.runtime.taskmanager.network.errors import (
     NetworkStoppedError, PeerLostError, PeerRefusedError, PeerUnreachableError, ProtocolError,
 )
@@ -51,7 +53,7 @@ class PeerConnection:
 
     def __init__(self, peer: str, session: aiohttp.ClientSession, *, origin: str, token: str | None,
                  connect_timeout: float, send_timeout: float, heartbeat: float, clock: Clock | None = None,
-                 max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = MAX_FRAME_BYTES, ssl_context: ssl.SSLContext | None = None) -> None:
         self.peer = peer
         self.clock = clock or SystemClock()
         self.state = "connecting"
@@ -64,6 +66,7 @@ class PeerConnection:
         self._wake = asyncio.Event()
         self.link = OutboundLink(peer, self._wake.set, max_frame_bytes)
         self._max_frame_bytes = max_frame_bytes
+        self._ssl = ssl_context
         self.attempts = 0
 
     @property
@@ -113,7 +116,7 @@ class PeerConnection:
         deadline = clock.monotonic() + self._connect_timeout
         headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION), SENDER_HEADER: self._origin,
                    **bearer_header(self._token)}
-        url = f"http://{self.peer}{DATA_PATH}"
+        url = f"{'https' if self._ssl is not None else 'http'}://{self.peer}{DATA_PATH}"
         backoff = Backoff(clock, _BACKOFF_MAX, initial=_BACKOFF_FIRST)
         last: BaseException | None = None
         while True:
@@ -125,7 +128,7 @@ class PeerConnection:
                 async with asyncio.timeout(remaining):
                     return await self._session.ws_connect(
                         url, headers=headers, heartbeat=self._heartbeat, compress=0, autoping=True,
-                        max_msg_size=self._max_frame_bytes)
+                        max_msg_size=self._max_frame_bytes, ssl=self._ssl if self._ssl is not None else True)
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status == 401:
                     raise PeerRefusedError(self.peer, "wrong or missing token (HTTP 401); give every "
@@ -134,6 +137,9 @@ class PeerConnection:
                     raise PeerRefusedError(self.peer, f"{exc.message} (HTTP 400)") from None
                 last = exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                reason = describe_failure(exc, f"taskmanager {self.peer}", "security.ssl.internal.truststore")
+                if reason is not None:
+                    raise PeerRefusedError(self.peer, reason) from None
                 last = exc
             remaining = deadline - clock.monotonic()
             if remaining <= 0:

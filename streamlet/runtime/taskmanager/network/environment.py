@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 import aiohttp
@@ -74,7 +75,8 @@ class NetworkEnvironment:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  capacity: int = 4, connect_timeout: float = 10.0, *, send_timeout: float = 30.0,
-                 heartbeat: float = 30.0, clock: Clock | None = None, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+                 heartbeat: float = 30.0, clock: Clock | None = None, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 ssl_server: ssl.SSLContext | None = None, ssl_client: ssl.SSLContext | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"channel capacity must be at least 1, got {capacity!r}")
         self.host = host
@@ -88,7 +90,10 @@ class NetworkEnvironment:
         self._state = _NEW
         self._registry = InputChannelRegistry()
         self.max_frame_bytes = max_frame_bytes
-        self._server = DataServer(self._registry, host, port, token, heartbeat, send_timeout, max_frame_bytes)
+        #: mutual TLS (``security.ssl.internal.*``): the endpoint's context and the one peers are verified with
+        self.ssl_client = ssl_client
+        self._server = DataServer(self._registry, host, port, token, heartbeat, send_timeout, max_frame_bytes,
+                                  ssl_server)
         self._session: aiohttp.ClientSession | None = None
         self._peers: dict[str, PeerConnection] = {}
         self._outputs: dict[tuple[str, str], RemoteOutputChannel] = {}
@@ -178,7 +183,8 @@ class NetworkEnvironment:
         assert self._session is not None
         conn = PeerConnection(peer, self._session, origin=self.address, token=self._token,
                               connect_timeout=self.connect_timeout, send_timeout=self.send_timeout,
-                              heartbeat=self.heartbeat, clock=self.clock, max_frame_bytes=self.max_frame_bytes)
+                              heartbeat=self.heartbeat, clock=self.clock, max_frame_bytes=self.max_frame_bytes,
+                              ssl_context=self.ssl_client)
         self._peers[peer] = conn
         task = asyncio.get_running_loop().create_task(conn.run(), name=f"data connection to {peer}")
         self._tasks.add(task)

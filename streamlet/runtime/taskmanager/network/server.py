@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -102,10 +103,12 @@ class DataServer:
     """
 
     def __init__(self, registry: InputChannelRegistry, host: str, port: int, token: str | None,
-                 heartbeat: float, send_timeout: float, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+                 heartbeat: float, send_timeout: float, max_frame_bytes: int = MAX_FRAME_BYTES,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
         #: a peer sending a larger frame is disconnected (aiohttp refuses it with close code 1009)
         self.max_frame_bytes = max_frame_bytes
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self._token = token
@@ -124,7 +127,7 @@ class DataServer:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=_CLOSE_TIMEOUT)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self.ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
