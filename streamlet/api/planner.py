@@ -23,6 +23,7 @@ from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.api.yaml.schema import BATCH, FunctionDef, KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobEdge, JobGraph, JobVertex
+from streamlet.graph.operators import SPECS, AggregateSpec, KeySpec, OpSpec, ReduceSpec, SinkSpec, SourceSpec
 from streamlet.ids import stable_id
 from streamlet.keys import DEFAULT_MAX_PARALLELISM
 from streamlet.udf import resolve_path, search_path
@@ -205,7 +206,7 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
     vid = {head: stable_id(pipeline.name, head) for head in chains}
     vertices = []
     for head, members in chains.items():
-        ops = tuple(_op_spec(nodes[m], pipeline.mode, keys.get(m)) for m in members)
+        ops = tuple(_op_spec(nodes[m], keys.get(m)) for m in members)
         vertices.append(JobVertex(vid[head], " -> ".join(members), par[head], ops))
     edges = []
     for nid, ins in phys.items():
@@ -213,7 +214,7 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
             continue
         for i in ins:
             edges.append(JobEdge(vid[chain_of[i.node]], vid[nid], partitioner(nid, i),
-                                 i.key.to_spec() if i.key is not None else None))
+                                 _key_spec(i.key) if i.key is not None else None))
     return JobGraph(name=pipeline.name, vertices=tuple(vertices), edges=tuple(edges), mode=pipeline.mode,
                     max_parallelism=max_p, batch_size=pipeline.batch_size or batch_size or DEFAULT_BATCH_SIZE,
                     base_dir=pipeline.base_dir, sys_path=paths)
@@ -244,7 +245,7 @@ def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[s
         size = 0
         for m in members:
             try:
-                size += len(orjson.dumps(_op_spec(nodes[m], pipeline.mode, keys.get(m))))
+                size += len(orjson.dumps(_op_spec(nodes[m], keys.get(m)).to_json()))
             except TypeError as exc:  # the Python API can pass any object as a connector key
                 raise PipelineDefinitionError(f"node {m!r} has a value that is not JSON ({exc}); keys of a "
                                               "pipeline must be strings, numbers, lists and maps",
@@ -256,22 +257,30 @@ def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[s
                               pipeline.source_file)
 
 
-def _op_spec(n: NodeDef, mode: str, key: KeyDef | None) -> dict[str, Any]:
+def _key_spec(key: KeyDef) -> KeySpec:
+    if key.fields:
+        return KeySpec(fields=tuple(key.fields))
+    assert key.function is not None
+    return KeySpec(expr=key.function.expr, path=key.function.path)
+
+
+def _op_spec(n: NodeDef, key: KeyDef | None) -> OpSpec:
     if isinstance(n, SourceDef):
-        return {"kind": "source", "id": n.id, "type": n.type, "params": dict(n.params)}
+        return SourceSpec(n.id, n.type, dict(n.params))
     if isinstance(n, SinkDef):
-        return {"kind": "sink", "id": n.id, "type": n.type, "params": dict(n.params)}
-    spec: dict[str, Any] = {"kind": n.op, "id": n.id}
-    if n.function is not None:
-        spec["expr"] = n.function.expr
-        spec["path"] = n.function.path
-    if n.op in ("aggregate", "reduce"):
-        assert key is not None
-        spec["key"] = key.to_spec()
-        spec["mode"] = mode
+        return SinkSpec(n.id, n.type, dict(n.params))
+    expr = n.function.expr if n.function is not None else None
+    path = n.function.path if n.function is not None else None
     if n.op == "aggregate":
-        spec["aggregates"] = [[a.name, a.func, a.field] for a in n.aggregates]
-    return spec
+        assert key is not None
+        return AggregateSpec(n.id, _key_spec(key), tuple((a.name, a.func, a.field) for a in n.aggregates))
+    if n.op == "reduce":
+        assert key is not None
+        return ReduceSpec(n.id, _key_spec(key), expr, path)
+    cls = SPECS.get(n.op)
+    if cls is None:
+        raise PipelineDefinitionError(f"{n.op} is not implemented in this version", f"{n.where}.{n.op}")
+    return cls(n.id, expr, path)  # type: ignore[call-arg]
 
 
 def _topological_order(nodes: dict[str, NodeDef]) -> list[str]:

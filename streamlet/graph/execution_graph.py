@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from streamlet.graph.job_graph import FORWARD, JobGraph
+from streamlet.graph.operators import KeySpec, OpSpec
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class OutputDesc:
     edge_index: int
     target_vertex: str
     partitioner: str
-    key: dict[str, Any] | None
+    key: KeySpec | None
     key_node: str
     channel_ids: tuple[str, ...]
     target_subtasks: tuple[int, ...]
@@ -50,22 +51,28 @@ class TaskDeploymentDescriptor:
     max_parallelism: int
     mode: str
     batch_size: int
-    operators: tuple[dict[str, Any], ...]
+    operators: tuple[OpSpec, ...]
     splits: tuple[Any, ...]
     inputs: tuple[InputChannelDesc, ...]
     outputs: tuple[OutputDesc, ...]
     sys_path: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["operators"] = [op.to_json() for op in self.operators]
+        for o, desc in zip(out["outputs"], self.outputs):
+            o["key"] = desc.key.to_json() if desc.key is not None else None
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TaskDeploymentDescriptor:
         return cls(**{**d,
-                      "operators": tuple(d["operators"]), "splits": tuple(d["splits"]),
+                      "operators": tuple(OpSpec.from_json(op) for op in d["operators"]),
+                      "splits": tuple(d["splits"]),
                       "inputs": tuple(InputChannelDesc(**i) for i in d["inputs"]),
                       "outputs": tuple(OutputDesc(**{**o, "channel_ids": tuple(o["channel_ids"]),
-                                                      "target_subtasks": tuple(o["target_subtasks"])})
+                                                      "target_subtasks": tuple(o["target_subtasks"]),
+                                                      "key": KeySpec.from_json(o["key"]) if o["key"] else None})
                                        for o in d["outputs"]),
                       "sys_path": tuple(d.get("sys_path", ()))})
 
@@ -94,7 +101,7 @@ def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]]) -> 
             for ei, e in out_edges:
                 down = graph.vertex(e.target)
                 targets = (sub,) if e.partitioner == FORWARD else tuple(range(down.parallelism))
-                outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0]["id"],
+                outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0].id,
                                           tuple(channel_id(ei, sub, t) for t in targets), targets))
             out.append(TaskDeploymentDescriptor(
                 job_id=job_id, job_name=graph.name, vertex_id=v.id, vertex_name=v.name, subtask_index=sub,

@@ -1,14 +1,16 @@
 """JobGraph: vertices (operator chains) joined by edges that carry a partitioner.
 
 Pure data, JSON round-trippable (it travels from the client to the JobManager and, as task
-descriptors, to TaskManagers).  An operator in a chain is a plain JSON spec
-``{"kind": "map", "id": "node-id", ...}``; the runtime builds operators from specs.
+descriptors, to TaskManagers).  An operator in a chain is a typed spec
+(:mod:`streamlet.graph.operators`); the runtime builds operators from specs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from streamlet.graph.operators import KeySpec, OpSpec, SourceSpec
 
 FORWARD = "forward"
 HASH = "hash"
@@ -23,29 +25,47 @@ class JobVertex:
     id: str
     name: str
     parallelism: int
-    operators: tuple[dict[str, Any], ...]
+    operators: tuple[OpSpec, ...]
 
     @property
     def is_source(self) -> bool:
-        return self.operators[0]["kind"] == "source"
+        return isinstance(self.operators[0], SourceSpec)
 
     @property
     def node_ids(self) -> list[str]:
-        return [op["id"] for op in self.operators]
+        return [op.id for op in self.operators]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "parallelism": self.parallelism,
+                "operators": [op.to_json() for op in self.operators]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobVertex:
+        return cls(data["id"], data["name"], data["parallelism"],
+                   tuple(OpSpec.from_json(op) for op in data["operators"]))
 
 
 @dataclass(frozen=True)
 class JobEdge:
     """Data flowing from every subtask of ``source`` to ``target`` through ``partitioner``.
 
-    ``key`` is the key spec used by the ``hash`` partitioner (``{"fields": [...]}`` or
-    ``{"expr": ..., "path": ...}``).
+    ``key`` is the key spec used by the ``hash`` partitioner.
     """
 
     source: str
     target: str
     partitioner: str
-    key: dict[str, Any] | None = None
+    key: KeySpec | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "partitioner": self.partitioner,
+                "key": self.key.to_json() if self.key is not None else None}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobEdge:
+        key = data.get("key")
+        return cls(data["source"], data["target"], data["partitioner"],
+                   KeySpec.from_json(key) if key is not None else None)
 
 
 @dataclass(frozen=True)
@@ -79,15 +99,19 @@ class JobGraph:
         return max(v.parallelism for v in self.vertices)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["vertices"] = [v.to_json() for v in self.vertices]
+        out["edges"] = [e.to_json() for e in self.edges]
+        out["sys_path"] = list(self.sys_path)
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobGraph:
+        """The graph a ``to_json`` dict encodes; raises KeyError/TypeError/ValueError when malformed."""
         return cls(
             name=data["name"],
-            vertices=tuple(JobVertex(v["id"], v["name"], v["parallelism"], tuple(v["operators"]))
-                           for v in data["vertices"]),
-            edges=tuple(JobEdge(**e) for e in data["edges"]),
+            vertices=tuple(JobVertex.from_json(v) for v in data["vertices"]),
+            edges=tuple(JobEdge.from_json(e) for e in data["edges"]),
             mode=data["mode"], max_parallelism=data["max_parallelism"], batch_size=data["batch_size"],
             base_dir=data["base_dir"], sys_path=tuple(data.get("sys_path", ())),
         )

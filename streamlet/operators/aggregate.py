@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from streamlet.operators.base import Batch, Operator, RuntimeContext, Timestamps
-from streamlet.operators.codegen import CodeBuilder, call_generated, function_ref, key_code, key_output_fields
+from streamlet.graph.operators import AggregateSpec, ReduceSpec
+from streamlet.operators.codegen import CodeBuilder, call_generated, function_ref, key_code
 
 # func -> (init exprs, one per slot; update exprs, one per slot; result expr).
 # {V} is the record's field value, {A0}/{A1} the accumulator slots.
@@ -35,27 +36,27 @@ class KeyedAggregateOperator(Operator):
     Result rows carry the key field(s) (``key`` for an expression key) and each named aggregate.
     """
 
-    def __init__(self, spec: dict[str, Any], ctx: RuntimeContext) -> None:
+    def __init__(self, spec: AggregateSpec, ctx: RuntimeContext) -> None:
         super().__init__(spec, ctx)
-        self.node_ids = (spec["id"],)
+        self.node_ids = (spec.id,)
         self._spec = spec
         self._name = ctx.vertex_name
-        self._batch_mode = spec.get("mode") == "batch"
+        self._batch_mode = ctx.mode == "batch"
 
     def open(self) -> None:
-        self._state = self.ctx.state.value_state(self._spec["id"])
+        self._state = self.ctx.state.value_state(self._spec.id)
         spec = self._spec
-        aggs: list[list[Any]] = spec["aggregates"]
+        aggs = spec.aggregates
         nslots = sum(len(_AGG[a[1]][0]) for a in aggs)
         scalar = nslots == 1
         b = CodeBuilder(self._name)
-        nid = spec["id"]
+        nid = spec.id
         get = b.bind("get", self._state.get)
         put = b.bind("put", self._state.put)
         b.add(0, "def _agg(batch):")
         b.add(1, "out = []; _append = out.append")
         b.add(1, "for r in batch:")
-        b.add(2, f"k = {key_code(b, spec['key'], nid)}", nid)
+        b.add(2, f"k = {key_code(b, spec.key, nid)}", nid)
         b.add(2, f"a = {get}(k)", nid)  # a key that cannot be hashed (a list field) fails here
         init: list[str] = []
         update: list[str] = []
@@ -84,7 +85,7 @@ class KeyedAggregateOperator(Operator):
             for j, u in enumerate(update):
                 b.add(3, f"a[{j}] = {u}", nid)
         b.add(2, f"{put}(k, a)")
-        key_fields = key_output_fields(spec["key"])
+        key_fields = spec.key.output_fields
         if len(key_fields) == 1:
             key_items = [f"{key_fields[0]!r}: k"]
         else:
@@ -114,30 +115,30 @@ class KeyedReduceOperator(Operator):
     emitted per record (streaming) or once per key at end of input (batch).
     """
 
-    def __init__(self, spec: dict[str, Any], ctx: RuntimeContext) -> None:
+    def __init__(self, spec: ReduceSpec, ctx: RuntimeContext) -> None:
         super().__init__(spec, ctx)
-        self.node_ids = (spec["id"],)
+        self.node_ids = (spec.id,)
         self._spec = spec
         self._name = ctx.vertex_name
-        self._batch_mode = spec.get("mode") == "batch"
+        self._batch_mode = ctx.mode == "batch"
 
     def open(self) -> None:
-        self._state = self.ctx.state.value_state(self._spec["id"])
+        self._state = self.ctx.state.value_state(self._spec.id)
         spec = self._spec
-        nid = spec["id"]
+        nid = spec.id
         b = CodeBuilder(self._name)
         get = b.bind("get", self._state.get)
         put = b.bind("put", self._state.put)
         b.add(0, "def _reduce(batch):")
         b.add(1, "out = []; _append = out.append")
         b.add(1, "for r in batch:")
-        b.add(2, f"k = {key_code(b, spec['key'], nid)}", nid)
+        b.add(2, f"k = {key_code(b, spec.key, nid)}", nid)
         b.add(2, f"a = {get}(k)", nid)  # a key that cannot be hashed (a list field) fails here
         b.add(2, "if a is None:")
         b.add(3, "a = r")
         b.add(2, "else:")
         b.add(3, "b = r")
-        b.add(3, f"a = {function_ref(b, spec.get('expr'), spec.get('path'), args='a, b')}", nid)
+        b.add(3, f"a = {function_ref(b, spec.expr, spec.path, args='a, b')}", nid)
         b.add(2, f"{put}(k, a)")
         if not self._batch_mode:
             b.add(2, "_append(a)")

@@ -7,15 +7,11 @@ from typing import Any
 from streamlet.operators.base import Batch, Operator, RuntimeContext, Timestamps
 from streamlet.operators.codegen import CodeBuilder, call_generated, function_ref
 
-STATELESS = ("map", "filter", "flat_map")
-
-
 class FusedOperator(Operator):
-    """A run of chained stateless stages compiled into a single loop.
+    """A run of chained stateless stages (map, filter, flat_map specs) compiled into a single loop.
 
-    ``stages`` are op specs (``{"kind": "map", "id": ..., "expr": ..., "path": ...}``); a source's
-    decoder comes first as a ``map`` stage with extra globals.  For ``map: EXPR``, ``filter: EXPR``
-    and ``flat_map: EXPR`` over ``[a, b]`` the generated code is::
+    A source's decoder comes first as a map stage whose expression uses ``extra_globals``.  For
+    ``map: EXPR``, ``filter: EXPR`` and ``flat_map: EXPR`` over ``[a, b]`` the generated code is::
 
         for r in batch:
             r = (EXPR)                  # map
@@ -24,17 +20,16 @@ class FusedOperator(Operator):
                 _append(r)
     """
 
-    def __init__(self, stages: list[dict[str, Any]], ctx: RuntimeContext) -> None:
+    def __init__(self, stages: list[Any], ctx: RuntimeContext, extra_globals: dict[str, Any] | None = None) -> None:
         super().__init__(stages, ctx)
-        self.node_ids = tuple(dict.fromkeys(s["id"] for s in stages))
-        self._plain = self._generate(stages, ctx.vertex_name, with_ts=False)
-        self._with_ts = self._generate(stages, ctx.vertex_name, with_ts=True)
+        self.node_ids = tuple(dict.fromkeys(s.id for s in stages))
+        self._plain = self._generate(stages, ctx.vertex_name, False, extra_globals or {})
+        self._with_ts = self._generate(stages, ctx.vertex_name, True, extra_globals or {})
 
     @staticmethod
-    def _generate(stages: list[dict[str, Any]], name: str, with_ts: bool) -> Any:
+    def _generate(stages: list[Any], name: str, with_ts: bool, extra_globals: dict[str, Any]) -> Any:
         b = CodeBuilder(name)
-        for s in stages:
-            b.namespace.update(s.get("globals", {}))
+        b.namespace.update(extra_globals)
         if with_ts:
             b.add(0, "def _fused(batch, tss):")
             b.add(1, "out = []; _append = out.append; ots = []; _tappend = ots.append")
@@ -45,16 +40,16 @@ class FusedOperator(Operator):
             b.add(1, "for r in batch:")
         indent = 2
         for s in stages:
-            call = function_ref(b, s.get("expr"), s.get("path"))
-            if s["kind"] == "map":
-                b.add(indent, f"r = {call}", s["id"])
-            elif s["kind"] == "filter":
-                b.add(indent, f"if not {call}: continue", s["id"])
-            elif s["kind"] == "flat_map":
-                b.add(indent, f"for r in {call}:", s["id"])
+            call = function_ref(b, s.expr, s.path)
+            if s.KIND == "map":
+                b.add(indent, f"r = {call}", s.id)
+            elif s.KIND == "filter":
+                b.add(indent, f"if not {call}: continue", s.id)
+            elif s.KIND == "flat_map":
+                b.add(indent, f"for r in {call}:", s.id)
                 indent += 1
             else:
-                raise ValueError(f"not a stateless stage: {s['kind']!r}")
+                raise ValueError(f"not a stateless stage: {s.KIND!r}")
         b.add(indent, "_append(r)")
         if with_ts:
             b.add(indent, "_tappend(_ts)")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from streamlet.errors import UserFunctionError
+from streamlet.graph.operators import KeySpec
 from streamlet.udf import EXPRESSION_GLOBALS, resolve_path
 
 _counter = itertools.count()
@@ -96,9 +97,9 @@ def call_generated(fn: Callable[..., Any], *args: Any, var: str = "r") -> Any:
         raise err from exc
 
 
-def key_code(b: CodeBuilder, key: dict[str, Any], node: str) -> str:
+def key_code(b: CodeBuilder, key: KeySpec, node: str) -> str:
     """Source text of the key of record ``r`` for a key spec (hashable result)."""
-    fields = key.get("fields")
+    fields = key.fields
     if fields:
         if len(fields) == 1:
             return f"r[{fields[0]!r}]"
@@ -106,7 +107,7 @@ def key_code(b: CodeBuilder, key: dict[str, Any], node: str) -> str:
     from streamlet.keys import freeze
 
     fr = b.bind("freeze", _hashable(freeze))
-    return f"{fr}({function_ref(b, key.get('expr'), key.get('path'))})"
+    return f"{fr}({function_ref(b, key.expr, key.path)})"
 
 
 def _hashable(freeze: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -115,9 +116,3 @@ def _hashable(freeze: Callable[[Any], Any]) -> Callable[[Any], Any]:
             return freeze(k)
         return k
     return hk
-
-
-def key_output_fields(key: dict[str, Any]) -> list[str]:
-    """Field names a keyed result row carries its key under."""
-    return list(key.get("fields") or ["key"])
-

@@ -73,7 +73,7 @@ def assign_splits(graph: JobGraph) -> dict[str, list[list[Any]]]:
         if not v.is_source:
             continue
         src = v.operators[0]
-        splits = source_class(src["type"]).enumerate_splits(src["params"], v.parallelism)
+        splits = source_class(src.type).enumerate_splits(src.params, v.parallelism)
         per: list[list[Any]] = [[] for _ in range(v.parallelism)]
         for i, s in enumerate(splits):
             per[i % v.parallelism].append(s)

@@ -497,7 +497,7 @@ def test_docs_pipelines_really_run(examples: Path, capsys: pytest.CaptureFixture
     assert len(complete) >= 3
     for i, block in enumerate(complete):
         graph = plan_file(write_pipeline(examples, block, f"doc-{i}.yaml"))
-        bounded = all(registry.source_class(v.operators[0]["type"]).is_bounded(v.operators[0]["params"])
+        bounded = all(registry.source_class(v.operators[0].type).is_bounded(v.operators[0].params)
                       for v in graph.vertices if v.is_source)
         if bounded:
             result = run_graph(graph)

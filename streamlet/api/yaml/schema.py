@@ -35,13 +35,6 @@ class KeyDef:
     fields: tuple[str, ...] = ()
     function: FunctionDef | None = None
 
-    def to_spec(self) -> dict[str, Any]:
-        """JSON form carried by the JobGraph."""
-        if self.fields:
-            return {"fields": list(self.fields)}
-        assert self.function is not None
-        return {"expr": self.function.expr, "path": self.function.path}
-
 
 @dataclass(frozen=True)
 class AggregateDef:

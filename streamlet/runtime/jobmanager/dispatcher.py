@@ -36,6 +36,7 @@ from streamlet.clock import Clock
 from streamlet.config import SECRET_KEYS, Configuration
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobGraph
+from streamlet.graph.operators import KeySpec, OpSpec, SinkSpec, SourceSpec
 from streamlet.ids import new_id
 from streamlet.rest.base import NotFoundError, UnavailableError
 from streamlet.rest.schemas import (
@@ -118,8 +119,8 @@ def _graph_problem(graph: JobGraph, limits: PipelineLimits) -> str | None:
             return f"vertex {v.name!r} has parallelism {v.parallelism!r}; it must be at least 1"
         if v.parallelism > graph.max_parallelism:
             return f"vertex {v.name!r} has parallelism {v.parallelism} above max_parallelism {graph.max_parallelism}"
-        if not v.operators or not all(isinstance(op, dict) and "kind" in op and "id" in op for op in v.operators):
-            return f"vertex {v.name!r} needs a non-empty list of operators, each with 'kind' and 'id'"
+        if not v.operators:
+            return f"vertex {v.name!r} needs a non-empty list of operators"
         for op in v.operators:
             problem = _operator_problem(op, limits)
             if problem is not None:
@@ -140,7 +141,8 @@ def _graph_problem(graph: JobGraph, limits: PipelineLimits) -> str | None:
             return f"the edge {e.source!r} -> {e.target!r} has the unknown partitioner {e.partitioner!r}"
     par = {v.id: v.parallelism for v in graph.vertices}
     try:
-        specs = sum(len(orjson.dumps(v.operators)) * v.parallelism for v in graph.vertices)
+        specs = sum(len(orjson.dumps([op.to_json() for op in v.operators])) * v.parallelism
+                    for v in graph.vertices)
     except TypeError as exc:
         return f"an operator spec is not JSON: {exc}"
     if specs > limits.max_deployment_bytes:
@@ -153,30 +155,23 @@ def _graph_problem(graph: JobGraph, limits: PipelineLimits) -> str | None:
     return None
 
 
-_KINDS = frozenset({"source", "sink", "map", "filter", "flat_map", "aggregate", "reduce"})
-
-
-def _operator_problem(op: dict[str, Any], limits: PipelineLimits) -> str | None:
+def _operator_problem(op: OpSpec, limits: PipelineLimits) -> str | None:
     """What is wrong with one operator spec of a client-planned JobGraph: the same checks a YAML
     pipeline gets (connector keys, expression rules), so the JSON route is no way around them."""
     from streamlet.api import registry
     from streamlet.api.expressions import compile_expression
 
-    kind = op["kind"]
-    if kind not in _KINDS:
-        return f"operator {op['id']!r} has the unknown kind {kind!r}"
     try:
-        if kind in ("source", "sink"):
-            params = op.get("params")
-            if not isinstance(params, dict) or not isinstance(op.get("type"), str):
-                return f"operator {op['id']!r} needs a 'type' and a map of 'params'"
-            validate = registry.validate_source if kind == "source" else registry.validate_sink
-            validate(op["type"], params, f"operator {op['id']}", "/")
-        key = op.get("key")
-        for expr, scope in ((op.get("expr"), "reduce" if kind == "reduce" else "record"),
-                            (key.get("expr") if isinstance(key, dict) else None, "record")):
-            if expr is not None and compile_expression(expr, f"operator {op['id']}", scope, limits).expr != expr:
-                return f"operator {op['id']!r} has an expression not in the planner's normal form; plan it with streamlet"
+        if isinstance(op, (SourceSpec, SinkSpec)):
+            if not isinstance(op.params, dict) or not isinstance(op.type, str):
+                return f"operator {op.id!r} needs a 'type' and a map of 'params'"
+            validate = registry.validate_source if isinstance(op, SourceSpec) else registry.validate_sink
+            validate(op.type, op.params, f"operator {op.id}", "/")
+        key = getattr(op, "key", None)
+        for expr, scope in ((getattr(op, "expr", None), "reduce" if op.KIND == "reduce" else "record"),
+                            (key.expr if isinstance(key, KeySpec) else None, "record")):
+            if expr is not None and compile_expression(expr, f"operator {op.id}", scope, limits).expr != expr:
+                return f"operator {op.id!r} has an expression not in the planner's normal form; plan it with streamlet"
     except PipelineDefinitionError as exc:
         return str(exc)
     return None

@@ -451,7 +451,7 @@ class JobMaster:
         return VertexInfo(vid, name, parallelism, self.graph.max_parallelism, _vertex_status(subtasks),
                           min(starts) if starts else -1,
                           max(ends) if ends and all(e > 0 for e in ends) else -1,
-                          counts, total, subtasks, list(operators))
+                          counts, total, subtasks, [op.to_json() for op in operators])
 
     def plan(self) -> dict[str, Any]:
         """Flink's ``plan`` JSON: one node per vertex with its inputs and ship strategies."""

@@ -1,60 +1,60 @@
-"""Build a subtask's operators from the op specs of its JobVertex.
+"""Build a subtask's operators from the typed op specs of its JobVertex.
 
-Consecutive stateless specs (and a source's decoder) are fused into one
-:class:`~streamlet.operators.basic.FusedOperator`; keyed operators stand alone; the source and
-sink specs become the task's reader and writer.
+Each spec names the class that runs it (``OpSpec.OPERATOR``, an import string).  Consecutive
+fusable specs (and a source's decoder) are compiled together into one operator (the first one's
+class, :class:`~streamlet.operators.basic.FusedOperator`); other operators stand alone; the
+source and sink specs become the task's reader and writer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from streamlet.api.registry import sink_class, source_class
+from streamlet.api.registry import load_class, sink_class, source_class
 from streamlet.connectors.base import SinkWriter, SourceReader
-from streamlet.operators.aggregate import KeyedAggregateOperator, KeyedReduceOperator
+from streamlet.graph.operators import MapSpec, OpSpec, SinkSpec, SourceSpec
 from streamlet.operators.base import Operator, RuntimeContext
-from streamlet.operators.basic import STATELESS, FusedOperator
 
 
 class OperatorChain:
     """The operators of one subtask, in order, plus its source reader and sink writer."""
 
-    def __init__(self, specs: tuple[dict[str, Any], ...], ctx: RuntimeContext, splits: tuple[Any, ...],
+    def __init__(self, specs: tuple[OpSpec, ...], ctx: RuntimeContext, splits: tuple[Any, ...],
                  source_ctx: Any = None) -> None:
         self.reader: SourceReader | None = None
         self.writer: SinkWriter | None = None
         self.operators: list[Operator] = []
-        pending: list[dict[str, Any]] = []
-        name = ctx.vertex_name
+        pending: list[OpSpec] = []
+        extra_globals: dict[str, Any] = {}
         body = list(specs)
-        if body and body[0]["kind"] == "source":
+        if body and isinstance(body[0], SourceSpec):
             src = body.pop(0)
-            self.reader = source_class(src["type"]).create_reader(src["params"], list(splits), source_ctx)
+            self.reader = source_class(src.type).create_reader(src.params, list(splits), source_ctx)
             decode = self.reader.decode_stage()
             if decode is not None:
-                expr, globs = decode
-                pending.append({"kind": "map", "id": src["id"], "expr": expr, "path": None, "globals": globs})
+                expr, extra_globals = decode
+                pending.append(MapSpec(src.id, expr))
         sink_spec = None
-        if body and body[-1]["kind"] == "sink":
+        if body and isinstance(body[-1], SinkSpec):
             sink_spec = body.pop()
+
+        def fuse() -> None:
+            if pending:
+                first = next((p for p in pending if p.OPERATOR), pending[0])
+                self.operators.append(load_class(first.OPERATOR)(list(pending), ctx, extra_globals))
+                pending.clear()
+
         for spec in body:
-            kind = spec["kind"]
-            if kind in STATELESS:
+            if spec.FUSABLE:
                 pending.append(spec)
                 continue
-            if pending:
-                self.operators.append(FusedOperator(pending, ctx))
-                pending = []
-            if kind == "aggregate":
-                self.operators.append(KeyedAggregateOperator(spec, ctx))
-            elif kind == "reduce":
-                self.operators.append(KeyedReduceOperator(spec, ctx))
-            else:
-                raise ValueError(f"unknown operator kind {kind!r}")
-        if pending:
-            self.operators.append(FusedOperator(pending, ctx))
+            fuse()
+            if spec.OPERATOR is None:
+                raise ValueError(f"operator kind {spec.KIND!r} of node {spec.id!r} cannot run inside a chain")
+            self.operators.append(load_class(spec.OPERATOR)(spec, ctx))
+        fuse()
         if sink_spec is not None:
-            self.writer = sink_class(sink_spec["type"]).create_writer(sink_spec["params"], ctx)
+            self.writer = sink_class(sink_spec.type).create_writer(sink_spec.params, ctx)
         for op in self.operators:
             op.initialize_state(None)
             op.open()

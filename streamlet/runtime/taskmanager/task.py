@@ -254,7 +254,7 @@ def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, Out
     ctx = RuntimeContext(job_name=tdd.job_name, vertex_name=tdd.vertex_name, subtask_index=tdd.subtask_index,
                          parallelism=tdd.parallelism, max_parallelism=tdd.max_parallelism, mode=tdd.mode,
                          state=state, clock=clock, console=console)
-    src_ctx = SourceContextImpl(tdd.subtask_index, tdd.parallelism, tdd.batch_size, clock, tdd.operators[0]["id"])
+    src_ctx = SourceContextImpl(tdd.subtask_index, tdd.parallelism, tdd.batch_size, clock, tdd.operators[0].id)
     chain = OperatorChain(tdd.operators, ctx, tdd.splits, src_ctx)
     metrics = TaskMetrics()
     outputs: list[RecordWriter | SinkOutput] = []

@@ -78,7 +78,7 @@ def test_module_level_function_becomes_an_import_path(tmp_path: Path, events: li
     env = StreamEnvironment("fn", base_dir=str(tmp_path))
     env.source("events", type="file", path="events.jsonl").map("doubled", double_value).sink("out", type="blackhole")
     op = env.plan().vertices[0].operators[1]
-    assert op["path"] == f"{__name__}:double_value" and op["expr"] is None
+    assert op.path == f"{__name__}:double_value" and op.expr is None
     assert asyncio.run(env.execute_async()).vertices[0].records_out == len(events)
 
 

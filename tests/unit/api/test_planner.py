@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
+from streamlet.graph.operators import KeySpec
+
 from streamlet.api.planner import plan
 from streamlet.api.yaml.loader import loads
 from streamlet.errors import PipelineDefinitionError, UserFunctionError
@@ -58,8 +60,8 @@ sinks: {o: {input: fm, type: blackhole}}
     assert shape(g) == ([("s -> m -> f -> fm -> o", 1)], [])
     v = g.vertices[0]
     assert v.is_source and v.node_ids == ["s", "m", "f", "fm", "o"]
-    assert [op["kind"] for op in v.operators] == ["source", "map", "filter", "flat_map", "sink"]
-    assert v.operators[1] == {"kind": "map", "id": "m", "expr": "dict(r, b=1)", "path": None}
+    assert [op.KIND for op in v.operators] == ["source", "map", "filter", "flat_map", "sink"]
+    assert v.operators[1].to_json() == {"kind": "map", "id": "m", "expr": "dict(r, b=1)", "path": None}
     assert g.mode == "streaming" and g.max_parallelism == 128 and g.batch_size == 1024
     assert re.fullmatch(r"[0-9a-f]{32}", v.id)
 
@@ -75,10 +77,10 @@ transforms:
 sinks: {o: {input: after, type: blackhole}}
 """, parallelism_override=2)
     assert shape(g) == ([("s -> m", 2), ("c -> after -> o", 2)], [("s -> m", "hash", "c -> after -> o")])
-    assert g.edges[0].key == {"fields": ["a", "b"]}
+    assert g.edges[0].key.to_json() == {"fields": ["a", "b"]} and g.mode == "batch"
     agg = g.vertices[1].operators[0]
-    assert agg == {"kind": "aggregate", "id": "c", "key": {"fields": ["a", "b"]}, "mode": "batch",
-                   "aggregates": [["n", "count", None], ["t", "sum", "v"]]}
+    assert agg.to_json() == {"kind": "aggregate", "id": "c", "key": {"fields": ["a", "b"]},
+                             "aggregates": [["n", "count", None], ["t", "sum", "v"]]}
 
 
 def test_bare_key_by_node_keys_its_readers(base: Path) -> None:
@@ -90,10 +92,10 @@ transforms:
 sinks: {o: {input: total, type: blackhole}}
 """)
     assert shape(g) == ([("s", 1), ("total -> o", 1)], [("s", "hash", "total -> o")])
-    assert g.edges[0].key == {"expr": "r['a'] % 3", "path": None}
+    assert g.edges[0].key.to_json() == {"expr": "r['a'] % 3", "path": None}
     red = g.vertices[1].operators[0]
-    assert red["key"] == {"expr": "r['a'] % 3", "path": None} and red["mode"] == "streaming"
-    assert red["expr"] == "dict(a, a=a['a'] + b['a'])"
+    assert red.key.to_json() == {"expr": "r['a'] % 3", "path": None} and g.mode == "streaming"
+    assert red.expr == "dict(a, a=a['a'] + b['a'])"
 
 
 def test_keyed_operator_needs_a_key(base: Path) -> None:
@@ -260,7 +262,7 @@ def test_import_paths_are_checked_when_planning(base: Path, udf_module) -> None:
             "transforms: {m: {input: s, map: \"%s\"}, k: {input: m, key_by: \"%s\"}, c: {input: k, reduce: \"%s\"}}\n"
             "sinks: {o: {input: c, type: blackhole}}\n")
     g = graph_of(base, text % (f"{mod}:double", f"{mod}:double", f"{mod}:double"))
-    assert g.vertices[0].operators[1]["path"] == f"{mod}:double"
+    assert g.vertices[0].operators[1].path == f"{mod}:double"
     assert str(base) in g.sys_path
 
     err = plan_error(base, text % ("nosuchmodule_xyz:f", f"{mod}:double", f"{mod}:double"))
@@ -336,7 +338,7 @@ sinks: {o: {input: c, type: blackhole, parallelism: 3}}
     assert (s0.splits, s1.splits, a0.splits) == (("split-a",), ("split-b", "split-c"), ())
     assert [len(t.outputs) for t in tdds] == [1, 1, 0, 0, 0]
     out = s1.outputs[0]
-    assert (out.partitioner, out.key, out.key_node, out.target_subtasks) == ("hash", {"fields": ["a"]}, "c",
+    assert (out.partitioner, out.key, out.key_node, out.target_subtasks) == ("hash", KeySpec(("a",)), "c",
                                                                              (0, 1, 2))
     # every producer reaches every consumer through its own channel
     assert [len(t.inputs) for t in (a0, a1, a2)] == [2, 2, 2]
@@ -395,7 +397,7 @@ def test_rebalance_is_round_robin_across_batches() -> None:
 ])
 def test_hash_sends_each_key_to_the_owner_of_its_key_group(key: dict, key_of: Any) -> None:
     n, maxp = 3, 128
-    split = partitioners.build("hash", n, key, "c", maxp)
+    split = partitioners.build("hash", n, KeySpec.from_json(key), "c", maxp)
     recs = [{"user": i % 17, "day": i % 3, "i": i} for i in range(300)]
     ts = [r["i"] * 1000 for r in recs]
     parts = split(recs, ts)
@@ -409,7 +411,7 @@ def test_hash_sends_each_key_to_the_owner_of_its_key_group(key: dict, key_of: An
 
 
 def test_hash_key_errors_name_the_keyed_node() -> None:
-    split = partitioners.build("hash", 2, {"fields": ["user"]}, "counts", 128)
+    split = partitioners.build("hash", 2, KeySpec(("user",)), "counts", 128)
     with pytest.raises(UserFunctionError) as info:
         split([{"user": 1}, {"name": "x"}], None)
     assert info.value.node_id == "counts"

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any, Callable
 
 from streamlet.graph.job_graph import FORWARD, HASH, JobEdge, JobGraph, JobVertex
+from streamlet.graph.operators import KeySpec, SinkSpec, SourceSpec
 from streamlet.rpc.messages import RegisterTaskManager
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 from streamlet.testing.fakes import TestingTaskManagerGateway
@@ -13,10 +14,9 @@ from streamlet.testing.fakes import TestingTaskManagerGateway
 
 def graph(source_p: int = 2, sink_p: int = 2, keyed: bool = True) -> JobGraph:
     """source(p) -> sink(p) with a hash or forward edge."""
-    src = JobVertex("a" * 32, "src", source_p, ({"kind": "source", "id": "src", "type": "datagen",
-                                                "params": {"fields": {"k": {"kind": "sequence"}}}},))
-    snk = JobVertex("b" * 32, "out", sink_p, ({"kind": "sink", "id": "out", "type": "blackhole", "params": {}},))
-    edge = JobEdge(src.id, snk.id, HASH if keyed else FORWARD, {"fields": ["k"]} if keyed else None)
+    src = JobVertex("a" * 32, "src", source_p, (SourceSpec("src", "datagen", {"fields": {"k": {"kind": "sequence"}}}),))
+    snk = JobVertex("b" * 32, "out", sink_p, (SinkSpec("out", "blackhole", {}),))
+    edge = JobEdge(src.id, snk.id, HASH if keyed else FORWARD, KeySpec(("k",)) if keyed else None)
     return JobGraph("test-job", (src, snk), (edge,))
 
 

@@ -57,7 +57,7 @@ def test_yaml_with_files_resolves_imports_and_relative_paths(tmp_path: Path) -> 
         assert info.name == "udf-job" and [v.parallelism for v in info.vertices] == [2]
         assert "dispatch_udfs_a" not in sys.modules  # forgotten after planning
         jm = d._jobs[job_id]
-        assert jm.files == files and jm.graph.vertices[0].operators[0]["params"]["path"] == [
+        assert jm.files == files and jm.graph.vertices[0].operators[0].params["path"] == [
             str(tmp_path / "data" / "in.jsonl")]
         await until(lambda: jm.status is not JobStatus.INITIALIZING)
         assert jm.status is JobStatus.CREATED, jm.exceptions

@@ -13,6 +13,7 @@ import pytest
 from streamlet.errors import UserFunctionError
 from streamlet.keys import KeyGroupRange
 from streamlet.operators.aggregate import KeyedAggregateOperator, KeyedReduceOperator
+from streamlet.graph.operators import OpSpec
 from streamlet.operators.base import RuntimeContext
 from streamlet.operators.basic import FusedOperator
 from streamlet.runtime.taskmanager.operator_chain import OperatorChain
@@ -27,8 +28,11 @@ def ctx(mode: str = "streaming") -> RuntimeContext:
                           mode=mode, state=HeapKeyedStateBackend(KeyGroupRange(0, 127), 128))
 
 
-def stage(kind: str, node: str, expr: str | None = None, path: str | None = None) -> dict[str, Any]:
-    return {"kind": kind, "id": node, "expr": expr, "path": path}
+def stage(kind: str, node: str, expr: str | None = None, path: str | None = None) -> OpSpec:
+    return OpSpec.from_json({"kind": kind, "id": node, "expr": expr, "path": path})
+
+
+spec_of = OpSpec.from_json
 
 
 def batches(records: list[Any], size: int) -> list[list[Any]]:
@@ -100,9 +104,8 @@ def test_expression_globals_and_import_paths(tmp_path, udf_module) -> None:
 def test_source_decoder_stage_with_extra_globals() -> None:
     import orjson
 
-    op = FusedOperator([{"kind": "map", "id": "src", "expr": "_loads(r)", "path": None,
-                         "globals": {"_loads": orjson.loads}},
-                        stage("map", "m", "r['a'] + 1")], ctx())
+    op = FusedOperator([stage("map", "src", "_loads(r)"), stage("map", "m", "r['a'] + 1")], ctx(),
+                       {"_loads": orjson.loads})
     assert op.process([b'{"a": 1}', b'{"a": 41}'], None) == ([2, 42], None)
 
 
@@ -159,8 +162,8 @@ def test_long_records_are_shortened_in_the_message() -> None:
 
 
 def aggregate(aggs: list[list[Any]], key: dict[str, Any], mode: str = "streaming") -> KeyedAggregateOperator:
-    op = KeyedAggregateOperator({"kind": "aggregate", "id": "agg", "key": key, "mode": mode,
-                                 "aggregates": aggs}, ctx(mode))
+    op = KeyedAggregateOperator(OpSpec.from_json({"kind": "aggregate", "id": "agg", "key": key,
+                                                  "aggregates": aggs}), ctx(mode))
     op.open()
     return op
 
@@ -237,9 +240,13 @@ def test_aggregate_errors_name_the_node_and_record() -> None:
 
 @pytest.mark.parametrize("kind", ["aggregate", "reduce"])
 def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
-    spec = {"kind": kind, "id": "keyed", "key": {"fields": ["tags"]}, "mode": "streaming",
-            "aggregates": [["n", "count", None]], "expr": "a", "path": None}
-    op = KeyedAggregateOperator(spec, ctx()) if kind == "aggregate" else KeyedReduceOperator(spec, ctx())
+    def make(key: dict[str, Any]) -> Any:
+        if kind == "aggregate":
+            spec = OpSpec.from_json({"kind": kind, "id": "keyed", "key": key, "aggregates": [["n", "count", None]]})
+            return KeyedAggregateOperator(spec, ctx())
+        return KeyedReduceOperator(OpSpec.from_json({"kind": kind, "id": "keyed", "key": key, "expr": "a"}), ctx())
+
+    op = make({"fields": ["tags"]})
     op.open()
     bad = {"tags": ["x", "y"]}
     with pytest.raises(UserFunctionError) as info:
@@ -247,8 +254,7 @@ def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
     assert (info.value.node_id, info.value.record) == ("keyed", bad)
     assert "unhashable type: 'list'" in str(info.value)
     # an expression key may return a list: it is made hashable
-    spec["key"] = {"expr": "r['tags']", "path": None}
-    op = KeyedAggregateOperator(spec, ctx()) if kind == "aggregate" else KeyedReduceOperator(spec, ctx())
+    op = make({"expr": "r['tags']", "path": None})
     op.open()
     assert len(op.process([bad, bad], None)[0]) == 2
 
@@ -258,8 +264,8 @@ def test_an_unhashable_key_names_the_node_and_record(kind: str) -> None:
 
 @pytest.mark.parametrize("mode", ["streaming", "batch"])
 def test_reduce(mode: str) -> None:
-    op = KeyedReduceOperator({"kind": "reduce", "id": "red", "key": {"fields": ["user"]}, "mode": mode,
-                              "expr": "dict(a, v=a['v'] + b['v'], n=a.get('n', 1) + 1)", "path": None}, ctx(mode))
+    op = KeyedReduceOperator(spec_of({"kind": "reduce", "id": "red", "key": {"fields": ["user"]},
+                              "expr": "dict(a, v=a['v'] + b['v'], n=a.get('n', 1) + 1)", "path": None}), ctx(mode))
     op.open()
     rows = run_batches(op, RECORDS)
     totals: dict[str, dict[str, Any]] = {}
@@ -277,8 +283,8 @@ def test_reduce(mode: str) -> None:
 
 
 def test_reduce_error_names_the_node_and_the_new_record() -> None:
-    op = KeyedReduceOperator({"kind": "reduce", "id": "red", "key": {"fields": ["user"]}, "mode": "streaming",
-                              "expr": "dict(a, v=a['v'] / b['v'])", "path": None}, ctx())
+    op = KeyedReduceOperator(spec_of({"kind": "reduce", "id": "red", "key": {"fields": ["user"]},
+                              "expr": "dict(a, v=a['v'] / b['v'])", "path": None}), ctx())
     op.open()
     zero = {"user": "u0", "v": 0}
     with pytest.raises(UserFunctionError) as info:
@@ -292,13 +298,13 @@ def test_reduce_error_names_the_node_and_the_new_record() -> None:
 
 def test_chain_cascades_end_of_input_through_later_operators() -> None:
     """A batch aggregate's final rows flow through the stateless stages chained after it."""
-    specs = (
+    specs = tuple(spec_of(d) for d in (
         {"kind": "map", "id": "pre", "expr": "dict(r, v=r['v'] + 1000)", "path": None},
-        {"kind": "aggregate", "id": "agg", "key": {"fields": ["day"]}, "mode": "batch",
+        {"kind": "aggregate", "id": "agg", "key": {"fields": ["day"]},
          "aggregates": [["n", "count", None], ["total", "sum", "v"]]},
         {"kind": "filter", "id": "post", "expr": "r['day'] != 1", "path": None},
         {"kind": "map", "id": "fmt", "expr": "f\"{r['day']}:{r['n']}:{r['total']}\"", "path": None},
-    )
+    ))
     chain = OperatorChain(specs, ctx("batch"), ())
     assert [type(op).__name__ for op in chain.operators] == ["FusedOperator", "KeyedAggregateOperator",
                                                              "FusedOperator"]

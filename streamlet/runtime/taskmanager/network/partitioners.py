@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE
+from streamlet.graph.operators import KeySpec
 from streamlet.keys import subtask_for_key
 from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
 
@@ -46,7 +47,7 @@ def rebalance(n: int, start: int = 0) -> Split:
     return split
 
 
-def hash_by_key(n: int, key: dict[str, Any], node_id: str, max_parallelism: int) -> Split:
+def hash_by_key(n: int, key: KeySpec, node_id: str, max_parallelism: int) -> Split:
     """Key groups: the channel of a key is the subtask owning its key group.
 
     With one channel every key goes there; the keyed operator downstream computes the key anyway
@@ -98,7 +99,7 @@ def hash_by_key(n: int, key: dict[str, Any], node_id: str, max_parallelism: int)
     return split
 
 
-def build(partitioner: str, n: int, key: dict[str, Any] | None, node_id: str, max_parallelism: int,
+def build(partitioner: str, n: int, key: KeySpec | None, node_id: str, max_parallelism: int,
           subtask_index: int = 0) -> Split:
     """The split function of an edge with ``n`` target channels."""
     if partitioner == FORWARD:

@@ -1,0 +1,226 @@
+"""Typed operator specs: what a JobVertex's operator chain is made of.
+
+Pure data with a JSON round trip (specs travel in the JobGraph from the client to the JobManager
+and, inside task deployment descriptors, to TaskManagers).  Each spec class names the operator
+class that runs it as an import string (``OPERATOR``), resolved only on the TaskManager, so this
+package stays free of runtime code.  Adding an operator kind (a window, a join, a process
+function) is one spec class decorated with :func:`op_spec` plus one operator class::
+
+    @op_spec
+    @dataclass(frozen=True)
+    class DedupSpec(OpSpec):
+        KIND: ClassVar[str] = "dedup"
+        OPERATOR: ClassVar[str] = "mypkg.ops:DedupOperator"
+        key: KeySpec = KeySpec()
+
+Consecutive specs whose class sets ``FUSABLE`` (map, filter, flat_map) are compiled together
+into one function per batch by ``OPERATOR`` of the first of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, TypeVar
+
+#: kind -> spec class (filled by :func:`op_spec`)
+SPECS: dict[str, type[OpSpec]] = {}
+
+S = TypeVar("S", bound="type[OpSpec]")
+
+
+class SpecError(ValueError):
+    """A spec's JSON form is malformed (unknown kind, missing or extra fields)."""
+
+
+def op_spec(cls: S) -> S:
+    """Register a spec class under its ``KIND`` (a class decorator)."""
+    kind = cls.KIND
+    if not kind or kind in SPECS and SPECS[kind] is not cls:
+        raise ValueError(f"operator kind {kind!r} is empty or registered twice")
+    SPECS[kind] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """How a record's key is extracted: field names, or an expression / import path over ``r``."""
+
+    fields: tuple[str, ...] = ()
+    expr: str | None = None
+    path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.fields:
+            return {"fields": list(self.fields)}
+        return {"expr": self.expr, "path": self.path}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KeySpec:
+        return cls(tuple(data.get("fields") or ()), data.get("expr"), data.get("path"))
+
+    @property
+    def output_fields(self) -> list[str]:
+        """Field names a keyed result row carries its key under (``key`` for an expression key)."""
+        return list(self.fields or ["key"])
+
+    def label(self) -> str:
+        return ",".join(self.fields) if self.fields else (self.expr or self.path or "")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Base of every operator spec: ``id`` is the pipeline node id it implements."""
+
+    KIND: ClassVar[str] = ""
+    #: ``package.module:Class`` of the operator that runs this spec (None: the task's reader/writer)
+    OPERATOR: ClassVar[str | None] = None
+    #: consecutive fusable specs are compiled into one function per batch
+    FUSABLE: ClassVar[bool] = False
+
+    id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: ``{"kind": KIND, <fields>}`` (nested specs by their own ``to_json``)."""
+        out: dict[str, Any] = {"kind": self.KIND}
+        for f in dataclasses.fields(self):
+            out[f.name] = _to_json(getattr(self, f.name))
+        return out
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> OpSpec:
+        """The spec a ``to_json`` dict encodes; raises :class:`SpecError` naming what is wrong."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"an operator spec must be a JSON object, got {type(data).__name__}")
+        cls = SPECS.get(data.get("kind"))  # type: ignore[arg-type]
+        if cls is None:
+            raise SpecError(f"unknown operator kind {data.get('kind')!r}; known: {', '.join(sorted(SPECS))}")
+        kwargs: dict[str, Any] = {}
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        extra = set(data) - set(names) - {"kind"}
+        if extra:
+            raise SpecError(f"operator {data.get('id')!r} ({cls.KIND}) has unknown fields {sorted(extra)}")
+        for name, f in names.items():
+            if name in data:
+                kwargs[name] = _from_json(f.type, data[name])
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise SpecError(f"operator {data.get('id')!r} ({cls.KIND}): {exc}") from None
+
+    def label(self) -> str:
+        """One line for ``streamlet validate``."""
+        return f"{self.KIND} {self.id}"
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, KeySpec):
+        return value.to_json()
+    if isinstance(value, tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(annotation: Any, value: Any) -> Any:
+    text = str(annotation)
+    if "KeySpec" in text and isinstance(value, Mapping):
+        return KeySpec.from_json(value)
+    if text.startswith("tuple") and isinstance(value, list):
+        return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value
+
+
+@op_spec
+@dataclass(frozen=True)
+class SourceSpec(OpSpec):
+    """A source node: ``type`` names the connector (registry), ``params`` its validated keys."""
+
+    KIND: ClassVar[str] = "source"
+    type: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"source {self.id} ({self.type})"
+
+
+@op_spec
+@dataclass(frozen=True)
+class SinkSpec(OpSpec):
+    """A sink node: ``type`` names the connector (registry), ``params`` its validated keys."""
+
+    KIND: ClassVar[str] = "sink"
+    type: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"sink {self.id} ({self.type})"
+
+
+@dataclass(frozen=True)
+class _FunctionSpec(OpSpec):
+    """A stateless stage running a user function (an expression over ``r`` or an import path)."""
+
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.basic:FusedOperator"
+    FUSABLE: ClassVar[bool] = True
+    expr: str | None = None
+    path: str | None = None
+
+    def label(self) -> str:
+        return f"{self.KIND} {self.id}: {self.expr or self.path}"
+
+
+@op_spec
+@dataclass(frozen=True)
+class MapSpec(_FunctionSpec):
+    """``map:``: one record out per record in."""
+
+    KIND: ClassVar[str] = "map"
+
+
+@op_spec
+@dataclass(frozen=True)
+class FilterSpec(_FunctionSpec):
+    """``filter:``: the records for which the function is truthy."""
+
+    KIND: ClassVar[str] = "filter"
+
+
+@op_spec
+@dataclass(frozen=True)
+class FlatMapSpec(_FunctionSpec):
+    """``flat_map:``: every element of the iterable the function returns."""
+
+    KIND: ClassVar[str] = "flat_map"
+
+
+@op_spec
+@dataclass(frozen=True)
+class AggregateSpec(OpSpec):
+    """``key_by`` + ``aggregate:``: running (streaming) or final (batch) keyed aggregates.
+
+    ``aggregates`` lists ``(output name, function, field or None)``.
+    """
+
+    KIND: ClassVar[str] = "aggregate"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.aggregate:KeyedAggregateOperator"
+    key: KeySpec = KeySpec()
+    aggregates: tuple[tuple[str, str, str | None], ...] = ()
+
+    def label(self) -> str:
+        aggs = ", ".join(f"{name}={func}({fld or ''})" for name, func, fld in self.aggregates)
+        return f"aggregate {self.id}: {aggs}"
+
+
+@op_spec
+@dataclass(frozen=True)
+class ReduceSpec(OpSpec):
+    """``key_by`` + ``reduce:`` over ``a`` (the accumulated record) and ``b`` (the new one)."""
+
+    KIND: ClassVar[str] = "reduce"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.aggregate:KeyedReduceOperator"
+    key: KeySpec = KeySpec()
+    expr: str | None = None
+    path: str | None = None
+
+    def label(self) -> str:
+        return f"reduce {self.id}: {self.expr or self.path}"
