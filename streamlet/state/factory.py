@@ -46,3 +46,25 @@ def create_backend(kind: str, key_groups: KeyGroupRange, max_parallelism: int, *
         return RocksDBKeyedStateBackend(key_groups, max_parallelism, clock=clock, name=name, options=options)
     msg = f"unknown state backend {kind!r}; use one of {', '.join(repr(k) for k in BACKEND_KINDS)}"
     raise StateBackendConfigError(msg)
+
+
+#: configuration key -> rocksdb backend option (see streamlet/config.py for the docs)
+_ROCKSDB_KEYS = {
+    "state.backend.rocksdb.localdir": "local_dir",
+    "state.backend.rocksdb.write-cache.entries": "cache_entries",
+    "state.backend.rocksdb.writebuffer.size-mb": "write_buffer_mb",
+    "state.backend.rocksdb.block.cache-size-mb": "block_cache_mb",
+    "state.backend.rocksdb.thread.num": "background_jobs",
+    "execution.checkpointing.incremental": "incremental",
+}
+
+
+def backend_options(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``options`` of :func:`create_backend` for ``kind`` from the effective configuration.
+
+    Who calls it: the TaskExecutor, with its :class:`streamlet.config.Configuration` (keys that are
+    unset or absent are left to the backend's defaults).
+    """
+    if kind != "rocksdb":
+        return {}
+    return {opt: config[key] for key, opt in _ROCKSDB_KEYS.items() if config.get(key) is not None}

@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import orjson
 
-from streamlet.keys import freeze, key_group_for
+from streamlet.keys import key_group_for
 from streamlet.state.base import StateKind
 from streamlet.state.errors import StateDescriptorError, StateRestoreError
+from streamlet.state.keygroups import join_sections, read_sections, thaw
 from streamlet.state.storage.base import checkpoint_dir
 
 if TYPE_CHECKING:
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
 FORMAT = 1
 #: below this many entries the copy runs on the loop (a thread hop costs more than the copy)
 _INLINE_ENTRIES = 20_000
-
-
-def _thaw(value: Any) -> Any:
-    # JSON turned tuples into lists; keys and namespaces must be hashable again to hit
-    return freeze(value) if type(value) is list else value
 
 
 def _capture(backend: HeapKeyedStateBackend) -> tuple[list[tuple[str, str, bool, bytes]], dict[str, list[Any]]]:
@@ -131,18 +127,14 @@ class HeapSnapshot:
         for name, queue in timers.items():
             for ts, key, ns in queue:
                 section(key_group_for(key, maxp))["t"].setdefault(name, []).append([ts, key, ns])
-        parts, offsets, pos = [], [], 0
-        for kg in sorted(groups):
-            data = orjson.dumps(groups[kg])
-            parts.append(data)
-            offsets.append([kg, pos, len(data)])
-            pos += len(data)
-        if parts:
-            storage.put(path, b"".join(parts))
+        blob, offsets = join_sections({kg: orjson.dumps(g) for kg, g in groups.items()})
+        pos = len(blob)
+        if offsets:
+            storage.put(path, blob)
         return {
             "backend": "heap", "format": FORMAT, "checkpoint_id": self.checkpoint_id,
             "max_parallelism": maxp, "key_groups": list(self._range),
-            "path": path if parts else None, "size": pos, "offsets": offsets,
+            "path": path if offsets else None, "size": pos, "offsets": offsets,
             "states": {name: [kind, has_ttl] for name, kind, has_ttl, _ in states},
             "timers": sorted(timers), "shared": [],
         }
@@ -162,15 +154,6 @@ def _check(handle: Mapping[str, Any], max_parallelism: int) -> None:
         raise StateRestoreError(msg)
 
 
-def _read_sections(handle: Mapping[str, Any], storage: Any, start: int, end: int) -> list[tuple[int, bytes]]:
-    mine = [(kg, off, n) for kg, off, n in handle["offsets"] if start <= kg <= end]
-    if not mine:
-        return []
-    first = mine[0][1]
-    blob = storage.get_range(handle["path"], first, mine[-1][1] + mine[-1][2] - first)
-    return [(kg, blob[off - first:off - first + n]) for kg, off, n in mine]
-
-
 async def restore_into(backend: HeapKeyedStateBackend, handles: Sequence[Mapping[str, Any]], storage: Any) -> None:
     """Fill a fresh heap backend with the key groups it owns from ``handles``."""
     for handle in handles:
@@ -180,7 +163,7 @@ async def restore_into(backend: HeapKeyedStateBackend, handles: Sequence[Mapping
     def load() -> None:
         for handle in handles:
             kinds = {name: (StateKind(kind), bool(ttl)) for name, (kind, ttl) in handle["states"].items()}
-            for kg, data in _read_sections(handle, storage, start, end):
+            for kg, data in read_sections(storage, handle['path'], handle['offsets'], start, end):
                 try:
                     section = orjson.loads(data)
                 except orjson.JSONDecodeError as exc:
@@ -197,19 +180,19 @@ async def restore_into(backend: HeapKeyedStateBackend, handles: Sequence[Mapping
                     for ns, key, stored in entries:
                         if kind is StateKind.MAP:
                             if has_ttl:
-                                stored = ({_thaw(uk): v for uk, v in stored[0]}, stored[1])
+                                stored = ({thaw(uk): v for uk, v in stored[0]}, stored[1])
                             else:
-                                stored = {_thaw(uk): v for uk, v in stored}
+                                stored = {thaw(uk): v for uk, v in stored}
                         elif has_ttl:
                             stored = (stored[0], stored[1])
-                        ns = _thaw(ns)
+                        ns = thaw(ns)
                         table = tables.get(ns)
                         if table is None:
                             table = tables[ns] = {}
-                        table[_thaw(key)] = stored
+                        table[thaw(key)] = stored
                 for name, timers in section["t"].items():
                     queue = backend.timer_queue(name)
                     for ts, key, ns in timers:
-                        queue.add(_thaw(key), _thaw(ns), ts)
+                        queue.add(thaw(key), thaw(ns), ts)
 
     await asyncio.to_thread(load)

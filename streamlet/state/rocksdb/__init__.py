@@ -1,0 +1,1 @@
+"""RocksDB keyed state (rocksdict): write cache in front, column family per state, incremental checkpoints."""
