@@ -70,5 +70,41 @@ class UserFunctionError(FatalError):
         )
 
 
+def _short_repr(record: object, limit: int = 500) -> str:
+    rec = repr(record)
+    return rec if len(rec) <= limit else rec[:limit] + "..."
+
+
+class SinkRecordError(FatalError):
+    """A sink cannot write ``record``; raised by a connector, which does not know its node id.
+
+    The task's sink wrapper (:func:`streamlet.connectors.base.named_writer`) turns it into a
+    :class:`SinkWriteError` naming the node.
+    """
+
+    def __init__(self, record: object, reason: str, fix: str) -> None:
+        self.record = record
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"cannot write record {_short_repr(record)}: {reason}; {fix}")
+
+
+class SinkWriteError(FatalError):
+    """A sink node failed to write: names the node, the record (when known), the reason and the fix."""
+
+    def __init__(self, node_id: str, message: str) -> None:
+        self.node_id = node_id
+        super().__init__(f"sink {node_id!r}: {message}")
+
+
+class DecodeError(FatalError):
+    """A source could not decode its input: names the node, the file and line, and the fix."""
+
+    def __init__(self, node_id: str, where: str, reason: str, text: str, fix: str) -> None:
+        self.node_id = node_id
+        self.where = where
+        super().__init__(f"source {node_id!r}: cannot decode {where}: {reason}: {_short_repr(text, 200)}; {fix}")
+
+
 class JobFailedError(FatalError):
     """A job ended in state FAILED; the message carries the root cause."""

@@ -15,7 +15,9 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol
 
-from streamlet.errors import PipelineDefinitionError
+import orjson as _orjson
+
+from streamlet.errors import PipelineDefinitionError, SinkRecordError, SinkWriteError
 
 _TYPES = {
     "str": (str,), "int": (int,), "number": (int, float), "bool": (bool,), "map": (dict,),
@@ -262,3 +264,50 @@ class SinkWriterBase:
 
     async def close(self) -> None:
         return None
+
+
+class _NamedWriter:
+    """A sink writer whose failures name its node (see :func:`named_writer`)."""
+
+    def __init__(self, writer: Any, node_id: str) -> None:
+        self._writer = writer
+        self.node_id = node_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._writer, name)
+
+    async def _call(self, what: str, method: Any, *args: Any) -> Any:
+        try:
+            return await method(*args)
+        except SinkRecordError as exc:
+            raise SinkWriteError(self.node_id, str(exc)) from exc
+        except (TypeError, ValueError, OSError) as exc:
+            raise SinkWriteError(self.node_id, f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def write(self, records: list[Any]) -> None:
+        await self._call("write", self._writer.write, records)
+
+    async def finish(self) -> None:
+        await self._call("finish", self._writer.finish)
+
+
+def named_writer(writer: Any, node_id: str) -> Any:
+    """``writer`` with errors of ``write`` and ``finish`` turned into :class:`SinkWriteError` naming
+    ``node_id`` (the record and the fix when the connector raised :class:`SinkRecordError`).
+
+    Called by the operator chain where a sink is built; every other method is the writer's own.
+    """
+    return _NamedWriter(writer, node_id)
+
+
+def not_json(records: list[Any], exc: BaseException) -> SinkRecordError:
+    """The error for the first record of ``records`` that orjson cannot encode."""
+    for r in records:
+        try:
+            _orjson.dumps(r)
+        except TypeError as e:
+            return SinkRecordError(r, f"it is not JSON ({e})", "turn the value into a string, number, list or map "
+                                   "with string keys before the sink, e.g. map: \"dict(r, tags=sorted(r['tags']))\" "
+                                   "for a set")
+    return SinkRecordError(records[0] if records else None, f"it is not JSON ({exc})",
+                           "turn values into strings, numbers, lists or maps before the sink")

@@ -19,8 +19,8 @@ from typing import Any, Mapping
 
 import orjson
 
-from streamlet.connectors.base import Param, validate_params
-from streamlet.errors import PipelineDefinitionError, UserFunctionError
+from streamlet.connectors.base import Param, not_json, validate_params
+from streamlet.errors import DecodeError, PipelineDefinitionError, SinkRecordError
 from streamlet.serde import dumps_lines
 
 _CHUNK = 1 << 22
@@ -155,6 +155,12 @@ class FileReader:
         self._buf = b""
         self._pos = 0
         self._run_bytes = 64 * self._batch_size
+        #: file offsets, to name the line of a decoding error: of the next byte read, of the
+        #: buffer's first byte, of the current run's first byte
+        self._path = ""
+        self._offset = 0
+        self._buf_offset = 0
+        self._run_offset = 0
 
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         return None
@@ -169,6 +175,8 @@ class FileReader:
         fh = open(s["path"], "rb")  # noqa: SIM115 - closed in _close_file / close
         fh.seek(s["start"])
         self._fh = fh
+        self._path = s["path"]
+        self._offset = s["start"]
         self._remaining = s["end"] - s["start"]
         self._header = s.get("header")
         self._left = b""
@@ -185,8 +193,8 @@ class FileReader:
             self._fh.close()
             self._fh = None
 
-    def _set_buffer(self, buf: bytes) -> None:
-        self._buf, self._pos = buf, 0
+    def _set_buffer(self, buf: bytes, offset: int) -> None:
+        self._buf, self._pos, self._buf_offset = buf, 0, offset
         sample = buf[:65536]
         lines = sample.count(b"\n") + 1
         self._run_bytes = max(64, len(sample) * self._batch_size // lines)
@@ -199,6 +207,7 @@ class FileReader:
         if end < 0:
             end = len(buf)
         self._pos = end + 1
+        self._run_offset = self._buf_offset + start
         return buf[start:end]
 
     def _decode(self, run: bytes) -> list[Any]:
@@ -207,8 +216,11 @@ class FileReader:
         try:
             text = run.decode("utf-8").split("\n")
         except UnicodeDecodeError as exc:
-            bad = run[max(0, exc.start - 40):exc.end + 40].decode("utf-8", "replace")
-            raise UserFunctionError(self._node_id, bad, ValueError(f"not UTF-8 text: {exc}")) from None
+            line_start = run.rfind(b"\n", 0, exc.start) + 1
+            line_end = run.find(b"\n", exc.start)
+            line = run[line_start:line_end if line_end >= 0 else len(run)]
+            raise _BadLine(self._run_offset + line_start, line, f"not UTF-8 ({exc.reason} at byte "
+                           f"{exc.start - line_start} of the line)") from None
         if b"\r" in run:
             text = [ln.rstrip("\r") for ln in text]
         if self._format == "text":
@@ -227,21 +239,31 @@ class FileReader:
         except orjson.JSONDecodeError:
             pass
         out = []
+        at = self._run_offset
         for line in run.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise UserFunctionError(self._node_id, line.decode("utf-8", "replace"),
-                                        ValueError(f"not a JSON line: {exc}")) from None
+            if line.strip():
+                try:
+                    out.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise _BadLine(at, line, f"not a JSON value ({exc})") from None
+            at += len(line) + 1
         return out
+
+    async def _decode_or_name(self, run: bytes) -> list[Any]:
+        try:
+            return self._decode(run)
+        except _BadLine as bad:
+            # only on failure: count the lines before it (off the loop: it reads the file)
+            number = await asyncio.to_thread(_line_number, self._path, bad.offset)
+            raise DecodeError(self._node_id, f"{self._format} at {self._path}:{number}", bad.reason,
+                              bad.line.decode("utf-8", "replace"),
+                              "fix that line of the input, or read the file with format: text") from None
 
     async def read(self) -> list[Any] | None:
         while True:
             run = self._next_run()
             if run is not None:
-                batch = self._decode(run)
+                batch = await self._decode_or_name(run)
                 if batch:
                     return batch
                 continue
@@ -250,12 +272,14 @@ class FileReader:
                     return None
             chunk = await asyncio.to_thread(self._read_chunk)
             self._done_bytes += len(chunk)
+            base = self._offset - len(self._left)  # file offset of what is buffered
+            self._offset += len(chunk)
             if not chunk:
                 last = self._left
                 self._left = b""
                 await asyncio.to_thread(self._close_file)
                 if last:
-                    self._set_buffer(last)
+                    self._set_buffer(last, base)
                 continue
             buf = self._left + chunk if self._left else chunk
             cut = buf.rfind(b"\n")
@@ -263,10 +287,32 @@ class FileReader:
                 self._left = buf
                 continue
             self._left = buf[cut + 1:]
-            self._set_buffer(buf[:cut])
+            self._set_buffer(buf[:cut], base)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close_file)
+
+
+class _BadLine(Exception):
+    """A line that does not decode, at ``offset`` bytes into its file (internal to the reader)."""
+
+    def __init__(self, offset: int, line: bytes, reason: str) -> None:
+        self.offset = offset
+        self.line = line
+        self.reason = reason
+
+
+def _line_number(path: str, offset: int) -> int:
+    """The 1-based number of the line starting at byte ``offset`` of ``path`` (blocking)."""
+    count = 0
+    with open(path, "rb") as fh:
+        while offset > 0:
+            block = fh.read(min(offset, _CHUNK))
+            if not block:
+                break
+            count += block.count(b"\n")
+            offset -= len(block)
+    return count + 1
 
 
 class FileSink:
@@ -320,19 +366,30 @@ class FileSink:
         w = csv.writer(out, delimiter=self._delimiter, lineterminator="\n")
         if self._fields is None:
             first = records[0]
+            if isinstance(first, dict):
+                _check_csv_record(first, None)
             self._fields = list(first) if isinstance(first, dict) else []
             if self._header and self._fields:
                 w.writerow(self._fields)
         f = self._fields
+        columns = set(f)
         for r in records:
-            w.writerow([r.get(k) for k in f] if isinstance(r, dict) else (r if isinstance(r, (list, tuple)) else [r]))
+            if isinstance(r, dict):
+                if r.keys() != columns:
+                    _check_csv_record(r, columns)
+                w.writerow([r.get(k) for k in f])
+            else:
+                w.writerow(r if isinstance(r, (list, tuple)) else [r])
         return out.getvalue().encode()
 
     async def write(self, records: list[Any]) -> None:
         if not records:
             return
         if self._format == "jsonl":
-            data = dumps_lines(records)
+            try:
+                data = dumps_lines(records)
+            except TypeError as exc:  # orjson: a set, bytes, a non-string key, ...
+                raise not_json(records, exc) from exc
         else:
             data = self._encode_csv(records)
         self._buf.append(data)
@@ -352,3 +409,18 @@ class FileSink:
         if self._fh is not None:
             fh, self._fh = self._fh, None
             await asyncio.to_thread(fh.close)
+
+
+def _check_csv_record(r: dict[Any, Any], columns: set[str] | None) -> None:
+    """Refuse a map record a csv file cannot hold: a key that is not a string, or (``columns``
+    given) a field the header does not have."""
+    for k in r:
+        if type(k) is not str:
+            raise SinkRecordError(r, f"its key {k!r} is not a string, and csv columns are named by strings",
+                                  "make the keys strings, e.g. map: \"{str(k): v for k, v in r.items()}\", or write "
+                                  "format: jsonl")
+    if columns is not None:
+        extra = [k for k in r if k not in columns]
+        if extra:
+            raise SinkRecordError(r, f"it has fields {extra!r} that the csv header (the first record's fields) has not",
+                                  "give every record the same fields, or write format: jsonl")

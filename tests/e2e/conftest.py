@@ -88,13 +88,16 @@ class Cluster:
     # -- processes --------------------------------------------------------------------------
 
     def spawn(self, name: str, args: list[str], test_connectors: bool = False,
-              env: dict[str, str] | None = None) -> Proc:
+              env: dict[str, str] | None = None, stdout_pipe: bool = False) -> Proc:
+        """Start a process logging to ``<name>.log``; ``stdout_pipe``: its stdout is a pipe nobody
+        reads (``Proc.popen.stdout``), stderr still goes to the log."""
         log = self.tmp / f"{name}.log"
         cmd = [sys.executable, str(LAUNCH)] if test_connectors else [sys.executable, "-m", "streamlet"]
         full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         full_env.pop("STREAMLET_TOKEN", None)
         with open(log, "wb") as fh:
-            popen = subprocess.Popen([*cmd, *args], stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            popen = subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE if stdout_pipe else fh,
+                                     stderr=fh if stdout_pipe else subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=self.tmp, env=full_env, start_new_session=True)
         proc = Proc(name, popen, log)
         self.procs.append(proc)
@@ -110,7 +113,7 @@ class Cluster:
         return proc
 
     def taskmanager(self, slots: int = 1, *extra: str, token: str | None = None, wait: bool = True,
-                    test_connectors: bool = False) -> Proc:
+                    test_connectors: bool = False, stdout_pipe: bool = False) -> Proc:
         before = self.get("/overview")["taskmanagers"] if wait else 0
         # job files go under the test's directory: a SIGKILLed TaskManager cannot remove its own
         args = ["taskmanager", "--jobmanager", f"127.0.0.1:{self.rpc_port}", "--slots", str(slots),
@@ -119,7 +122,7 @@ class Cluster:
         if tok and (self.pass_token or token is not None):
             args += ["-D", f"security.auth.token={tok}"]
         n = sum(1 for p in self.procs if p.name.startswith("taskmanager"))
-        proc = self.spawn(f"taskmanager-{n}", args, test_connectors)
+        proc = self.spawn(f"taskmanager-{n}", args, test_connectors, stdout_pipe=stdout_pipe)
         if wait:
             wait_for(lambda: self.get("/overview")["taskmanagers"] > before, 15, "the taskmanager to register",
                      self.logs)
@@ -147,6 +150,8 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill(signal.SIGKILL)
                 p.popen.wait(5)
+            if p.popen.stdout is not None:
+                p.popen.stdout.close()
 
     # -- REST -------------------------------------------------------------------------------
 

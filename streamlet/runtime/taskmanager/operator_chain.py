@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamlet.api.registry import load_class, sink_class, source_class
-from streamlet.connectors.base import SinkWriter, SourceReader
+from streamlet.connectors.base import SinkWriter, SourceReader, named_writer
 from streamlet.graph.operators import MapSpec, OpSpec, SinkSpec, SourceSpec
 from streamlet.operators.base import Operator, RuntimeContext
 
@@ -54,7 +54,8 @@ class OperatorChain:
             self.operators.append(load_class(spec.OPERATOR)(spec, ctx))
         fuse()
         if sink_spec is not None:
-            self.writer = sink_class(sink_spec.type).create_writer(sink_spec.params, ctx)
+            writer = sink_class(sink_spec.type).create_writer(sink_spec.params, ctx)
+            self.writer = named_writer(writer, sink_spec.id)  # its failures name the sink node
         for op in self.operators:
             op.initialize_state(None)
             op.open()
