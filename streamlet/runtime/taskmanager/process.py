@@ -93,7 +93,8 @@ class TaskManagerProcess:
                                               port=conf["taskmanager.data.port"], token=self.token,
                                               capacity=conf["taskmanager.network.queue-capacity"],
                                               connect_timeout=conf["rpc.ask-timeout"], clock=self.clock,
-                                              heartbeat=conf["heartbeat.timeout"],
+                                              # a ping every 2 timeouts, a pong due within one (aiohttp: half)
+                                              heartbeat=2 * conf["heartbeat.timeout"],
                                               max_frame_bytes=conf["taskmanager.network.max-frame-size"],
                                               ssl_server=tls_server, ssl_client=tls_client)
             try:
