@@ -111,6 +111,7 @@ async def _checkpoints(keys: int, cache: int, rounds: int) -> dict:
                                  "bytes_uploaded": int(statistics.median(s[0] for s in sizes[1:])),
                                  "bytes_total": int(statistics.median(s[1] for s in sizes[1:]))},
                 "max_total_s_after_first": round(max(total[1:]), 3),
+                "max_bytes_uploaded_after_first": max(s[0] for s in sizes[1:]),
             }
         out["peak_rss_mb"] = round(_rss_mb(), 1)
     return out

@@ -173,7 +173,21 @@ def test_incremental_checkpoint_uploads_only_new_files_and_restores_exactly(back
     assert all(storage.exists(p) for p in h2["shared"]) and all(p.startswith("shared/") for p in h2["shared"])
     restored = backends()
     asyncio.run(restored.restore([h2], storage))
-    assert dict(restored.value_state("v").items()) == model
+    rv = restored.value_state("v")
+    assert dict(rv.items()) == model
+
+    async def after_restore() -> dict:
+        for i in range(50, 100_000, 100):
+            rv.put(f"key-{i}", [i, 3])
+            model[f"key-{i}"] = [i, 3]
+        return await (await restored.snapshot(3)).persist(storage)
+
+    h3 = asyncio.run(after_restore())
+    assert h3["bytes_uploaded"] < 0.1 * h1["bytes_uploaded"], "a restored backend reuses the SSTs it restored"
+    assert set(h2["shared"]) & set(h3["shared"])
+    again = backends()
+    asyncio.run(again.restore([h3], storage))
+    assert dict(again.value_state("v").items()) == model
 
 
 def test_full_checkpoint_is_self_contained(backends: Any, tmp_path: Path) -> None:
