@@ -72,8 +72,11 @@ def validate_params(params: Mapping[str, Any], spec: Mapping[str, Param], where:
 
 
 def slice_splits(parallelism: int) -> list[dict[str, Any]]:
-    """One generator slice per subtask: split ``i`` of ``p`` makes items ``i, i + p, i + 2p, ...``."""
-    return [{"index": i, "count": parallelism} for i in range(parallelism)]
+    """One generator slice per subtask: split ``i`` of ``p`` makes items ``i, i + p, i + 2p, ...``.
+
+    Each is ``{"id": "slice-<i>-of-<p>", "index": i, "count": p}``.
+    """
+    return [{"id": f"slice-{i}-of-{parallelism}", "index": i, "count": parallelism} for i in range(parallelism)]
 
 
 class SourceContext(Protocol):

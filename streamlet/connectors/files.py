@@ -14,12 +14,14 @@ import asyncio
 import csv
 import io
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any, Mapping
 
 import orjson
 
-from streamlet.connectors.base import Param, not_json, validate_params
+from streamlet.connectors.base import END_OF_INPUT, Param, not_json, validate_params
+from streamlet.connectors.errors import ConnectorError
 from streamlet.errors import DecodeError, PipelineDefinitionError, SinkRecordError
 from streamlet.serde import dumps_lines
 
@@ -121,117 +123,265 @@ class FileSource:
             bounds.append(sizes[f])
             for start, end in zip(bounds, bounds[1:]):
                 if end > start:
-                    splits.append({"path": f, "start": start, "end": end, "header": header})
+                    splits.append({"id": f"{f}:{start}-{end}", "path": f, "start": start, "end": end,
+                                   "header": header})
         return splits
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> FileReader:
-        return FileReader(params, splits, ctx)
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> FileReader:
+        return FileReader(params, ctx)
+
+
+class _FileSplit:
+    """Read position in one byte range: ``offset`` is where the next line not yet returned starts."""
+
+    __slots__ = ("id", "path", "start", "end", "header", "offset")
+
+    def __init__(self, split: Mapping[str, Any]) -> None:
+        self.id: str = split["id"]
+        self.path: str = split["path"]
+        self.start: int = split["start"]
+        self.end: int = split["end"]
+        self.header: list[str] | None = split.get("header")
+        self.offset: int = min(split.get("offset", self.start), self.end)
+
+    def state(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path, "start": self.start, "end": self.end, "header": self.header,
+                "offset": self.offset, "done": self.offset >= self.end}
+
+
+def _read_job(fh: Any, path: str, offset: int, n: int, close_after: bool, stale: Any) -> tuple[Any, bytes]:
+    """Runs in a thread: read ``n`` bytes of ``path`` at ``offset`` (opening it when ``fh`` is None).
+
+    Closes ``stale`` (the file of a finished split) first, and ``fh`` after the last bytes of its
+    split or at the end of the file; returns the file handle still open (or None) and the bytes.
+    """
+    if stale is not None:
+        stale.close()
+    if fh is None:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by a later job or FileReader.close
+        fh.seek(offset)
+    data = fh.read(n)
+    if close_after or len(data) < n:
+        fh.close()
+        fh = None
+    return fh, data
 
 
 class FileReader:
-    """Reads the byte ranges of one subtask's splits.
+    """Reads the byte ranges of one subtask's splits (a :class:`~streamlet.connectors.base.SourceReader`).
 
-    Complete lines of the current chunk are kept as one bytes object; each ``read`` cuts the
+    Splits are read one after the other.  A thread reads the current split in chunks of
+    :attr:`chunk_size` bytes, one chunk ahead of decoding: :meth:`poll` starts a read when the
+    buffer runs dry and takes its result once done, and :meth:`wait_available` awaits it.
+
+    Complete lines of the current chunk are kept as one bytes object; each ``poll`` cuts the
     next run of about ``batch_size`` lines from it.  jsonl runs are decoded by one
     ``orjson.loads`` of the run turned into a JSON array (newlines become commas): one C call
     per batch instead of one per line.  A run that does not decode to one value per line
     (blank or malformed lines) is decoded line by line, skipping blank lines and naming the
     offending line.
+
+    Split state: the split (``{"id", "path", "start", "end", "header"}``) plus ``"offset"``, the
+    byte where the next line not yet returned starts, and ``"done"``; a reader given it reads
+    ``[offset, end)``.
     """
 
-    def __init__(self, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> None:
+    #: bytes per read; large because every thread hand-off costs GIL switches
+    chunk_size = _CHUNK
+
+    def __init__(self, params: Mapping[str, Any], ctx: Any) -> None:
         self._format = params["format"]
         self._delimiter = params["delimiter"]
-        self._splits = list(splits)
-        self._batch_size = getattr(ctx, "batch_size", 1024)
-        self._node_id = getattr(ctx, "node_id", "source")
-        self._total = sum(s["end"] - s["start"] for s in splits) or 1
-        self._done_bytes = 0
+        self._batch_size: int = ctx.batch_size
+        self._node_id: str = ctx.node_id
+        self._splits: list[_FileSplit] = []
+        self._queue: deque[_FileSplit] = deque()
+        self._total = 0
+        self._finished_bytes = 0
+        # the split being read: its file (touched only by the read thread while a read runs),
+        # the offset of its next byte to read, and the read in flight
+        self._cur: _FileSplit | None = None
         self._fh: Any = None
-        self._remaining = 0
+        self._stale: Any = None
+        self._read_off = 0
+        self._requested = 0
+        self._eof = False
+        self._pending: asyncio.Future[tuple[Any, bytes]] | None = None
+        # bytes of the current chunk: ``_left`` ends in a partial line; ``_buf`` holds complete
+        # lines, each ending in a newline, starting at file offset ``_buf_off``; ``_pos`` is
+        # where the next run starts in it
         self._left = b""
-        self._header: list[str] | None = None
         self._buf = b""
+        self._buf_off = 0
         self._pos = 0
         self._run_bytes = 64 * self._batch_size
-        #: file offsets, to name the line of a decoding error: of the next byte read, of the
-        #: buffer's first byte, of the current run's first byte
-        self._path = ""
-        self._offset = 0
-        self._buf_offset = 0
-        self._run_offset = 0
+        #: a line that did not decode, its file, and the count of the lines before it (a thread)
+        self._bad: tuple[_BadLine, str, asyncio.Future[int]] | None = None
+        #: the id of the split the last batch came from
+        self.current_split: str | None = None
+
+    async def open(self) -> None:
+        """Files are opened by the read thread, split by split."""
+        return None
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        """Queue byte ranges: fresh splits or states from :meth:`snapshot_state` (any subtask's)."""
+        for s in splits:
+            sp = _FileSplit(s)
+            self._splits.append(sp)
+            self._total += sp.end - sp.start
+            if sp.offset < sp.end:
+                self._queue.append(sp)
+            else:
+                self._finished_bytes += sp.end - sp.start
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        """Every split with the offset of its next unread line (finished ones ``done: true``)."""
+        return [sp.state() for sp in self._splits]
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Nothing to confirm."""
+        return None
 
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         return None
 
     def progress(self) -> float | None:
-        return min(1.0, self._done_bytes / self._total)
+        """Fraction of the held byte ranges returned."""
+        if not self._total:
+            return 1.0
+        cur = self._cur
+        done = self._finished_bytes + (cur.offset - cur.start if cur is not None else 0)
+        return min(1.0, done / self._total)
 
-    def _open_next(self) -> bool:
-        if not self._splits:
-            return False
-        s = self._splits.pop(0)
-        fh = open(s["path"], "rb")  # noqa: SIM115 - closed in _close_file / close
-        fh.seek(s["start"])
-        self._fh = fh
-        self._path = s["path"]
-        self._offset = s["start"]
-        self._remaining = s["end"] - s["start"]
-        self._header = s.get("header")
-        self._left = b""
-        return True
+    def poll(self) -> list[Any] | None:
+        """The next run of lines of the current split, ``[]`` while a read is under way, or
+        ``END_OF_INPUT`` once every split is read."""
+        while True:
+            buf, start = self._buf, self._pos
+            if start < len(buf):
+                end = buf.find(b"\n", start + self._run_bytes)
+                if end < 0:
+                    end = len(buf) - 1
+                self._pos = end + 1
+                cur = self._cur
+                assert cur is not None
+                cur.offset = min(self._buf_off + end + 1, cur.end)
+                try:
+                    batch = self._decode(buf[start:end], self._buf_off + start)
+                except _BadLine as bad:
+                    self._fail(bad)
+                    return []
+                if batch:
+                    self.current_split = cur.id
+                    return batch
+                continue
+            step = self._advance()
+            if step is not True:
+                return step
 
-    def _read_chunk(self) -> bytes:
-        n = min(_CHUNK, self._remaining)
-        data = self._fh.read(n) if n > 0 else b""
-        self._remaining -= len(data)
-        return data
+    async def wait_available(self) -> None:
+        """Wait for the read in flight (cancel-safe: cancelling the wait leaves the read running)."""
+        fut = self._bad[2] if self._bad is not None else self._pending
+        if fut is not None and not fut.done():
+            await asyncio.wait((fut,))
 
-    def _close_file(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+    def _advance(self) -> bool | list[Any] | None:
+        """Refill the buffer: True when refilled, ``[]`` when a read is under way, None at the end."""
+        if self._bad is not None:
+            return self._raise_bad()
+        fut = self._pending
+        if fut is not None:
+            if not fut.done():
+                return []
+            self._pending = None
+            try:
+                self._fh, chunk = fut.result()
+            except OSError as exc:
+                cur = self._cur
+                assert cur is not None
+                msg = (f"source {self._node_id!r}: cannot read {cur.path!r}: {exc.strerror or exc}; "
+                       "check that the file exists and is readable")
+                raise ConnectorError(msg) from exc
+            self._take_chunk(chunk)
+            return True
+        cur = self._cur
+        if cur is not None:
+            if not self._eof:
+                self._start_read()
+                return []
+            cur.offset = cur.end
+            self._finished_bytes += cur.end - cur.start
+            self._stale, self._fh, self._cur = self._fh, None, None
+        if not self._queue:
+            return END_OF_INPUT
+        cur = self._cur = self._queue.popleft()
+        self._read_off = cur.offset
+        self._left, self._buf, self._pos, self._eof = b"", b"", 0, False
+        self._start_read()
+        return []
+
+    def _start_read(self) -> None:
+        cur = self._cur
+        assert cur is not None
+        n = self._requested = min(self.chunk_size, cur.end - self._read_off)
+        fh, stale = self._fh, self._stale
+        self._fh = self._stale = None
+        self._pending = asyncio.get_running_loop().run_in_executor(
+            None, _read_job, fh, cur.path, self._read_off, n, self._read_off + n >= cur.end, stale)
+
+    def _take_chunk(self, chunk: bytes) -> None:
+        cur = self._cur
+        assert cur is not None
+        data_off = self._read_off - len(self._left)
+        self._read_off += len(chunk)
+        data = self._left + chunk if self._left else chunk
+        if len(chunk) < self._requested or self._read_off >= cur.end:
+            # the split's last bytes (a range ends at a line start or at the end of the file)
+            self._eof = True
+            self._left = b""
+            self._set_buffer(data if not data or data.endswith(b"\n") else data + b"\n", data_off)
+            return
+        self._start_read()  # read ahead while this chunk is decoded
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._left = data
+            self._set_buffer(b"", data_off)
+        else:
+            self._left = data[cut + 1:]
+            self._set_buffer(data[:cut + 1], data_off)
 
     def _set_buffer(self, buf: bytes, offset: int) -> None:
-        self._buf, self._pos, self._buf_offset = buf, 0, offset
-        sample = buf[:65536]
-        lines = sample.count(b"\n") + 1
-        self._run_bytes = max(64, len(sample) * self._batch_size // lines)
+        self._buf, self._buf_off, self._pos = buf, offset, 0
+        if buf:
+            sample = buf[:65536]
+            lines = sample.count(b"\n") + 1
+            self._run_bytes = max(64, len(sample) * self._batch_size // lines)
 
-    def _next_run(self) -> bytes | None:
-        buf, start = self._buf, self._pos
-        if start >= len(buf):
-            return None
-        end = buf.find(b"\n", start + self._run_bytes)
-        if end < 0:
-            end = len(buf)
-        self._pos = end + 1
-        self._run_offset = self._buf_offset + start
-        return buf[start:end]
-
-    def _decode(self, run: bytes) -> list[Any]:
+    def _decode(self, run: bytes, offset: int) -> list[Any]:
+        """Records of ``run`` (lines starting at file offset ``offset``); raises :class:`_BadLine`."""
         if self._format == "jsonl":
-            return self._decode_jsonl(run)
+            return self._decode_jsonl(run, offset)
         try:
             text = run.decode("utf-8").split("\n")
         except UnicodeDecodeError as exc:
             line_start = run.rfind(b"\n", 0, exc.start) + 1
             line_end = run.find(b"\n", exc.start)
             line = run[line_start:line_end if line_end >= 0 else len(run)]
-            raise _BadLine(self._run_offset + line_start, line, f"not UTF-8 ({exc.reason} at byte "
+            raise _BadLine(offset + line_start, line, f"not UTF-8 ({exc.reason} at byte "
                            f"{exc.start - line_start} of the line)") from None
         if b"\r" in run:
             text = [ln.rstrip("\r") for ln in text]
         if self._format == "text":
             return text
         rows = csv.reader(text, delimiter=self._delimiter)
-        if self._header is not None:
-            h = self._header
-            return [dict(zip(h, row)) for row in rows if row]
+        header = self._cur.header if self._cur is not None else None
+        if header is not None:
+            return [dict(zip(header, row)) for row in rows if row]
         return [row for row in rows if row]
 
-    def _decode_jsonl(self, run: bytes) -> list[Any]:
+    def _decode_jsonl(self, run: bytes, offset: int) -> list[Any]:
         try:
             records = orjson.loads(b"[" + run.replace(b"\n", b",") + b"]")
             if len(records) == run.count(b"\n") + 1:
@@ -239,7 +389,7 @@ class FileReader:
         except orjson.JSONDecodeError:
             pass
         out = []
-        at = self._run_offset
+        at = offset
         for line in run.split(b"\n"):
             if line.strip():
                 try:
@@ -249,48 +399,38 @@ class FileReader:
             at += len(line) + 1
         return out
 
-    async def _decode_or_name(self, run: bytes) -> list[Any]:
-        try:
-            return self._decode(run)
-        except _BadLine as bad:
-            # only on failure: count the lines before it (off the loop: it reads the file)
-            number = await asyncio.to_thread(_line_number, self._path, bad.offset)
-            raise DecodeError(self._node_id, f"{self._format} at {self._path}:{number}", bad.reason,
-                              bad.line.decode("utf-8", "replace"),
-                              "fix that line of the input, or read the file with format: text") from None
+    def _fail(self, bad: _BadLine) -> None:
+        """A line does not decode: count the lines before it in a thread (it reads the file), so
+        the next :meth:`poll` after :meth:`wait_available` raises a DecodeError naming the line."""
+        cur = self._cur
+        assert cur is not None
+        self._buf, self._pos = b"", 0
+        self._bad = (bad, cur.path, asyncio.get_running_loop().run_in_executor(None, _line_number, cur.path,
+                                                                                 bad.offset))
 
-    async def read(self) -> list[Any] | None:
-        while True:
-            run = self._next_run()
-            if run is not None:
-                batch = await self._decode_or_name(run)
-                if batch:
-                    return batch
-                continue
-            if self._fh is None:
-                if not await asyncio.to_thread(self._open_next):
-                    return None
-            chunk = await asyncio.to_thread(self._read_chunk)
-            self._done_bytes += len(chunk)
-            base = self._offset - len(self._left)  # file offset of what is buffered
-            self._offset += len(chunk)
-            if not chunk:
-                last = self._left
-                self._left = b""
-                await asyncio.to_thread(self._close_file)
-                if last:
-                    self._set_buffer(last, base)
-                continue
-            buf = self._left + chunk if self._left else chunk
-            cut = buf.rfind(b"\n")
-            if cut < 0:
-                self._left = buf
-                continue
-            self._left = buf[cut + 1:]
-            self._set_buffer(buf[:cut], base)
+    def _raise_bad(self) -> list[Any]:
+        assert self._bad is not None
+        bad, path, fut = self._bad
+        if not fut.done():
+            return []
+        number = fut.result()
+        raise DecodeError(self._node_id, f"{self._format} at {path}:{number}", bad.reason,
+                          bad.line.decode("utf-8", "replace"),
+                          "fix that line of the input, or read the file with format: text")
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close_file)
+        """Wait for a read in flight, then close the open file (off the event loop)."""
+        if self._bad is not None:
+            await asyncio.wait((self._bad[2],))
+        fut, self._pending = self._pending, None
+        if fut is not None:
+            await asyncio.wait((fut,))
+            if not fut.cancelled() and fut.exception() is None:
+                self._fh = fut.result()[0] or self._fh
+        handles = [h for h in (self._fh, self._stale) if h is not None]
+        self._fh = self._stale = None
+        if handles:
+            await asyncio.to_thread(lambda: [h.close() for h in handles])
 
 
 class _BadLine(Exception):

@@ -16,10 +16,12 @@ YAML::
 
 Splits are generator slices: split ``i`` of ``p`` produces the row indices ``i, i + p, i + 2p, ...``
 (below ``rows`` when bounded), so every row index is produced exactly once whatever the
-parallelism, and an endless source needs no coordination.  Random fields draw from
-``random.Random(seed * 1000003 + i)``: the output is deterministic for a given seed and
-parallelism.  A batch is built column by column (one comprehension per field) and zipped into
-dicts, so the per-row cost is a few C-level list operations.
+parallelism, and an endless source needs no coordination.  A slice makes its rows in blocks of
+:data:`ROWS_PER_BLOCK`, each drawn from its own ``random.Random`` seeded by (seed, slice,
+parallelism, block): the output is deterministic for a given seed and parallelism, whatever the
+batch size, and a restored reader remakes the block it stopped in.  A block is built column by
+column (one comprehension per field) and zipped into dicts, so the per-row cost is a few C-level
+list operations.
 
 This module also holds :class:`RateLimiter`, the pacing shared by the generator sources.
 """
@@ -42,36 +44,65 @@ _MAX_BACKLOG = 1.0  # seconds of arrears a paced source may catch up in a burst
 
 
 class RateLimiter:
-    """Paces one subtask to ``rate`` units per second on an injected clock.
+    """Paces one subtask to ``rate`` units (records or events) per second on an injected clock.
 
-    Unit ``k`` (0-based) is due at ``t0 + k / rate``; :meth:`acquire` waits until the first unit
-    of the next chunk is due.  Chunks are about 10 ms worth of units (:attr:`chunk`), so records
-    leave the source at most ~10 ms early and latency stays low at small rates.  A subtask that
-    fell behind (e.g. under backpressure) catches up at most one second's worth in a burst, as
-    Guava's limiter caps stored permits; older arrears are forgiven.
+    Non-blocking, for :meth:`SourceReader.poll`: unit ``k`` (0-based) is due at ``t0 + k / rate``
+    (``t0``: the first :meth:`delay`).  A reader
+
+    1. asks :meth:`delay` before a chunk: 0 means the chunk may go now;
+    2. then emits at most :attr:`chunk` units and reports them with :meth:`take`;
+    3. otherwise returns ``[]`` from ``poll``, and its ``wait_available`` awaits :meth:`wait`.
+
+    Chunks are about 10 ms worth of units, so records leave the source at most ~10 ms early and
+    latency stays low at small rates.  A subtask that fell behind (e.g. under backpressure) catches
+    up at most one second's worth in a burst, as Guava's limiter caps stored permits; older
+    arrears are forgiven.  Example::
+
+        limiter = RateLimiter(100, clock, max_chunk=1024)   # chunk == 1
+        if limiter.delay() == 0:
+            limiter.take(1)                                 # one record went out
     """
 
-    def __init__(self, rate: float, ctx: Any, max_chunk: int) -> None:
-        self.rate = float(rate)
-        self._ctx = ctx
-        self._clock = ctx.clock
+    def __init__(self, rate: float, clock: Any, max_chunk: int) -> None:
+        self._clock = clock
+        self._max_chunk = max_chunk
         self._t0: float | None = None
         self._sent = 0
-        #: units released per :meth:`acquire` (about 10 ms worth, at least 1)
-        self.chunk = max(1, min(max_chunk, math.ceil(self.rate / 100)))
+        self.rate = 1.0
+        #: units to release per chunk (about 10 ms worth, at least 1)
+        self.chunk = 1
+        self.set_rate(rate)
 
-    async def acquire(self, n: int) -> None:
-        """Wait until ``n`` more units may go out; the caller then emits them."""
+    def set_rate(self, rate: float) -> None:
+        """Change the rate (a reader took over more splits); the next unit stays due when it was."""
+        rate = float(rate)
+        if self._t0 is not None:
+            due = self._t0 + self._sent / self.rate
+            self._t0 = due - self._sent / rate
+        self.rate = rate
+        self.chunk = max(1, min(self._max_chunk, math.ceil(rate / 100)))
+
+    def delay(self) -> float:
+        """Seconds of the clock until the next unit is due; 0 when it may go now."""
         now = self._clock.monotonic()
         if self._t0 is None:
             self._t0 = now
         due = self._t0 + self._sent / self.rate
         if now - due > _MAX_BACKLOG:
             self._t0 = now - _MAX_BACKLOG - self._sent / self.rate
-            due = now - _MAX_BACKLOG
-        if due - now > 1e-9:  # below a nanosecond is float noise, not a reason to sleep
-            await self._ctx.idle_sleep(due - now)
+            return 0.0
+        wait = due - now
+        return wait if wait > 1e-9 else 0.0  # below a nanosecond is float noise, not a reason to wait
+
+    def take(self, n: int) -> None:
+        """Count ``n`` units as released."""
         self._sent += n
+
+    async def wait(self) -> None:
+        """Wait on the clock until the next unit is due (at once when it is)."""
+        d = self.delay()
+        if d > 0:
+            await self._clock.sleep(d)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +141,8 @@ def _choice(spec: Mapping[str, Any], params: Mapping[str, Any]) -> Callable[...,
 def _timestamp(spec: Mapping[str, Any], params: Mapping[str, Any]) -> Callable[..., list[Any]]:
     base = params["base_time"]
     if params["rate"] is not None:
-        # paced rows carry the time they are made; ``now`` is read once per batch
-        return lambda rng, rows, now: [now] * len(rows)
+        # paced rows carry the time they leave the source: the reader stamps them then
+        return lambda rng, rows, now: [None] * len(rows)
     return lambda rng, rows, now: [base + i for i in rows]
 
 
@@ -215,40 +246,91 @@ class DatagenSource:
         return slice_splits(parallelism)
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> DatagenReader:
-        """The reader of one subtask's slices."""
-        return DatagenReader(params, splits, ctx)
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> DatagenReader:
+        """The reader of one subtask (its slices come with ``add_splits``)."""
+        return DatagenReader(params, ctx)
+
+
+#: rows of a slice made at once with one RNG: values do not depend on batch sizes or restores
+ROWS_PER_BLOCK = 1024
+
+
+class _Slice:
+    """Read position in one generator slice: ``next`` is the row index of the next row out."""
+
+    __slots__ = ("id", "index", "count", "next", "rows", "pos")
+
+    def __init__(self, split: Mapping[str, Any]) -> None:
+        self.id: str = split["id"]
+        self.index: int = split["index"]
+        self.count: int = split["count"]
+        self.next: int = split.get("next", self.index)
+        #: the rows of the current block; ``rows[pos]`` is row ``next``
+        self.rows: list[dict[str, Any]] = []
+        self.pos = 0
+
+    def state(self, limit: int | None) -> dict[str, Any]:
+        done = limit is not None and self.next >= limit
+        return {"id": self.id, "index": self.index, "count": self.count, "next": self.next, "done": done}
 
 
 class DatagenReader:
-    """Makes the rows of one subtask's slices, a batch at a time (slices take turns)."""
+    """Makes the rows of one subtask's slices (a :class:`~streamlet.connectors.base.SourceReader`).
 
-    def __init__(self, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> None:
+    Slice ``i`` of ``p`` makes the row indices ``i, i + p, ...``; its ``k``-th row belongs to
+    block ``k // ROWS_PER_BLOCK``, made at once from ``random.Random((seed, i, p, block))``, so
+    a row's values depend only on the seed, the parallelism the splits were made for and its
+    index (not on batch sizes, pacing or restores).  Several slices take turns, batch by batch,
+    so an endless slice never starves the others.
+
+    Split state: ``{"id", "index", "count", "next": next row index, "done"}``.  Without a
+    ``rate`` :meth:`poll` never returns ``[]``; with one it returns ``[]`` until the next chunk
+    is due and :meth:`wait_available` waits for it on ``ctx.clock``.
+    """
+
+    def __init__(self, params: Mapping[str, Any], ctx: Any) -> None:
         self._ctx = ctx
         self._limit: int | None = params["rows"]
+        self._seed: int = params["seed"]
         self._names = list(params["fields"])
         self._columns = [FIELD_KINDS[f["kind"]][1](f, params) for f in params["fields"].values()]
-        self._splits = [dict(s) for s in splits]
-        seed = params["seed"]
-        self._rngs = [random.Random(seed * 1000003 + s["index"]) for s in splits]
-        self._next = [s["index"] for s in splits]  # next row index per slice
-        self._live = list(range(len(splits)))  # slices not yet exhausted
+        self._rate = params["rate"]
+        #: timestamp fields of paced rows, stamped with the clock's time as they leave
+        self._stamp = [n for n, f in params["fields"].items() if f["kind"] == "timestamp"] if self._rate else []
+        self._slices: list[_Slice] = []
+        self._live: list[_Slice] = []
         self._turn = 0
-        batch_size = getattr(ctx, "batch_size", 1024)
-        self._limiter = None
-        if params["rate"] is not None and splits:
-            # each slice is 1/count of the source: this reader's share is the sum over its slices
-            share = sum(1 / s["count"] for s in splits)
-            self._limiter = RateLimiter(params["rate"] * share, ctx, batch_size)
-            batch_size = self._limiter.chunk
-        self._batch_size = batch_size
-        self._total = sum(self._rows_in(s) for s in splits) if self._limit is not None else None
-        self._emitted = 0
+        self._batch_size: int = ctx.batch_size
+        self._limiter: RateLimiter | None = None
+        #: the id of the slice the last batch came from
+        self.current_split: str | None = None
 
-    def _rows_in(self, split: Mapping[str, Any]) -> int:
-        assert self._limit is not None
-        i, p = split["index"], split["count"]
-        return max(0, (self._limit - i + p - 1) // p)
+    async def open(self) -> None:
+        """Nothing to acquire."""
+        return None
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        """Take over slices: fresh ones or states from :meth:`snapshot_state` (any subtask's)."""
+        for s in splits:
+            sl = _Slice(s)
+            self._slices.append(sl)
+            if not sl.state(self._limit)["done"]:
+                self._live.append(sl)
+        if self._rate is not None and self._slices:
+            # each slice is 1/count of the source: this reader's share is the sum over its slices
+            rate = self._rate * sum(1 / sl.count for sl in self._slices)
+            if self._limiter is None:
+                self._limiter = RateLimiter(rate, self._ctx.clock, self._batch_size)
+            else:
+                self._limiter.set_rate(rate)
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        """Every slice's next row index (finished slices included, ``done: true``)."""
+        return [sl.state(self._limit) for sl in self._slices]
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Nothing to confirm."""
+        return None
 
     def decode_stage(self) -> None:
         """Rows are made as dicts already: no decoding."""
@@ -256,45 +338,91 @@ class DatagenReader:
 
     def progress(self) -> float | None:
         """Fraction of this subtask's rows made, or None when endless."""
-        if self._total is None:
+        if self._limit is None:
             return None
-        return 1.0 if self._total == 0 else self._emitted / self._total
+        total = made = 0
+        for sl in self._slices:
+            total += self._rows_below(sl, self._limit)
+            made += self._rows_below(sl, sl.next)
+        return 1.0 if total == 0 else min(1.0, made / total)
 
-    def _make(self, n: int) -> list[dict[str, Any]] | None:
-        # several slices take turns batch by batch, so an endless slice never starves the others
-        while self._live:
-            k = self._live[self._turn % len(self._live)]
-            first, step = self._next[k], self._splits[k]["count"]
-            stop = first + n * step
-            if self._limit is not None:
-                stop = min(stop, self._limit)
-            rows = list(range(first, stop, step))
-            if not rows:
-                self._live.remove(k)
+    @staticmethod
+    def _rows_below(sl: _Slice, stop: int) -> int:
+        """Rows of ``sl`` with index below ``stop``."""
+        return max(0, (stop - sl.index + sl.count - 1) // sl.count)
+
+    def _block(self, sl: _Slice, block: int) -> list[dict[str, Any]]:
+        """The rows of ``sl``'s block ``block`` (cut at ``rows``)."""
+        i, p = sl.index, sl.count
+        first = i + block * ROWS_PER_BLOCK * p
+        stop = first + ROWS_PER_BLOCK * p
+        if self._limit is not None:
+            stop = min(stop, self._limit)
+        rows = list(range(first, stop, p))
+        # one stream per (seed, slice, parallelism, block); Random hashes the whole int
+        rng = random.Random((((self._seed * 1000003 + i) * 1000003 + p) << 40) + block)
+        cols = [col(rng, rows, None) for col in self._columns]
+        names = self._names
+        if len(names) == 1:
+            name = names[0]
+            return [{name: v} for v in cols[0]]
+        return [dict(zip(names, values)) for values in zip(*cols)]
+
+    def _take(self, sl: _Slice, n: int) -> list[dict[str, Any]]:
+        """Up to ``n`` next rows of ``sl`` (fewer at a block's end); [] when it is exhausted."""
+        if sl.pos >= len(sl.rows):
+            if self._limit is not None and sl.next >= self._limit:
+                return []
+            block, skip = divmod((sl.next - sl.index) // sl.count, ROWS_PER_BLOCK)
+            sl.rows, sl.pos = self._block(sl, block), skip
+        rows, pos = sl.rows, sl.pos
+        if pos == 0 and n >= len(rows):
+            out = rows  # a whole block: hand it out without copying
+        else:
+            out = rows[pos:pos + n]
+        sl.pos = pos + len(out)
+        sl.next += len(out) * sl.count
+        return out
+
+    def poll(self) -> list[dict[str, Any]] | None:
+        """About ``batch_size`` rows of one slice (~10 ms worth when paced), ``[]`` until the
+        next paced chunk is due, or ``END_OF_INPUT`` once every slice reached ``rows``."""
+        limiter = self._limiter
+        n = self._batch_size
+        if limiter is not None:
+            if limiter.delay() > 0:
+                return []
+            n = limiter.chunk
+        live = self._live
+        while live:
+            k = self._turn % len(live)
+            sl = live[k]
+            out = self._take(sl, n)
+            if not out:
+                live.pop(k)
                 continue
-            self._turn += 1
-            self._next[k] = rows[-1] + step
-            rng = self._rngs[k]
-            now = self._ctx.time_ms() if self._limiter is not None else None
-            cols = [col(rng, rows, now) for col in self._columns]
-            names = self._names
-            if len(names) == 1:
-                name = names[0]
-                return [{name: v} for v in cols[0]]
-            return [dict(zip(names, values)) for values in zip(*cols)]
+            if len(out) < n and len(live) == 1:
+                # a block ended mid-batch: fill the batch from the slice's next block
+                more = self._take(sl, n - len(out))
+                while more:
+                    out = out + more
+                    more = self._take(sl, n - len(out)) if len(out) < n else []
+            self._turn = k + 1
+            self.current_split = sl.id
+            if limiter is not None:
+                limiter.take(len(out))
+                if self._stamp:
+                    now = self._ctx.time_ms()
+                    for name in self._stamp:
+                        for r in out:
+                            r[name] = now
+            return out
         return None
 
-    async def read(self) -> list[dict[str, Any]] | None:
-        """The next batch of rows (about ``batch_size``; ~10 ms worth when paced), None at the end."""
-        n = self._batch_size
-        if self._total is not None and self._emitted >= self._total:
-            return None
+    async def wait_available(self) -> None:
+        """Wait on the clock until the next paced chunk is due (cancel-safe)."""
         if self._limiter is not None:
-            await self._limiter.acquire(n)
-        batch = self._make(n)
-        if batch is not None:
-            self._emitted += len(batch)
-        return batch
+            await self._limiter.wait()
 
     async def close(self) -> None:
         """Nothing to release."""

@@ -35,7 +35,7 @@ import functools
 import random
 from bisect import bisect_left
 from fractions import Fraction
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from streamlet.connectors.base import Param, slice_splits, validate_params
 from streamlet.connectors.generator import DEFAULT_BASE_TIME, RateLimiter
@@ -426,85 +426,130 @@ class NexmarkSource:
         return slice_splits(parallelism)
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> NexmarkReader:
-        """The reader of one subtask's slices."""
-        return NexmarkReader(params, splits, ctx)
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> NexmarkReader:
+        """The reader of one subtask (its slices come with ``add_splits``)."""
+        return NexmarkReader(params, ctx)
+
+
+class _Slice:
+    """Read position in one generator slice (blocks ``index, index + count, ...``)."""
+
+    __slots__ = ("id", "index", "count", "block", "pos", "released")
+
+    def __init__(self, split: Mapping[str, Any]) -> None:
+        self.id: str = split["id"]
+        self.index: int = split["index"]
+        self.count: int = split["count"]
+        #: the block being read (or the next to start)
+        self.block: int = split.get("block", self.index)
+        #: records of ``block`` already out
+        self.pos: int = split.get("pos", 0)
+        #: events of ``block`` already paced out (paced readers only)
+        self.released: int = split.get("released", 0)
 
 
 class NexmarkReader:
-    """Generates one subtask's blocks and hands them out in batches of ``batch_size`` records.
+    """Generates one subtask's blocks (a :class:`~streamlet.connectors.base.SourceReader`).
+
+    A block's records depend only on the seed and the block number, so any assignment of slices
+    to subtasks (a restore after a rescale) yields the same events.  Batches are ``batch_size``
+    records of one slice; several slices take turns, block by block.
+
+    Split state: ``{"id", "index", "count", "block": the block being read, "pos": its records
+    already out, "released": its events already paced out, "done"}``; a restored reader
+    regenerates ``block`` and skips ``pos`` records.
 
     With a ``rate``, pacing counts events of every kind (as ``events:`` does), so a ``kind: bid``
-    reader at ``rate: 1000`` emits about 920 bids/s; batches are then ~10 ms of events.
+    reader at ``rate: 1000`` emits about 920 bids/s; batches are then ~10 ms of events, and
+    :meth:`poll` returns ``[]`` until the next chunk is due (:meth:`wait_available` waits on
+    ``ctx.clock``).
     """
 
-    def __init__(self, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> None:
+    def __init__(self, params: Mapping[str, Any], ctx: Any) -> None:
+        self._ctx = ctx
         self._kind: str | None = params["kind"]
         self._gen = NexmarkGenerator(params["seed"], params["base_time"], params["first_event_rate"], self._kind)
         self._stop: int | None = params["events"]
-        self._batch_size = getattr(ctx, "batch_size", 1024)
-        self._blocks = self._block_ids([dict(s) for s in splits])
+        #: first block past ``events`` (None: endless)
+        self._last = None if self._stop is None else (self._stop + BLOCK - 1) // BLOCK
+        self._batch_size: int = ctx.batch_size
+        self._rate = params["rate"]
+        self._limiter: RateLimiter | None = None
+        self._slices: list[_Slice] = []
+        self._live: list[_Slice] = []
+        self._turn = 0
+        # the block in memory: its slice, records and (paced) event offsets
+        self._cur: _Slice | None = None
         self._buf: list[Any] = []
-        self._pos = 0
-        self._offsets: list[int] = []  # event offset in its block of each buffered record (paced only)
-        self._block_lo = 0
-        self._block_events = 0
-        self._released = 0  # events of the current block already paced out
-        self._emitted = 0
-        self._total = None if self._stop is None else sum(self._records_in(s) for s in splits)
-        self._limiter = None
-        if params["rate"] is not None and splits:
-            # each slice is 1/count of the source: this reader's share is the sum over its slices
-            share = sum(1 / s["count"] for s in splits)
-            self._limiter = RateLimiter(params["rate"] * share, ctx, BLOCK)
+        self._offsets: list[int] = []
+        self._events = 0
+        #: the id of the slice the last batch came from
+        self.current_split: str | None = None
 
-    def _records_in(self, split: Mapping[str, Any]) -> int:
-        """Records a slice makes before ``events``, in O(1) (blocks are alike but the last)."""
+    async def open(self) -> None:
+        """Nothing to acquire."""
+        return None
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        """Take over slices: fresh ones or states from :meth:`snapshot_state` (any subtask's)."""
+        for s in splits:
+            sl = _Slice(s)
+            self._slices.append(sl)
+            if not self._done(sl):
+                self._live.append(sl)
+        if self._rate is not None and self._slices:
+            # each slice is 1/count of the source: this reader's share is the sum over its slices
+            rate = self._rate * sum(1 / sl.count for sl in self._slices)
+            if self._limiter is None:
+                self._limiter = RateLimiter(rate, self._ctx.clock, BLOCK)
+            else:
+                self._limiter.set_rate(rate)
+
+    def _done(self, sl: _Slice) -> bool:
+        return self._last is not None and sl.block >= self._last
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        """Every slice's block and position in it (finished slices included, ``done: true``)."""
+        return [{"id": sl.id, "index": sl.index, "count": sl.count, "block": sl.block, "pos": sl.pos,
+                 "released": sl.released, "done": self._done(sl)} for sl in self._slices]
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Nothing to confirm."""
+        return None
+
+    def decode_stage(self) -> None:
+        """Records are made as dicts already: no decoding."""
+        return None
+
+    def _records_in(self, sl: _Slice, upto_block: int) -> int:
+        """Records ``sl`` makes in its blocks below ``upto_block``, in O(1) (blocks are alike but the last)."""
         assert self._stop is not None
-        blocks = range(split["index"], (self._stop + BLOCK - 1) // BLOCK, split["count"])
+        blocks = range(sl.index, min(upto_block, self._last or 0), sl.count)
         if not blocks:
             return 0
         last = blocks[-1]
         full = count_kind(self._kind, 0, BLOCK)
         return (len(blocks) - 1) * full + count_kind(self._kind, last * BLOCK, min(last * BLOCK + BLOCK, self._stop))
 
-    def _block_ids(self, splits: list[dict[str, Any]]) -> Iterator[int]:
-        """This subtask's block numbers; several splits take turns, block by block."""
-        nxt = [s["index"] for s in splits]
-        last = None if self._stop is None else (self._stop + BLOCK - 1) // BLOCK
-        while True:
-            live = False
-            for j, s in enumerate(splits):
-                b = nxt[j]
-                if last is not None and b >= last:
-                    continue
-                live = True
-                nxt[j] = b + s["count"]
-                yield b
-            if not live:
-                return
-
-    def decode_stage(self) -> None:
-        """Records are made as dicts already: no decoding."""
-        return None
-
     def progress(self) -> float | None:
         """Fraction of this subtask's records emitted, or None when endless."""
-        if self._total is None:
+        if self._stop is None:
             return None
-        return 1.0 if self._total == 0 else self._emitted / self._total
+        total = made = 0
+        for sl in self._slices:
+            total += self._records_in(sl, self._last or 0)
+            made += self._records_in(sl, sl.block) + sl.pos
+        return 1.0 if total == 0 else min(1.0, made / total)
 
-    def _next_block(self, paced: bool) -> bool:
-        b = next(self._blocks, None)
-        if b is None:
-            return False
-        self._buf, self._pos = self._gen.block(b, self._stop), 0
-        lo = b * BLOCK
-        hi = lo + BLOCK if self._stop is None else min(lo + BLOCK, self._stop)
-        self._block_lo, self._block_events, self._released = lo, hi - lo, 0
-        if paced:
+    def _load(self, sl: _Slice) -> None:
+        """Make ``sl``'s current block the one in memory."""
+        b = sl.block
+        self._cur, self._buf = sl, self._gen.block(b, self._stop)
+        if self._limiter is not None:
+            lo = b * BLOCK
+            hi = lo + BLOCK if self._stop is None else min(lo + BLOCK, self._stop)
             self._offsets = self._event_offsets(lo, hi)
-        return True
+            self._events = hi - lo
 
     def _event_offsets(self, lo: int, hi: int) -> list[int]:
         if self._kind is None:
@@ -512,43 +557,82 @@ class NexmarkReader:
         a, b = _KIND_OFFSETS[self._kind]
         return [e - lo for e in range(lo, hi) if a <= e % PROPORTION_DENOMINATOR < b]
 
-    async def read(self) -> list[Any] | None:
-        """The next batch, or None when every block of this subtask is done."""
-        if self._limiter is not None:
-            return await self._read_paced()
-        n = self._batch_size
-        out: list[Any] = []
-        while len(out) < n:
-            avail = len(self._buf) - self._pos
-            if avail == 0:
-                if not self._next_block(False):
-                    break
+    def _next_slice(self) -> _Slice | None:
+        """The live slice whose turn it is (its block loaded), or None when all are done."""
+        live = self._live
+        while live:
+            k = self._turn % len(live)
+            sl = live[k]
+            if self._done(sl):
+                live.pop(k)
                 continue
-            take = min(n - len(out), avail)
-            if not out and self._pos == 0 and take == len(self._buf):
-                out = self._buf  # a whole block: hand it out without copying
-            else:
-                out += self._buf[self._pos:self._pos + take]
-            self._pos += take
-        if not out:
-            return None
-        self._emitted += len(out)
-        return out
+            if self._cur is not sl:
+                self._load(sl)
+            return sl
+        return None
 
-    async def _read_paced(self) -> list[Any] | None:
-        assert self._limiter is not None
+    def _end_block(self, sl: _Slice) -> None:
+        sl.block += sl.count
+        sl.pos = sl.released = 0
+        self._cur = None
+        self._turn += 1
+
+    def poll(self) -> list[Any] | None:
+        """``batch_size`` records of one slice (~10 ms of events when paced), ``[]`` until the next
+        paced chunk is due, or ``END_OF_INPUT`` once every block of every slice is done."""
+        if self._limiter is not None:
+            return self._poll_paced()
+        n = self._batch_size
         while True:
-            if self._released >= self._block_events and not self._next_block(True):
+            sl = self._next_slice()
+            if sl is None:
                 return None
-            n = min(self._limiter.chunk, self._block_events - self._released)
-            await self._limiter.acquire(n)
-            self._released += n
-            end = bisect_left(self._offsets, self._released, self._pos)
-            out = self._buf[self._pos:end]
-            self._pos = end
+            out: list[Any] = []
+            while True:
+                buf, pos = self._buf, sl.pos
+                take = min(n - len(out), len(buf) - pos)
+                if take > 0:
+                    if not out and pos == 0 and take == len(buf):
+                        out = buf  # a whole block: hand it out without copying
+                    else:
+                        out += buf[pos:pos + take]
+                    sl.pos = pos + take
+                if sl.pos < len(buf) or len(out) >= n:
+                    break
+                self._end_block(sl)
+                if len(self._live) > 1 or self._done(sl):
+                    break  # one slice per batch: the next block is another slice's turn
+                self._load(sl)
             if out:
-                self._emitted += len(out)
+                self.current_split = sl.id
                 return out
+
+    def _poll_paced(self) -> list[Any] | None:
+        limiter = self._limiter
+        assert limiter is not None
+        while True:
+            sl = self._next_slice()
+            if sl is None:
+                return None
+            if sl.released >= self._events:
+                self._end_block(sl)
+                continue
+            if limiter.delay() > 0:
+                return []
+            n = min(limiter.chunk, self._events - sl.released)
+            limiter.take(n)
+            sl.released += n
+            end = bisect_left(self._offsets, sl.released, sl.pos)
+            out = self._buf[sl.pos:end]
+            sl.pos = end
+            if out:
+                self.current_split = sl.id
+                return out
+
+    async def wait_available(self) -> None:
+        """Wait on the clock until the next paced chunk is due (cancel-safe)."""
+        if self._limiter is not None:
+            await self._limiter.wait()
 
     async def close(self) -> None:
         """Nothing to release."""

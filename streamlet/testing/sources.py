@@ -1,4 +1,4 @@
-"""Test kit for sources: a source context on an injected clock, and a helper that drains readers."""
+"""Test kit for sources: a source context on an injected clock, and a loop that drives readers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from streamlet.clock import ManualClock
 class TestingSourceContext:
     """The part of a source task's context a reader uses (see ``connectors.base.SourceContext``).
 
-    ``idle_sleep`` only waits on ``clock`` (a :class:`~streamlet.clock.ManualClock` by default),
-    so a test drives rate limits with ``clock.advance()`` instead of sleeping.
+    ``clock`` is a :class:`~streamlet.clock.ManualClock` by default, so a test drives rate limits
+    with ``clock.advance()`` instead of sleeping.
     """
 
     __test__ = False  # not a pytest test class
@@ -24,8 +24,33 @@ class TestingSourceContext:
         self.clock = clock or ManualClock()
         self.node_id = node_id
 
-    async def idle_sleep(self, seconds: float) -> None:
-        await self.clock.sleep(seconds)
-
     def time_ms(self) -> int:
         return self.clock.time_ms()
+
+
+async def read_batches(reader: Any, max_records: int | None = None) -> list[list[Any]]:
+    """Drive ``reader`` as a source task does and return the batches it produced.
+
+    Polls; on ``[]`` awaits ``wait_available``; stops at ``END_OF_INPUT`` or, with
+    ``max_records``, after the batch that reaches it (a snapshot may then be taken, as the task
+    takes one between batches).  A paced reader on a ManualClock needs the test to advance the
+    clock from another task.  Example::
+
+        reader = FileSource.create_reader(params, TestingSourceContext())
+        await reader.open()
+        reader.add_splits(FileSource.enumerate_splits(params, 1))
+        first = await read_batches(reader, max_records=100)
+        state = reader.snapshot_state(1)
+    """
+    out: list[list[Any]] = []
+    seen = 0
+    while max_records is None or seen < max_records:
+        batch = reader.poll()
+        if batch is None:
+            break
+        if not batch:
+            await reader.wait_available()
+            continue
+        out.append(batch)
+        seen += len(batch)
+    return out

@@ -82,24 +82,41 @@ class EndlessSource:
 
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
-        return [{"index": i} for i in range(parallelism)]
+        return [{"id": f"endless-{i}", "index": i} for i in range(parallelism)]
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], splits: list[dict[str, Any]], ctx: Any) -> EndlessReader:
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> EndlessReader:
         return EndlessReader(getattr(ctx, "batch_size", 1024))
 
 
 class EndlessReader:
-    """Reads batches of ``batch_size`` sequence records forever."""
+    """Polls batches of ``batch_size`` sequence records forever (its splits only name it)."""
 
     def __init__(self, batch_size: int) -> None:
         self._batch_size = batch_size
         self._next = 0
+        self.current_split: str | None = None
 
-    async def read(self) -> list[Any] | None:
+    async def open(self) -> None:
+        return None
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        if splits:
+            self.current_split = splits[0]["id"]
+
+    def poll(self) -> list[Any] | None:
         n = self._next
         self._next = n + self._batch_size
         return [{"id": i} for i in range(n, n + self._batch_size)]
+
+    async def wait_available(self) -> None:
+        return None
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        return [{"id": self.current_split, "next": self._next}] if self.current_split else []
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        return None
 
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         return None

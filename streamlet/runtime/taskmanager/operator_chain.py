@@ -22,6 +22,8 @@ class OperatorChain:
     def __init__(self, specs: tuple[OpSpec, ...], ctx: RuntimeContext, splits: tuple[Any, ...],
                  source_ctx: Any = None) -> None:
         self.reader: SourceReader | None = None
+        #: the reader's splits (fresh or restored states), given to it by the task after ``open``
+        self.splits: list[Any] = list(splits)
         self.writer: SinkWriter | None = None
         self.operators: list[Operator] = []
         pending: list[OpSpec] = []
@@ -29,7 +31,7 @@ class OperatorChain:
         body = list(specs)
         if body and isinstance(body[0], SourceSpec):
             src = body.pop(0)
-            self.reader = source_class(src.type).create_reader(src.params, list(splits), source_ctx)
+            self.reader = source_class(src.type).create_reader(src.params, source_ctx)
             decode = self.reader.decode_stage()
             if decode is not None:
                 expr, extra_globals = decode

@@ -6,8 +6,10 @@ Main loop of a task that reads channels::
     RecordBatch      -> chain.process -> every output (may wait for space: backpressure time)
     EndOfPartition   -> when every channel ended: chain.end_input, flush, EndOfPartition out
 
-A source task pulls batches from its reader instead of a gate.  Time is split into busy, idle
-(waiting for input) and backpressured (waiting for output space), reported per second.
+A source task polls its reader instead of a gate: a batch goes through the chain; ``[]`` (nothing
+now) flushes the outputs and awaits ``reader.wait_available()`` (idle time); None ends the input.
+Time is split into busy, idle (waiting for input) and backpressured (waiting for output space),
+reported per second.
 """
 
 from __future__ import annotations
@@ -173,10 +175,19 @@ class Task:
         assert reader is not None
         process = self.chain.process
         m = self.metrics
+        await reader.open()
+        reader.add_splits(self.chain.splits)
         while True:
-            raw = await reader.read()
+            raw = reader.poll()
             if raw is None:
                 break
+            if not raw:
+                # nothing now (a read under way, pacing): send what is buffered, then wait
+                await self.flush()
+                t0 = _perf()
+                await reader.wait_available()
+                m.idle += _perf() - t0
+                continue
             m.records_in += len(raw)
             m.progress = reader.progress()
             records, ts = process(raw, None)
@@ -227,12 +238,6 @@ class SourceContextImpl:
         self.clock = clock
         #: the source's node id, for errors that name it
         self.node_id = node_id
-        self.task: Task | None = None
-
-    async def idle_sleep(self, seconds: float) -> None:
-        if self.task is not None:
-            await self.task.flush()
-        await self.clock.sleep(seconds)
 
     def time_ms(self) -> int:
         return self.clock.time_ms()
@@ -264,6 +269,4 @@ def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, Out
         outputs.append(RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, metrics))
     if chain.writer is not None:
         outputs.append(SinkOutput(chain.writer, metrics))
-    task = Task(subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism), chain, gate, outputs, metrics)
-    src_ctx.task = task
-    return task
+    return Task(subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism), chain, gate, outputs, metrics)

@@ -9,24 +9,40 @@ from typing import Any
 import orjson
 import pytest
 
+from streamlet.connectors.errors import ConnectorError
 from streamlet.connectors.files import FileSource
 from streamlet.errors import DecodeError
-from streamlet.testing.sources import TestingSourceContext
+from streamlet.testing.sources import TestingSourceContext, read_batches
+
+
+def _params(path: Path, fmt: str | None = None, **kw: Any) -> dict[str, Any]:
+    return FileSource.validate({"path": str(path), **({"format": fmt} if fmt else {}), **kw},
+                               "test: sources.src", str(path.parent))
+
+
+async def _reader(params: dict[str, Any], splits: list[dict[str, Any]], sub: int = 0, parallelism: int = 1,
+                  batch_size: int = 7, chunk_size: int | None = None) -> Any:
+    reader = FileSource.create_reader(params, TestingSourceContext(sub, parallelism, batch_size, node_id="src"))
+    if chunk_size is not None:
+        reader.chunk_size = chunk_size
+    await reader.open()
+    reader.add_splits(splits)
+    return reader
 
 
 def _read_all(path: Path, fmt: str, parallelism: int = 1, batch_size: int = 7) -> list[list[Any]]:
-    params = FileSource.validate({"path": str(path), "format": fmt}, "test: sources.src", str(path.parent))
+    params = _params(path, fmt)
     splits = FileSource.enumerate_splits(params, parallelism)
 
     async def run(sub: int) -> list[Any]:
         mine = [s for i, s in enumerate(splits) if i % parallelism == sub]
-        ctx = TestingSourceContext(sub, parallelism, batch_size, node_id="src")
-        reader = FileSource.create_reader(params, mine, ctx)
+        reader = await _reader(params, mine, sub, parallelism, batch_size)
         out: list[Any] = []
         try:
-            while (batch := await reader.read()) is not None:
-                assert batch, "a reader never returns an empty batch"
+            for batch in await read_batches(reader):
+                assert reader.current_split in {s["id"] for s in mine}
                 out.extend(batch)
+            assert reader.progress() == 1.0
         finally:
             await reader.close()
         return out
@@ -124,3 +140,127 @@ def test_a_record_a_sink_cannot_write_fails_naming_the_sink_the_record_and_the_f
     message = str(result.error)
     assert message.startswith("sink 'out': cannot write record {") and fragment in message, message
     assert "; " in message.split(fragment, 1)[1]  # followed by the fix
+
+
+def test_poll_returns_at_once_while_the_read_thread_works(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"".join(b"line %d\n" % i for i in range(100)))
+
+    async def go() -> list[Any]:
+        reader = await _reader(_params(path, "text"), FileSource.enumerate_splits(_params(path, "text"), 1),
+                               batch_size=1000)
+        assert reader.poll() == []  # the first chunk is being read in a thread
+        await reader.wait_available()
+        batch = reader.poll()
+        assert reader.poll() is None
+        await reader.close()
+        return batch
+    assert asyncio.run(go()) == [f"line {i}" for i in range(100)]
+
+
+def test_a_file_removed_after_planning_names_the_source_and_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "gone.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    params = _params(path)
+    splits = FileSource.enumerate_splits(params, 1)
+    path.unlink()
+
+    async def go() -> None:
+        reader = await _reader(params, splits)
+        try:
+            await read_batches(reader)
+        finally:
+            await reader.close()
+    with pytest.raises(ConnectorError, match=r"source 'src': cannot read '.*gone\.jsonl'.*exists"):
+        asyncio.run(go())
+
+
+# -- snapshot and restore -------------------------------------------------------------------------
+
+
+def _lines(n: int) -> list[bytes]:
+    # uneven line lengths, so cuts fall anywhere in chunks
+    return [orjson.dumps({"id": i, "pad": "x" * (i * 7 % 23)}) for i in range(n)]
+
+
+async def _read_and_restore(params: dict[str, Any], parallelism: int, new_parallelism: int, cuts: list[int],
+                            chunk_size: int, batch_size: int = 7) -> tuple[list[Any], list[Any], list[Any]]:
+    """Subtask ``i`` of ``parallelism`` reads ``cuts[i]`` records and snapshots; the states (a JSON
+    round trip) are dealt to ``new_parallelism`` new readers, which read the rest."""
+    splits = FileSource.enumerate_splits(params, parallelism)
+    first: list[Any] = []
+    states: list[dict[str, Any]] = []
+    for i in range(parallelism):
+        reader = await _reader(params, splits[i::parallelism], i, parallelism, batch_size, chunk_size)
+        first += [r for b in await read_batches(reader, max_records=cuts[i]) for r in b]
+        states += orjson.loads(orjson.dumps(reader.snapshot_state(1)))
+        await reader.close()
+    rest: list[Any] = []
+    for i in range(new_parallelism):
+        reader = await _reader(params, states[i::new_parallelism], i, new_parallelism, batch_size, chunk_size)
+        rest += [r for b in await read_batches(reader) for r in b]
+        assert all(st["done"] for st in reader.snapshot_state(2))
+        assert reader.progress() == 1.0
+        await reader.close()
+    return first, rest, states
+
+
+@pytest.mark.parametrize("chunk_size", [64, 1000, 1 << 22])
+@pytest.mark.parametrize("cut", [0, 1, 7, 8, 150, 299, 300, 10**6])
+def test_jsonl_restore_reads_exactly_the_rest(tmp_path: Path, cut: int, chunk_size: int) -> None:
+    lines = _lines(300)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = [orjson.loads(line) for line in lines]
+    first, rest, states = asyncio.run(_read_and_restore(_params(path), 1, 1, [cut], chunk_size))
+    # batches are whole: the first reader stopped after the batch that reached ``cut``
+    assert min(cut, 300) <= len(first) <= 300
+    assert first + rest == expected  # in file order: no record twice, none missing
+    offset = states[0]["offset"]
+    assert offset == len(b"".join(line + b"\n" for line in lines[:len(first)]))  # the next line's byte
+    assert states[0]["done"] == (len(first) == 300)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 60, 10**6])
+def test_restore_after_a_rescale_on_other_subtasks(tmp_path: Path, cut: int) -> None:
+    # two files, cut in byte ranges for 3 subtasks; their states resume on 2 (and on 4) subtasks
+    expected = []
+    for name, n in (("a.jsonl", 170), ("b.jsonl", 90)):
+        lines = _lines(n)
+        (tmp_path / name).write_bytes(b"\n".join(lines) + b"\n")
+        expected += [orjson.loads(line) for line in lines]
+    params = _params(tmp_path, "jsonl")
+    for new_p in (2, 4):
+        first, rest, states = asyncio.run(_read_and_restore(params, 3, new_p, [cut, 40, 10**6], 100))
+        assert sorted(orjson.dumps(r) for r in first + rest) == sorted(orjson.dumps(r) for r in expected)
+        assert len(first) + len(rest) == len(expected)
+        assert len({s["id"] for s in states}) == len(states) >= 3
+
+
+@pytest.mark.parametrize("cut", [0, 3, 10, 17])
+def test_text_restore_with_blank_lines_crlf_and_no_final_newline(tmp_path: Path, cut: int) -> None:
+    data = b"one\r\n\r\ntwo\nthree\n\n\nfour\r\nfive\nsix\nseven\neight\nnine\nten\n\neleven"
+    path = tmp_path / "in.txt"
+    path.write_bytes(data)
+    expected = [ln.rstrip("\r") for ln in data.decode().split("\n")]
+    first, rest, _ = asyncio.run(_read_and_restore(_params(path, "text"), 1, 1, [cut], 5, batch_size=2))
+    assert first + rest == expected
+
+
+@pytest.mark.parametrize("cut", [0, 9, 250])
+def test_csv_restore_keeps_the_header_of_the_split(tmp_path: Path, cut: int) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("id;name\n" + "".join(f"{i};n{i}\n" for i in range(400)))
+    params = _params(path, "csv", delimiter=";")
+    first, rest, states = asyncio.run(_read_and_restore(params, 2, 3, [cut, cut], 128))
+    assert sorted(first + rest, key=lambda r: int(r["id"])) == [{"id": str(i), "name": f"n{i}"} for i in range(400)]
+    assert all(s["header"] == ["id", "name"] for s in states)
+
+
+def test_a_finished_split_state_reads_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2}\n')
+    first, rest, states = asyncio.run(_read_and_restore(_params(path), 1, 1, [10], 1000))
+    assert (first, rest) == ([{"a": 1}, {"a": 2}], [])
+    assert states == [{"id": f"{path}:0-18", "path": str(path), "start": 0, "end": 18, "header": None,
+                       "offset": 18, "done": True}]

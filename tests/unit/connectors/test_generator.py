@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+import orjson
+
 from streamlet.clock import ManualClock
-from streamlet.testing.sources import TestingSourceContext
-from streamlet.connectors.generator import DEFAULT_BASE_TIME, DatagenSource, RateLimiter
+from streamlet.connectors.generator import DEFAULT_BASE_TIME, ROWS_PER_BLOCK, DatagenSource, RateLimiter
 from streamlet.errors import PipelineDefinitionError
+from streamlet.testing.sources import TestingSourceContext, read_batches
 
 
 _Ctx = TestingSourceContext
@@ -19,6 +21,13 @@ _Ctx = TestingSourceContext
 
 def _params(**kw: Any) -> dict[str, Any]:
     return DatagenSource.validate({"type": "datagen", **kw}, "sources.s", ".")
+
+
+async def _reader(params: dict[str, Any], splits: list[dict[str, Any]], ctx: Any) -> Any:
+    reader = DatagenSource.create_reader(params, ctx)
+    await reader.open()
+    reader.add_splits(splits)
+    return reader
 
 
 def _run(params: dict[str, Any], parallelism: int, batch_size: int = 1024) -> list[list[dict[str, Any]]]:
@@ -29,10 +38,11 @@ def _run(params: dict[str, Any], parallelism: int, batch_size: int = 1024) -> li
         out = []
         for i in range(parallelism):
             mine = [s for j, s in enumerate(splits) if j % parallelism == i]
-            reader = DatagenSource.create_reader(params, mine, _Ctx(i, parallelism, batch_size))
+            reader = await _reader(params, mine, _Ctx(i, parallelism, batch_size))
             rows = []
-            while (batch := await reader.read()) is not None:
+            for batch in await read_batches(reader):
                 assert 0 < len(batch) <= batch_size
+                assert reader.current_split == mine[0]["id"]
                 rows += batch
             assert reader.progress() == 1.0
             await reader.close()
@@ -107,17 +117,14 @@ def test_rate_paces_rows_on_the_clock_and_stamps_its_time() -> None:
     clock = ManualClock(epoch_ms=5_000_000)
     # 128 rows/s over 2 subtasks: 64/s each, one row per chunk, due every 1/64 s (exact floats)
     params = _params(rate=128, fields={"id": {"kind": "sequence"}, "ts": {"kind": "timestamp"}})
-    reader = DatagenSource.create_reader(params, DatagenSource.enumerate_splits(params, 2)[1:],
-                                         _Ctx(1, 2, clock=clock))
     got: list[dict[str, Any]] = []
 
-    async def consume() -> None:
-        while True:
-            got.extend(await reader.read() or [])
-
     async def go() -> list[int]:
+        reader = await _reader(params, DatagenSource.enumerate_splits(params, 2)[1:], _Ctx(1, 2, clock=clock))
+        assert reader.poll() == [{"id": 1, "ts": 5_000_000}]  # the first row is due at once
+        assert reader.poll() == []  # the next one is not: poll returns at once, empty
         seen = []
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(_consume(reader, got))
         await asyncio.sleep(0)
         seen.append(len(got))
         for _ in range(64):
@@ -128,42 +135,58 @@ def test_rate_paces_rows_on_the_clock_and_stamps_its_time() -> None:
             await task
         return seen
     seen = asyncio.run(go())
-    assert seen == list(range(1, 66))
-    assert [r["id"] for r in got] == list(range(1, 130, 2))
-    # a paced row carries the clock's time when it was made
-    assert [r["ts"] for r in got] == [5_000_000 + i * 1000 // 64 for i in range(65)]
+    assert seen == list(range(0, 65))
+    assert [r["id"] for r in got] == list(range(3, 130, 2))
+    # a paced row carries the clock's time when it left the source
+    assert [r["ts"] for r in got] == [5_000_000 + i * 1000 // 64 for i in range(1, 65)]
+
+
+async def _consume(reader: Any, into: list[Any]) -> None:
+    """The source task's loop: poll, and wait when there is nothing."""
+    while (batch := reader.poll()) is not None:
+        if batch:
+            into.extend(batch)
+        else:
+            await reader.wait_available()
 
 
 def test_rate_limiter_does_not_burst_after_a_long_stall() -> None:
     clock = ManualClock()
-    limiter = RateLimiter(100, _Ctx(clock=clock), max_chunk=1024)
+    limiter = RateLimiter(100, clock, max_chunk=1024)
     assert limiter.chunk == 1
-
-    async def go() -> int:
-        await limiter.acquire(1)
-        await clock.advance(10)  # e.g. backpressure held the source for 10 s
-        released = 0
-        for _ in range(5000):
-            task = asyncio.create_task(limiter.acquire(1))
-            await asyncio.sleep(0)
-            if not task.done():
-                task.cancel()
-                break
-            released += 1
-        return released
+    assert limiter.delay() == 0
+    limiter.take(1)
+    assert limiter.delay() == pytest.approx(0.01)
+    clock._now += 10  # e.g. backpressure held the source for 10 s (no sleeper to wake)
+    released = 0
+    while limiter.delay() == 0 and released < 5000:
+        limiter.take(1)
+        released += 1
     # about one second's worth is allowed to catch up, not all ten
-    assert 90 <= asyncio.run(go()) <= 110
+    assert 99 <= released <= 102
+
+
+def test_rate_limiter_keeps_the_next_due_time_when_the_rate_changes() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(10, clock, max_chunk=1024)
+    assert limiter.delay() == 0
+    limiter.take(1)
+    assert limiter.delay() == pytest.approx(0.1)
+    limiter.set_rate(20)  # e.g. the reader took over a second slice
+    assert limiter.delay() == pytest.approx(0.1)
+    limiter.take(1)
+    assert limiter.delay() == pytest.approx(0.15)
 
 
 def test_endless_without_rows() -> None:
     params = _params(fields={"id": {"kind": "sequence"}})
     assert not DatagenSource.is_bounded(params)
     assert DatagenSource.is_bounded(_params(rows=1, fields={"id": {"kind": "sequence"}}))
-    reader = DatagenSource.create_reader(params, DatagenSource.enumerate_splits(params, 1), _Ctx(batch_size=100))
 
-    async def go() -> list[Any]:
-        return [await reader.read() for _ in range(50)]
-    batches = asyncio.run(go())
+    async def go() -> tuple[list[Any], Any]:
+        reader = await _reader(params, DatagenSource.enumerate_splits(params, 1), _Ctx(batch_size=100))
+        return [reader.poll() for _ in range(50)], reader
+    batches, reader = asyncio.run(go())
     assert [r["id"] for b in batches for r in b] == list(range(5000))
     assert reader.progress() is None
 
@@ -205,12 +228,95 @@ def test_a_reader_with_several_slices_makes_each_row_once() -> None:
     async def go() -> list[list[int]]:
         out = []
         for mine in (splits[0::2], splits[1::2]):
-            reader = DatagenSource.create_reader(params, mine, _Ctx(batch_size=100))
-            ids = []
-            while (batch := await reader.read()) is not None:
-                ids.append([r["id"] for r in batch])
-            out.append(ids)
+            reader = await _reader(params, mine, _Ctx(batch_size=100))
+            out.append([[r["id"] for r in b] for b in await read_batches(reader)])
         return out
     first, second = asyncio.run(go())
     assert sorted(i for b in first + second for i in b) == list(range(1000))
     assert first[0][:2] == [0, 4] and first[1][:2] == [2, 6]  # slices 0 and 2 alternate
+
+
+_FIELDS = {"id": {"kind": "sequence"}, "x": {"kind": "random", "min": 0, "max": 10**9},
+           "s": {"kind": "string", "length": 4}}
+
+
+def test_values_do_not_depend_on_the_batch_size() -> None:
+    params = _params(rows=3 * ROWS_PER_BLOCK + 17, seed=3, fields=_FIELDS)
+    assert _run(params, 2, batch_size=1000) == _run(params, 2, batch_size=7)
+
+
+async def _read_and_restore(params: dict[str, Any], parallelism: int, cuts: list[int],
+                            batch_size: int) -> tuple[list[Any], list[Any]]:
+    """Each subtask reads ``cuts[i]`` rows and snapshots; the states (JSON round trip) are dealt
+    to new readers of another parallelism, which read the rest."""
+    splits = DatagenSource.enumerate_splits(params, parallelism)
+    first: list[Any] = []
+    states: list[dict[str, Any]] = []
+    for i, s in enumerate(splits):
+        reader = await _reader(params, [s], _Ctx(i, parallelism, batch_size))
+        first += [r for b in await read_batches(reader, max_records=cuts[i]) for r in b]
+        states += orjson.loads(orjson.dumps(reader.snapshot_state(1)))
+        await reader.close()
+    rest: list[Any] = []
+    new_p = max(1, parallelism - 1)
+    for i in range(new_p):
+        reader = await _reader(params, states[i::new_p], _Ctx(i, new_p, batch_size))
+        rest += [r for b in await read_batches(reader) for r in b]
+        assert reader.progress() == 1.0
+        assert all(st["done"] for st in reader.snapshot_state(2))
+    return first, rest
+
+
+@pytest.mark.parametrize("cut", [0, 1, 50, ROWS_PER_BLOCK - 1, ROWS_PER_BLOCK, ROWS_PER_BLOCK + 300, 10**6])
+def test_restore_from_a_snapshot_makes_exactly_the_rest(cut: int) -> None:
+    rows = 2 * ROWS_PER_BLOCK + 500
+    params = _params(rows=rows, seed=5, fields=_FIELDS)
+    straight = {r["id"]: r for part in _run(params, 2) for r in part}
+    # subtask 0 cut at ``cut``, subtask 1 mid-way: both resume on a single subtask (a rescale)
+    first, rest = asyncio.run(_read_and_restore(params, 2, [cut, 700], batch_size=50))
+    ids = [r["id"] for r in first + rest]
+    assert sorted(ids) == list(range(rows))  # every row once: none twice, none missing
+    assert {r["id"]: r for r in first + rest} == straight  # and the same values as a straight read
+
+
+def test_restore_after_the_end_makes_nothing_and_an_endless_slice_continues() -> None:
+    params = _params(rows=10, fields={"id": {"kind": "sequence"}})
+    first, rest = asyncio.run(_read_and_restore(params, 1, [100], batch_size=4))
+    assert ([r["id"] for r in first], rest) == (list(range(10)), [])
+
+    endless = _params(fields={"id": {"kind": "sequence", "start": 100}})
+
+    async def go() -> list[int]:
+        reader = await _reader(endless, DatagenSource.enumerate_splits(endless, 3)[2:], _Ctx(batch_size=5))
+        reader.poll()
+        state = orjson.loads(orjson.dumps(reader.snapshot_state(7)))
+        assert state == [{"id": "slice-2-of-3", "index": 2, "count": 3, "next": 17, "done": False}]
+        again = await _reader(endless, state, _Ctx(batch_size=5))
+        return [r["id"] for r in again.poll()]
+    assert asyncio.run(go()) == [117, 120, 123, 126, 129]
+
+
+def test_a_paced_restore_keeps_the_rate_of_the_slices_it_holds() -> None:
+    clock = ManualClock()
+    params = _params(rate=200, fields={"id": {"kind": "sequence"}})  # 100/s per slice of 2
+
+    async def go() -> list[int]:
+        splits = DatagenSource.enumerate_splits(params, 2)
+        states = []
+        for s in splits:
+            r = await _reader(params, [s], _Ctx(clock=clock))
+            r.poll()
+            states += r.snapshot_state(1)
+        # one reader takes over both slices: 200/s, chunk 2
+        reader = await _reader(params, states, _Ctx(clock=clock))
+        got: list[Any] = []
+        task = asyncio.create_task(_consume(reader, got))
+        for _ in range(100):
+            await clock.advance(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return [r["id"] for r in got]
+    ids = asyncio.run(go())
+    assert 198 <= len(ids) <= 204  # one second at 200 rows/s
+    assert len(set(ids)) == len(ids) and 0 not in ids and 1 not in ids

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from streamlet.clock import ManualClock
-from streamlet.testing.sources import TestingSourceContext
+from streamlet.testing.sources import TestingSourceContext, read_batches
 from streamlet.connectors.generator import DEFAULT_BASE_TIME
 from streamlet.connectors.nexmark import (
     BLOCK, NexmarkGenerator, NexmarkSource, count_kind, last_base0_auction_id, last_base0_person_id,
@@ -30,12 +30,26 @@ def _params(**kw: Any) -> dict[str, Any]:
     return NexmarkSource.validate({"type": "nexmark", **kw}, "sources.nx", ".")
 
 
+async def _reader(params: dict[str, Any], splits: list[dict[str, Any]], ctx: Any) -> Any:
+    reader = NexmarkSource.create_reader(params, ctx)
+    await reader.open()
+    reader.add_splits(splits)
+    return reader
+
+
 async def _drain(reader: Any) -> list[list[Any]]:
-    batches = []
-    while (batch := await reader.read()) is not None:
-        batches.append(batch)
+    batches = await read_batches(reader)
     await reader.close()
     return batches
+
+
+async def _consume(reader: Any, into: list[Any]) -> None:
+    """The source task's loop: poll, and wait when there is nothing."""
+    while (batch := reader.poll()) is not None:
+        if batch:
+            into.append(batch)
+        else:
+            await reader.wait_available()
 
 
 def _run_all(params: dict[str, Any], parallelism: int, batch_size: int = 1024) -> list[list[Any]]:
@@ -48,7 +62,7 @@ def _run_all(params: dict[str, Any], parallelism: int, batch_size: int = 1024) -
     async def go() -> list[list[Any]]:
         out = []
         for i in range(parallelism):
-            reader = NexmarkSource.create_reader(params, per[i], _Ctx(i, parallelism, batch_size))
+            reader = await _reader(params, per[i], _Ctx(i, parallelism, batch_size))
             out.append([r for b in await _drain(reader) for r in b])
         return out
     return asyncio.run(go())
@@ -162,13 +176,14 @@ def test_parallelism_does_not_change_the_events(kind: str | None) -> None:
 
 def test_batches_are_batch_size_and_progress_reaches_one() -> None:
     params = _params(events=3000, kind="bid")
-    reader = NexmarkSource.create_reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(batch_size=500))
 
     async def go() -> tuple[list[int], list[float | None]]:
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(batch_size=500))
         sizes, progress = [], []
-        while (batch := await reader.read()) is not None:
+        while (batch := reader.poll()) is not None:
             sizes.append(len(batch))
             progress.append(reader.progress())
+            assert reader.current_split == "slice-0-of-1"
         return sizes, progress
     sizes, progress = asyncio.run(go())
     assert sizes == [500] * 5 + [260]
@@ -180,11 +195,11 @@ def test_endless_without_events() -> None:
     params = _params(kind="bid")
     assert not NexmarkSource.is_bounded(params)
     assert NexmarkSource.is_bounded(_params(events=10))
-    reader = NexmarkSource.create_reader(params, NexmarkSource.enumerate_splits(params, 2)[1:], _Ctx(1, 2))
 
-    async def go() -> list[Any]:
-        return [await reader.read() for _ in range(30)]
-    batches = asyncio.run(go())
+    async def go() -> tuple[list[Any], Any]:
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 2)[1:], _Ctx(1, 2))
+        return [reader.poll() for _ in range(30)], reader
+    batches, reader = asyncio.run(go())
     assert all(len(b) == 1024 for b in batches)
     assert reader.progress() is None
     # subtask 1 of 2 makes blocks 1, 3, 5, ...: its first bid is event 1004
@@ -195,16 +210,12 @@ def test_rate_paces_events_on_the_clock() -> None:
     clock = ManualClock()
     # 64 events/s: one event per chunk, due every 1/64 s (exact in binary, as ManualClock adds floats)
     params = _params(events=5000, rate=64)
-    reader = NexmarkSource.create_reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(clock=clock))
     got: list[list[Any]] = []
 
-    async def consume() -> None:
-        while (batch := await reader.read()) is not None:
-            got.append(batch)
-
     async def go() -> list[int]:
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(clock=clock))
         seen = []
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(_consume(reader, got))
         await asyncio.sleep(0)
         seen.append(sum(map(len, got)))
         for _ in range(100):
@@ -226,15 +237,11 @@ def test_rate_paces_events_on_the_clock() -> None:
 def test_rate_counts_events_of_every_kind_and_divides_over_subtasks() -> None:
     clock = ManualClock()
     params = _params(rate=128, kind="bid")  # 64 events/s per subtask of 2, one per chunk
-    reader = NexmarkSource.create_reader(params, NexmarkSource.enumerate_splits(params, 2)[:1], _Ctx(0, 2, clock=clock))
     got: list[Any] = []
 
-    async def consume() -> None:
-        while True:
-            got.extend(await reader.read() or [])
-
     async def go() -> None:
-        task = asyncio.create_task(consume())
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 2)[:1], _Ctx(0, 2, clock=clock))
+        task = asyncio.create_task(_consume(reader, got))
         await asyncio.sleep(0)
         for _ in range(99):
             await clock.advance(1 / 64)
@@ -242,8 +249,9 @@ def test_rate_counts_events_of_every_kind_and_divides_over_subtasks() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
     asyncio.run(go())
-    assert len(got) == count_kind("bid", 0, 100)  # 100 events paced out, 46 in 50 are bids
-    assert got[-1]["dateTime"] == DEFAULT_BASE_TIME + 99 * 1000 // 128
+    bids = [r for b in got for r in b]
+    assert len(bids) == count_kind("bid", 0, 100)  # 100 events paced out, 46 in 50 are bids
+    assert bids[-1]["dateTime"] == DEFAULT_BASE_TIME + 99 * 1000 // 128
 
 
 def test_pools_give_nexmark_shaped_strings() -> None:
@@ -295,7 +303,87 @@ def test_a_reader_with_several_slices_makes_each_event_once() -> None:
     async def go() -> list[Any]:
         out = []
         for mine in (splits[0::2], splits[1::2]):
-            out += [r for b in await _drain(NexmarkSource.create_reader(params, mine, _Ctx())) for r in b]
+            reader = await _reader(params, mine, _Ctx(batch_size=50))
+            while (batch := reader.poll()) is not None:
+                # one slice per batch: the auctions of one block (60 per block) never mix slices
+                block = (batch[0]["id"] - 1000) // 60
+                assert all((a["id"] - 1000) // 60 == block for a in batch)
+                assert reader.current_split == splits[block % 4]["id"]
+                out += batch
         return out
     got = asyncio.run(go())
     assert sorted(a["id"] for a in got) == list(range(1000, 1000 + count_kind("auction", 0, 7 * BLOCK + 5)))
+
+
+async def _read_and_restore(params: dict[str, Any], parallelism: int, new_parallelism: int, cuts: list[int],
+                            batch_size: int) -> tuple[list[Any], list[Any]]:
+    """Subtask ``i`` reads ``cuts[i]`` records and snapshots; the states (JSON round trip) are
+    dealt to ``new_parallelism`` new readers, which read the rest."""
+    splits = NexmarkSource.enumerate_splits(params, parallelism)
+    first: list[Any] = []
+    states: list[dict[str, Any]] = []
+    for i, s in enumerate(splits):
+        reader = await _reader(params, [s], _Ctx(i, parallelism, batch_size))
+        first += [r for b in await read_batches(reader, max_records=cuts[i]) for r in b]
+        states += orjson.loads(orjson.dumps(reader.snapshot_state(1)))
+        await reader.close()
+    rest: list[Any] = []
+    for i in range(new_parallelism):
+        reader = await _reader(params, states[i::new_parallelism], _Ctx(i, new_parallelism, batch_size))
+        rest += [r for b in await _drain(reader) for r in b]
+        assert reader.progress() == 1.0
+    return first, rest
+
+
+@pytest.mark.parametrize("kind", [None, "bid", "person"])
+@pytest.mark.parametrize("cut", [0, 1, 300, 919, 920, 1500, 10**6])
+def test_restore_from_a_snapshot_makes_exactly_the_rest(kind: str | None, cut: int) -> None:
+    events = 4 * BLOCK + 77
+    params = _params(events=events, seed=2, **({"kind": kind} if kind else {}))
+    expected = _canonical(NexmarkGenerator(seed=2, kind=kind).generate(0, events))
+    # from one subtask to two, and from three (cut at different points) to two
+    first, rest = asyncio.run(_read_and_restore(params, 1, 2, [cut], batch_size=100))
+    assert _canonical(first + rest) == expected
+    first, rest = asyncio.run(_read_and_restore(params, 3, 2, [cut, 50, 10**6], batch_size=100))
+    assert _canonical(first + rest) == expected
+
+
+def test_a_snapshot_names_the_block_and_position() -> None:
+    params = _params(events=3 * BLOCK, kind="bid")
+
+    async def go() -> list[dict[str, Any]]:
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(batch_size=600))
+        assert len(reader.poll()) == 600
+        assert len(reader.poll()) == 600  # 320 from block 0, 280 from block 1
+        return reader.snapshot_state(1)
+    assert asyncio.run(go()) == [{"id": "slice-0-of-1", "index": 0, "count": 1, "block": 1, "pos": 280,
+                                  "released": 0, "done": False}]
+
+
+def test_a_paced_restore_goes_on_where_the_pacing_stopped() -> None:
+    clock = ManualClock()
+    params = _params(events=2 * BLOCK, rate=100, kind="auction")  # 1 event per chunk
+    expected = NexmarkGenerator(kind="auction", event_rate=100).generate(0, 2 * BLOCK)
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        reader = await _reader(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(clock=clock))
+        first: list[Any] = []
+        task = asyncio.create_task(_consume(reader, first))
+        for _ in range(75):  # 0.75 s: events 0..75 paced out
+            await clock.advance(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        state = orjson.loads(orjson.dumps(reader.snapshot_state(1)))
+        again = await _reader(params, state, _Ctx(clock=clock))
+        rest: list[Any] = []
+        task = asyncio.create_task(_consume(again, rest))
+        for _ in range(100):  # one more second: events 76..175
+            await clock.advance(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return [r for b in first for r in b], [r for b in rest for r in b]
+    first, rest = asyncio.run(go())
+    assert first == expected[:count_kind("auction", 0, 76)]
+    assert first + rest == expected[:count_kind("auction", 0, 176)]
