@@ -22,6 +22,10 @@ from streamlet.rpc.server import RPC_PATH
 from streamlet.rpc.tls import describe_failure
 
 
+#: seconds a websocket close handshake may take before the socket is just dropped
+CLOSE_TIMEOUT = 1.0
+
+
 def rpc_url(address: str, tls: bool = False) -> str:
     """``ws://host:port/rpc`` (``wss://`` with ``tls``) for ``host:port``; a full URL is kept as it is."""
     if address.startswith(("ws://", "wss://")):
@@ -39,8 +43,11 @@ async def connect(session: aiohttp.ClientSession, address: str, token: str | Non
     url = rpc_url(address, tls=ssl_context is not None)
     try:
         async with asyncio.timeout(timeout):
+            # a short close handshake: closing towards a peer that vanished (a cut link) must not
+            # hold the caller for aiohttp's default 10 s
             return await session.ws_connect(url, headers=bearer_header(token), max_msg_size=max_message_size,
-                                            autoping=True, ssl=ssl_context if ssl_context is not None else True)
+                                            autoping=True, ssl=ssl_context if ssl_context is not None else True,
+                                            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT))
     except aiohttp.WSServerHandshakeError as exc:
         if exc.status == 401:
             raise RegistrationRefusedError(

@@ -30,6 +30,7 @@ import aiohttp
 
 from streamlet.clock import Clock, SystemClock
 from streamlet.config import Configuration
+from streamlet.errors import StreamletError
 from streamlet.ids import new_id
 from streamlet.rpc.client import Backoff, connect, session_kwargs
 from streamlet.rpc.endpoint import RpcConnection
@@ -119,8 +120,9 @@ class TaskManagerProcess:
         async with aiohttp.ClientSession(**session_kwargs()) as session:
             while not self._stopping.is_set() and self.refusal is None:
                 try:
-                    ws = await connect(session, self.jobmanager_address, self.token, conf["rpc.ask-timeout"],
-                                       conf["rpc.max-message-size"], self._tls)
+                    ws = await self._connect_or_stop(session)
+                    if ws is None:  # stopped while connecting
+                        return
                 except RegistrationRefusedError as exc:
                     self.refusal = str(exc)
                     return
@@ -150,6 +152,31 @@ class TaskManagerProcess:
                     logger.warning("lost the jobmanager at %s; cancelled every subtask, reconnecting",
                                    self.jobmanager_address)
                     await self._wait_or_stop(backoff.wait())
+
+    async def _connect_or_stop(self, session: aiohttp.ClientSession) -> Any:
+        """The websocket to the JobManager, or None when :meth:`stop` came first (a connect to an
+        unreachable host may take ``rpc.ask-timeout``; stopping must not wait for it)."""
+        conf = self.config
+
+        async def attempt() -> Any:
+            try:
+                return await connect(session, self.jobmanager_address, self.token, conf["rpc.ask-timeout"],
+                                     conf["rpc.max-message-size"], self._tls)
+            except StreamletError as exc:  # handed to the caller, not to the task group
+                return exc
+
+        async with asyncio.TaskGroup() as tg:
+            connecting = tg.create_task(attempt())
+            stopper = tg.create_task(self._stopping.wait())
+            await asyncio.wait({connecting, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                return None
+        result = connecting.result()
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _wait_or_stop(self, aw: Any) -> None:
         async with asyncio.TaskGroup() as tg:
