@@ -108,10 +108,7 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
     t0 = time.perf_counter()
     graph = plan(loads(text, "bench.yaml", str(ROOT)), parallelism_override=parallelism)
     conf = cfg.load()
-    if taskmanagers:
-        result = minicluster.run_cluster(graph, conf, taskmanagers)
-    else:
-        result = minicluster.run_local(graph, conf)
+    result = minicluster.execute(graph, conf, taskmanagers=taskmanagers)
     t1 = time.perf_counter()
     if result.state != "FINISHED":
         raise SystemExit(f"{workload} {result.state}: {result.error}")

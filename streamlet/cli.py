@@ -88,6 +88,9 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                   help="default parallelism of nodes that set none"),
         taskmanagers: Optional[int] = typer.Option(None, "--taskmanagers", min=1,
                                                    help="run on N TaskManager processes instead of in-process"),
+        rest_port: Optional[int] = typer.Option(None, "--rest-port", min=0, max=65535,
+                                                help="serve the REST API and dashboard on this port while the job "
+                                                     "runs (as -D rest.port=P; 0 picks a free port)"),
         config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
         sets: Optional[List[str]] = SetOpt) -> None:
     """Run a pipeline on an embedded mini-cluster until it ends (Ctrl-C cancels)."""
@@ -95,20 +98,22 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
 
     def go() -> None:
         conf = _config(config, define)
+        if rest_port is not None:
+            conf = conf.with_overrides({"rest.port": rest_port})
         graph = _plan(pipeline, conf, parallelism, sets)
         is_tty = sys.stderr.isatty()
         reporter = make_reporter(is_tty)
         console = reporter if isinstance(reporter, LiveConsole) else None
-        if taskmanagers:
-            from streamlet.runtime.minicluster import run_cluster
+        from streamlet.runtime.minicluster import execute
 
-            result = run_cluster(graph, conf, taskmanagers, on_progress=reporter.update,
-                                 progress_interval=0.5 if is_tty else None)
-        else:
-            from streamlet.runtime.minicluster import run_local
+        def started(cluster: Any, job_id: str) -> None:
+            if cluster.rest_port is not None:
+                typer.echo(f"REST API and dashboard: http://{conf['rest.address']}:{cluster.rest_port}/ "
+                           f"(job {job_id})", err=True)
 
-            result = run_local(graph, conf, on_progress=reporter.update, console=console,
-                               progress_interval=0.5 if is_tty else None)
+        result = execute(graph, conf, taskmanagers=taskmanagers or 0, on_progress=reporter.update,
+                         progress_interval=0.5 if is_tty else None, console=console,
+                         rest="rest.port" in conf.explicit, on_started=started)
         typer.echo(summary(result), err=True)
         if result.state != "FINISHED":
             _fail(f"job {result.job_name!r} {result.state}: {result.error}", 1)

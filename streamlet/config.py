@@ -65,6 +65,26 @@ class Option:
     type: str  # "int" | "str" | "bool" | "duration" | "float"
     default: Any
     doc: str
+    #: why the key has no effect yet; such a key is refused when set to anything but its default
+    unused: str | None = None
+    #: allowed values of a "str" key (empty: any)
+    choices: tuple[str, ...] = ()
+
+    @property
+    def description(self) -> str:
+        """The doc line shown by ``streamlet config`` (says "not used yet" for unused keys)."""
+        extra = f" (one of: {', '.join(self.choices)})" if self.choices else ""
+        return f"{self.doc}{extra}; not used yet: {self.unused}" if self.unused else f"{self.doc}{extra}"
+
+    def check(self, value: Any) -> Any:
+        """``parse(value)``, refused when the key is unused and ``value`` is not its default."""
+        parsed = self.parse(value)
+        if self.unused and parsed != self.parse(self.default):
+            raise ConfigError(f"config key {self.key!r} is not used yet ({self.unused}); remove it or set it to "
+                              f"its default {self.default!r}")
+        if self.choices and parsed is not None and parsed not in self.choices:
+            raise ConfigError(f"config key {self.key!r}: {parsed!r} is not one of {', '.join(self.choices)}")
+        return parsed
 
     def parse(self, value: Any) -> Any:
         """The typed value of ``value``; raises :class:`ConfigError` naming the key."""
@@ -99,20 +119,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("pipeline.auto-watermark-interval", "duration", "200ms", "period of watermark emission"),
     Option("execution.buffer-timeout", "duration", "100ms", "longest time a partly filled batch waits before it is sent"),
     Option("execution.progress-interval", "duration", "5s", "period of plain progress lines of `streamlet run` off a terminal"),
-    Option("state.backend.type", "str", "heap", "keyed state backend: heap or rocksdb"),
+    Option("state.backend.type", "str", "heap", "keyed state backend: heap or rocksdb",
+           choices=("heap", "rocksdb")),
     Option("state.backend.rocksdb.localdir", "str", None, "directory of the rocksdb backend's local databases and checkpoints (unset = the system temp directory)"),
     Option("state.backend.rocksdb.write-cache.entries", "int", 100_000, "entries the rocksdb backend keeps in its in-memory write cache per subtask (hot keys within it run at dict speed)"),
     Option("state.backend.rocksdb.writebuffer.size-mb", "int", 32, "RocksDB memtable size per state (column family), MiB"),
     Option("state.backend.rocksdb.block.cache-size-mb", "int", 64, "RocksDB block cache per subtask, MiB"),
     Option("state.backend.rocksdb.thread.num", "int", 2, "RocksDB background threads (flush, compaction) per subtask"),
-    Option("execution.checkpointing.dir", "str", "/tmp/streamlet-checkpoints", "where checkpoints are written"),
-    Option("execution.checkpointing.interval", "duration", "0", "checkpoint interval (0 = off)"),
-    Option("execution.checkpointing.mode", "str", "exactly_once", "exactly_once or at_least_once"),
+    Option("execution.checkpointing.dir", "str", "/tmp/streamlet-checkpoints", "where checkpoints are written",
+           unused="checkpointing arrives with the state and fault-tolerance issue"),
+    Option("execution.checkpointing.interval", "duration", "0", "checkpoint interval (0 = off)",
+           unused="checkpointing arrives with the state and fault-tolerance issue"),
+    Option("execution.checkpointing.mode", "str", "exactly_once", "exactly_once or at_least_once",
+           unused="checkpointing arrives with the state and fault-tolerance issue"),
     Option("execution.checkpointing.incremental", "bool", True, "incremental RocksDB checkpoints"),
-    Option("execution.checkpointing.num-retained", "int", 3, "completed checkpoints kept"),
+    Option("execution.checkpointing.num-retained", "int", 3, "completed checkpoints kept",
+           unused="checkpointing arrives with the state and fault-tolerance issue"),
     Option("heartbeat.interval", "duration", "2s", "period of heartbeats between JobManager and TaskManagers"),
     Option("heartbeat.timeout", "duration", "10s", "a peer silent this long is considered lost"),
-    Option("restart-strategy.type", "str", "none", "none, fixed-delay, failure-rate or exponential-delay"),
+    Option("restart-strategy.type", "str", "none", "none, fixed-delay, failure-rate or exponential-delay",
+           unused="restarts arrive with the state and fault-tolerance issue"),
     Option("security.auth.token", "str", None, "shared secret for REST, RPC and data connections (unset = no authentication; never logged)"),
     Option("security.auth.token-file", "str", None, "file whose first line is the token (used when security.auth.token and STREAMLET_TOKEN are unset)"),
     Option("security.ssl.rest.enabled", "bool", False, "serve the REST API over HTTPS (clients verify it with security.ssl.rest.truststore)"),
@@ -156,8 +182,10 @@ _BY_KEY = {o.key: o for o in OPTIONS}
 class Configuration(Mapping[str, Any]):
     """An immutable, typed view of the effective configuration."""
 
-    def __init__(self, values: Mapping[str, Any]) -> None:
+    def __init__(self, values: Mapping[str, Any], explicit: frozenset[str] = frozenset()) -> None:
         self._values = dict(values)
+        #: keys set by a file, the environment or an override (not left at their default)
+        self.explicit = explicit
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -172,8 +200,8 @@ class Configuration(Mapping[str, Any]):
         """A copy with ``overrides`` applied (validated like ``-D``)."""
         values = dict(self._values)
         for k, v in overrides.items():
-            values[k] = _option(k).parse(v)
-        return Configuration(values)
+            values[k] = _option(k).check(v)
+        return Configuration(values, self.explicit | frozenset(overrides))
 
 
 def _option(key: str) -> Option:
@@ -213,6 +241,7 @@ def load(config_file: str | Path | None = None, overrides: Mapping[str, Any] | N
          env: Mapping[str, str] | None = None) -> Configuration:
     """The effective configuration (see the module docstring for precedence)."""
     values = {o.key: (o.parse(o.default) if o.default is not None else None) for o in OPTIONS}
+    explicit: set[str] = set()
     if config_file is not None:
         path = Path(config_file)
         try:
@@ -224,20 +253,23 @@ def load(config_file: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {str(path)!r}: expected a map of key: value")
         for k, v in _flatten(data).items():
-            values[k] = _option(k).parse(v)
+            values[k] = _option(k).check(v)
+            explicit.add(k)
     env = os.environ if env is None else env
     env_keys = {("STREAMLET__" + o.key.replace(".", "__").replace("-", "_")).upper(): o for o in OPTIONS}
     for name, value in env.items():
         opt = env_keys.get(name.upper())
         if opt is not None:
-            values[opt.key] = opt.parse(value)
+            values[opt.key] = opt.check(value)
+            explicit.add(opt.key)
     if os.environ.get("STREAMLET_TOKEN") and env is os.environ and values["security.auth.token"] is None:
         values["security.auth.token"] = os.environ["STREAMLET_TOKEN"]
     for k, v in (overrides or {}).items():
-        values[k] = _option(k).parse(v)
+        values[k] = _option(k).check(v)
+        explicit.add(k)
     if values["security.auth.token"] is None and values["security.auth.token-file"]:
         values["security.auth.token"] = _read_token(values["security.auth.token-file"])
-    return Configuration(values)
+    return Configuration(values, frozenset(explicit))
 
 
 def _read_token(path: str) -> str:
@@ -268,7 +300,7 @@ def render_yaml(config: Mapping[str, Any] | None = None, hide_secrets: bool = Fa
             value = "******"
         if o.type == "duration" and config is not None:
             value = f"{int(round(value * 1000))}ms"
-        lines.append(f"# {o.doc}")
+        lines.append(f"# {o.description}")
         lines.append(f"{o.key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
         lines.append("")
     return "\n".join(lines)

@@ -106,5 +106,22 @@ class DecodeError(FatalError):
         super().__init__(f"source {node_id!r}: cannot decode {where}: {reason}: {_short_repr(text, 200)}; {fix}")
 
 
+class RecordNotJsonError(FatalError):
+    """A node emitted a record that is not a JSON value, and the record must cross a channel.
+
+    Records are JSON values wherever a pipeline runs (embedded or on a cluster), so the same
+    pipeline fails the same way in both, naming the node and the record.
+    """
+
+    def __init__(self, node_id: str, record: object, cause: BaseException) -> None:
+        self.node_id = node_id
+        self.record = record
+        self.cause = cause
+        super().__init__(
+            f"node {node_id!r} emitted a record that is not a JSON value ({cause}): {_short_repr(record)}; records must be "
+            "JSON values (objects with string keys, arrays, strings, numbers, true/false/null): convert sets "
+            "to lists and make keys strings")
+
+
 class JobFailedError(FatalError):
     """A job ended in state FAILED; the message carries the root cause."""

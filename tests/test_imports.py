@@ -47,7 +47,7 @@ def import_results() -> dict[str, subprocess.CompletedProcess[str]]:
 
 def test_modules_were_found() -> None:
     for expected in ("streamlet", "streamlet.cli", "streamlet.keys", "streamlet.api.planner",
-                     "streamlet.api.yaml.loader", "streamlet.runtime.local",
+                     "streamlet.api.yaml.loader", "streamlet.runtime.minicluster",
                      "streamlet.runtime.taskmanager.task"):
         assert expected in MODULES
 

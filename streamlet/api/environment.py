@@ -10,7 +10,7 @@ from typing import Any
 
 from streamlet.api.datastream import DataStream
 from streamlet.api.planner import plan
-from streamlet.api.registry import validate_sink, validate_source
+from streamlet.api.registry import executor, validate_sink, validate_source
 from streamlet.api.yaml.schema import STREAMING, PipelineDef, SinkDef, SourceDef, TransformDef
 from streamlet.errors import JobFailedError, PipelineDefinitionError
 from streamlet.graph.job_graph import JobGraph
@@ -80,18 +80,17 @@ class StreamEnvironment:
         Called from inside a running event loop, use ``await env.execute_async()`` instead.
         """
         from streamlet.config import load
-        from streamlet.runtime.minicluster import run_local
 
-        result = run_local(self.plan(parallelism), load())
+        result = executor("execute")(self.plan(parallelism), load())
         if result.state != "FINISHED":
             raise JobFailedError(f"job {self.name!r} {result.state}: {result.error}") from result.error
         return result
 
     async def execute_async(self, parallelism: int | None = None) -> Any:
-        """Run the pipeline on the current event loop."""
-        from streamlet.runtime.local import LocalExecutor
+        """Run the pipeline on a MiniCluster on the current event loop."""
+        from streamlet.config import load
 
-        result = await LocalExecutor(self.plan(parallelism)).run()
+        result = await executor("execute_async")(self.plan(parallelism), load())
         if result.state != "FINISHED":
             raise JobFailedError(f"job {self.name!r} {result.state}: {result.error}") from result.error
         return result

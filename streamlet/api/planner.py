@@ -217,7 +217,7 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
                                  _key_spec(i.key) if i.key is not None else None))
     return JobGraph(name=pipeline.name, vertices=tuple(vertices), edges=tuple(edges), mode=pipeline.mode,
                     max_parallelism=max_p, batch_size=pipeline.batch_size or batch_size or DEFAULT_BATCH_SIZE,
-                    base_dir=pipeline.base_dir, sys_path=paths)
+                    base_dir=pipeline.base_dir, sys_path=paths, state_backend=pipeline.state_backend)
 
 
 def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[str, list[str]],

@@ -24,6 +24,16 @@ SINKS: dict[str, str] = {
 }
 
 
+#: how the user API runs a JobGraph without importing the runtime: the MiniCluster's entry points
+#: (``streamlet.runtime.minicluster.execute`` / ``execute_async``), by import string
+EXECUTOR_MODULE = "streamlet.runtime.minicluster"
+
+
+def executor(name: str) -> Any:
+    """``execute`` or ``execute_async`` of the MiniCluster: ``(graph, config) -> JobResult``."""
+    return load_class(f"{EXECUTOR_MODULE}:{name}")
+
+
 def source_types() -> list[str]:
     return sorted(SOURCES)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
-from streamlet.runtime.local import JobResult, Progress
+from streamlet.client.results import JobResult, Progress
 
 
 def _num(n: float) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from streamlet.connectors.base import END_OF_INPUT, Param, not_json, validate_params
+from streamlet.connectors.base import END_OF_INPUT, Param, SinkWriterBase, not_json, validate_params
 from streamlet.connectors.errors import ConnectorError
 from streamlet.errors import DecodeError, PipelineDefinitionError, SinkRecordError
 from streamlet.serde import dumps_lines
@@ -455,7 +455,7 @@ def _line_number(path: str, offset: int) -> int:
     return count + 1
 
 
-class FileSink:
+class FileSink(SinkWriterBase):
     """Writes records to ``<path>/part-<subtask>.<jsonl|csv>`` (one file per parallel subtask).
 
     Output is buffered and written off the event loop in 4 MiB blocks; ``finish`` writes the rest.

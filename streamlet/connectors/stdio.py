@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import orjson
 
-from streamlet.connectors.base import Param, not_json, validate_params
+from streamlet.connectors.base import Param, SinkWriterBase, not_json, validate_params
 
 
 def _resolve(fut: asyncio.Future[None], error: BaseException | None) -> None:
@@ -94,7 +94,7 @@ def _write_stdout(data: bytes) -> None:
 _STDOUT = _StdoutThread()
 
 
-class PrintSink:
+class PrintSink(SinkWriterBase):
     """Writes each record as a JSON line to stdout (``prefix`` before each line).
 
     With parallelism > 1 lines are prefixed ``N> `` with the 1-based subtask index, as Flink's
@@ -103,6 +103,7 @@ class PrintSink:
     """
 
     PARAMS = {"prefix": Param("str", "text printed before each record", "")}
+    GUARANTEE = "none"
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
@@ -141,10 +142,11 @@ class PrintSink:
         return None
 
 
-class BlackholeSink:
+class BlackholeSink(SinkWriterBase):
     """Discards records (the task's metrics count them)."""
 
     PARAMS: dict[str, Param] = {}
+    GUARANTEE = "exactly_once"
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:

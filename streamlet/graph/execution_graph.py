@@ -17,7 +17,7 @@ from streamlet.graph.operators import KeySpec, OpSpec
 
 @dataclass(frozen=True)
 class InputChannelDesc:
-    """One channel a subtask reads."""
+    """One channel a subtask reads; ``input_index`` is the head operator's input it feeds (0 or 1)."""
 
     channel_id: str
     input_index: int
@@ -36,6 +36,10 @@ class OutputDesc:
     key_node: str
     channel_ids: tuple[str, ...]
     target_subtasks: tuple[int, ...]
+    #: the side output this edge carries (None: the main output)
+    side_output: str | None = None
+    #: the target's consumers of this node's output (copies are made when several read it)
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class TaskDeploymentDescriptor:
     inputs: tuple[InputChannelDesc, ...]
     outputs: tuple[OutputDesc, ...]
     sys_path: tuple[str, ...] = ()
+    #: the keyed-state backend kind (``state.backend.type`` or the pipeline's ``state:``)
+    state_backend: str = "heap"
+    checkpointing_mode: str = "exactly_once"
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -81,10 +88,12 @@ def channel_id(edge_index: int, src: int, dst: int) -> str:
     return f"{edge_index}.{src}.{dst}"
 
 
-def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]]) -> list[TaskDeploymentDescriptor]:
+def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
+           state_backend: str = "heap") -> list[TaskDeploymentDescriptor]:
     """One descriptor per subtask, vertices in topological order.
 
-    ``splits[vertex_id][i]`` lists the splits of source subtask ``i``.
+    ``splits[vertex_id][i]`` lists the splits of source subtask ``i``; ``state_backend`` is the
+    backend of a job that names none.
     """
     out: list[TaskDeploymentDescriptor] = []
     edges = list(graph.edges)
@@ -93,20 +102,25 @@ def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]]) -> 
         out_edges = [(i, e) for i, e in enumerate(edges) if e.source == v.id]
         for sub in range(v.parallelism):
             inputs: list[InputChannelDesc] = []
-            for input_index, (ei, e) in enumerate(in_edges):
+            for ei, e in in_edges:
                 up = graph.vertex(e.source)
                 producers = [sub] if e.partitioner == FORWARD else range(up.parallelism)
-                inputs.extend(InputChannelDesc(channel_id(ei, p, sub), input_index, up.id, p) for p in producers)
+                inputs.extend(InputChannelDesc(channel_id(ei, p, sub), e.input, up.id, p) for p in producers)
             outputs: list[OutputDesc] = []
+            readers: dict[str | None, int] = {}
+            for _, e in out_edges:
+                readers[e.side_output] = readers.get(e.side_output, 0) + 1
             for ei, e in out_edges:
                 down = graph.vertex(e.target)
                 targets = (sub,) if e.partitioner == FORWARD else tuple(range(down.parallelism))
                 outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0].id,
-                                          tuple(channel_id(ei, sub, t) for t in targets), targets))
+                                          tuple(channel_id(ei, sub, t) for t in targets), targets, e.side_output,
+                                          readers[e.side_output] > 1))
             out.append(TaskDeploymentDescriptor(
                 job_id=job_id, job_name=graph.name, vertex_id=v.id, vertex_name=v.name, subtask_index=sub,
                 parallelism=v.parallelism, max_parallelism=graph.max_parallelism, mode=graph.mode,
                 batch_size=graph.batch_size, operators=v.operators,
                 splits=tuple(splits.get(v.id, [[]] * v.parallelism)[sub]) if v.is_source else (),
-                inputs=tuple(inputs), outputs=tuple(outputs), sys_path=graph.sys_path))
+                inputs=tuple(inputs), outputs=tuple(outputs), sys_path=graph.sys_path,
+                state_backend=graph.state_backend or state_backend))
     return out

@@ -56,16 +56,23 @@ class JobEdge:
     target: str
     partitioner: str
     key: KeySpec | None = None
+    #: the side output (tag) of the source vertex this edge carries; None: its main output
+    side_output: str | None = None
+    #: which input of the target's head operator this edge feeds (1: ``process_right`` of a
+    #: two-input operator such as a join)
+    input: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "partitioner": self.partitioner,
-                "key": self.key.to_json() if self.key is not None else None}
+                "key": self.key.to_json() if self.key is not None else None,
+                "side_output": self.side_output, "input": self.input}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> JobEdge:
         key = data.get("key")
         return cls(data["source"], data["target"], data["partitioner"],
-                   KeySpec.from_json(key) if key is not None else None)
+                   KeySpec.from_json(key) if key is not None else None, data.get("side_output"),
+                   int(data.get("input", 0)))
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class JobGraph:
     batch_size: int = 1024
     base_dir: str = "."
     sys_path: tuple[str, ...] = field(default_factory=tuple)
+    #: the keyed-state backend the job asks for; None: the cluster's ``state.backend.type``
+    state_backend: str | None = None
 
     def vertex(self, vertex_id: str) -> JobVertex:
         for v in self.vertices:
@@ -114,4 +123,5 @@ class JobGraph:
             edges=tuple(JobEdge.from_json(e) for e in data["edges"]),
             mode=data["mode"], max_parallelism=data["max_parallelism"], batch_size=data["batch_size"],
             base_dir=data["base_dir"], sys_path=tuple(data.get("sys_path", ())),
+            state_backend=data.get("state_backend"),
         )

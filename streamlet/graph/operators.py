@@ -77,6 +77,9 @@ class OpSpec:
     OPERATOR: ClassVar[str | None] = None
     #: consecutive fusable specs are compiled into one function per batch
     FUSABLE: ClassVar[bool] = False
+    #: given JSON values in, this operator emits only JSON values (no user code shapes its output);
+    #: edges after a chain of such operators skip the JSON check of local channels
+    JSON_OUTPUT: ClassVar[bool] = False
 
     id: str
 
@@ -136,8 +139,13 @@ class SourceSpec(OpSpec):
     """A source node: ``type`` names the connector (registry), ``params`` its validated keys."""
 
     KIND: ClassVar[str] = "source"
+    JSON_OUTPUT: ClassVar[bool] = True
     type: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    #: event time: ``{"field": name}`` or ``{"expr": ..., "path": ...}`` (streamlet.time.timestamps)
+    timestamp: dict[str, Any] | None = None
+    #: watermark strategy (``WatermarkStrategy.to_spec()``); None with a timestamp: monotonous
+    watermark: dict[str, Any] | None = None
 
     def label(self) -> str:
         return f"source {self.id} ({self.type})"
@@ -183,6 +191,7 @@ class FilterSpec(_FunctionSpec):
     """``filter:``: the records for which the function is truthy."""
 
     KIND: ClassVar[str] = "filter"
+    JSON_OUTPUT: ClassVar[bool] = True
 
 
 @op_spec
@@ -203,6 +212,7 @@ class AggregateSpec(OpSpec):
 
     KIND: ClassVar[str] = "aggregate"
     OPERATOR: ClassVar[str | None] = "streamlet.operators.aggregate:KeyedAggregateOperator"
+    JSON_OUTPUT: ClassVar[bool] = True
     key: KeySpec = KeySpec()
     aggregates: tuple[tuple[str, str, str | None], ...] = ()
 

@@ -1,83 +1,296 @@
-"""Entry points that run a job on this machine: the embedded mini-cluster of ``streamlet run``.
+"""MiniCluster: the JobManager services and TaskManagers of ``streamlet run``, in this process.
 
-``run_local`` runs every subtask in this process (the default).  uvloop is installed here, at
-the process entry, and nowhere in library code.  ``run_cluster`` (``--taskmanagers N``) starts a
-JobManager and N TaskManager OS processes on loopback and drives the job over REST.
+As Flink's MiniCluster, it runs the real services, not a second executor:
+
+* the JobManager's ResourceManager, Dispatcher and a JobMaster per job
+  (:class:`~streamlet.runtime.jobmanager.process.JobManagerProcess`, with its RPC server only when
+  TaskManager processes connect, and its REST API only when asked for: ``--rest-port``);
+* with ``taskmanagers=0`` one TaskManager in this process (a TaskExecutor with as many slots as
+  the job needs), wired to the JobManager by in-process gateways: no socket at all;
+* with ``taskmanagers=N``, N ``streamlet taskmanager`` OS processes that register over RPC on
+  loopback and exchange data over their own data endpoints.
+
+A job is submitted through the Dispatcher (:meth:`MiniCluster.submit`) and watched through it
+(:meth:`MiniCluster.wait`); the REST API, when served, shows the same job.  :func:`execute` is
+the whole of ``streamlet run``: start, submit, report progress, stop, return how the job ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any, Callable
 
-from streamlet.config import Configuration
+from streamlet.client.results import JobResult, Progress, progress_from_details, result_from_details
+from streamlet.clock import Clock, SystemClock
+from streamlet.config import Configuration, render_yaml
+from streamlet.errors import JobFailedError, StreamletError
 from streamlet.graph.job_graph import JobGraph
-from streamlet.runtime.jobmanager.job_status import JobStatus
-from streamlet.runtime.local import JobResult, LocalExecutor, Progress
+from streamlet.ids import new_id
+from streamlet.lifecycle import Lifecycle
+from streamlet.rest.schemas import JobInfo
+from streamlet.rpc.messages import RegisterTaskManager
+from streamlet.runtime.eventloop import new_event_loop
+from streamlet.runtime.jobmanager.dispatcher import Dispatcher
+from streamlet.runtime.jobmanager.gateway import LocalJobManagerGateway
+from streamlet.runtime.jobmanager.process import JobManagerProcess
+from streamlet.runtime.taskmanager.executor import LocalOnlyNetwork, TaskExecutor, state_options, task_config
+from streamlet.runtime.taskmanager.gateway import LocalTaskManagerGateway
+from streamlet.runtime.taskmanager.session import JobManagerSession
+from streamlet.runtime.taskmanager.slots import SlotTable
+
+logger = logging.getLogger(__name__)
+
+_TERMINAL = ("FINISHED", "FAILED", "CANCELED", "SUSPENDED")
 
 
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop loop when uvloop is installed, else asyncio's default."""
+class MiniCluster:
+    """See the module docstring.  Use as ``async with MiniCluster(config, slots=n) as cluster``."""
+
+    def __init__(self, config: Configuration, taskmanagers: int = 0, slots: int = 1, clock: Clock | None = None,
+                 console: Any = None, rest: bool = False) -> None:
+        overrides: dict[str, Any] = {}
+        if taskmanagers:
+            # TaskManager processes reach this process on loopback, on a port the OS picks
+            overrides.update({"jobmanager.rpc.address": "127.0.0.1", "jobmanager.rpc.port": 0})
+        self.config = config.with_overrides(overrides) if overrides else config
+        self.taskmanagers = taskmanagers
+        self.slots = max(1, slots)
+        self.clock = clock or SystemClock()
+        self.console = console
+        self.jobmanager = JobManagerProcess(self.config, self.clock, serve_rpc=taskmanagers > 0, serve_rest=rest)
+        self._lc = Lifecycle("minicluster")
+        self._stopping = asyncio.Event()
+        self._tm_registered = asyncio.Event()
+        self._processes: _Processes | None = None
+        #: the in-process TaskManager's executor (``taskmanagers=0``), for diagnostics and tests
+        self.task_executor: TaskExecutor | None = None
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        assert self.jobmanager.dispatcher is not None, "start the MiniCluster first"
+        return self.jobmanager.dispatcher
+
+    @property
+    def rest_port(self) -> int | None:
+        return self.jobmanager.rest_port
+
+    async def __aenter__(self) -> MiniCluster:
+        try:
+            await self.start()
+        except BaseException:
+            await self._lc.aclose(raise_errors=False)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._stopping.set()
+        await self._lc.aclose(raise_errors=exc[0] is None)
+
+    async def start(self) -> None:
+        """Start the JobManager services, then the TaskManager(s); returns once they registered."""
+        jm = self.jobmanager
+        task = self._lc.spawn(jm.run(), "jobmanager", stop=jm.stop)
+        await _first(jm.ready.wait(), task, "the jobmanager services")
+        if self.taskmanagers == 0:
+            tm = self._lc.spawn(self._in_process_taskmanager(), "taskmanager")
+            await _first(self._tm_registered.wait(), tm, "the in-process taskmanager")
+        else:
+            await self._start_processes()
+
+    async def _in_process_taskmanager(self) -> None:
+        """One TaskManager in this process, registered through in-process gateways."""
+        conf = self.config
+        tm_id = new_id()
+        job_root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="streamlet-run-", dir=conf["taskmanager.tmp.dir"]))
+        executor = self.task_executor = TaskExecutor(
+            tm_id, SlotTable(self.slots), LocalOnlyNetwork(), self.clock, job_root,
+            conf["taskmanager.network.queue-capacity"], task_config(conf), self.console,
+            state_options(conf))
+        rm = self.jobmanager.resource_manager
+        assert rm is not None
+        gateway = LocalJobManagerGateway(rm, self.dispatcher, LocalTaskManagerGateway(executor))
+        resources = {"hostname": socket.gethostname(), "pid": os.getpid(), "cpu_cores": os.cpu_count() or 1,
+                     "slots": self.slots, "in_process": True}
+        session = JobManagerSession(gateway, executor, RegisterTaskManager(tm_id, self.slots, "local", resources),
+                                    self.clock, conf["taskmanager.metrics.interval"], name="the in-process jobmanager")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                executor.bind(tg)
+                try:
+                    if await session.register() is None:
+                        raise StreamletError(session.refusal or "the in-process taskmanager could not register")
+                    self._tm_registered.set()
+                    await session.run(self._stopping.wait())
+                finally:
+                    await executor.reset()
+                    gateway.disconnect()
+        finally:
+            await asyncio.to_thread(shutil.rmtree, job_root, True)
+
+    async def _start_processes(self) -> None:
+        conf = self.config
+        log_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix="streamlet-cluster-")
+        procs = self._processes = _Processes(log_dir)
+        self._lc.on_stop("taskmanager processes", lambda: asyncio.to_thread(procs.stop))
+        conf_file = os.path.join(log_dir, "streamlet.yaml")
+
+        def write_config() -> None:
+            with open(os.open(conf_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:  # may hold the token
+                fh.write(render_yaml(conf))
+
+        await asyncio.to_thread(write_config)
+        address = f"127.0.0.1:{self.jobmanager.rpc_port}"
+        for i in range(self.taskmanagers):
+            await asyncio.to_thread(procs.start, f"taskmanager-{i}", [
+                "taskmanager", "--config", conf_file, "-D", "log.level=WARNING", "--jobmanager", address,
+                "--slots", str(self.slots), "-D", "taskmanager.data.address=127.0.0.1"])
+        rm = self.jobmanager.resource_manager
+        assert rm is not None
+        deadline = self.clock.monotonic() + 60.0
+        while len(rm.task_manager_ids()) < self.taskmanagers:
+            procs.check_alive()
+            if self.clock.monotonic() > deadline:
+                raise StreamletError(f"timed out after 60s waiting for {self.taskmanagers} taskmanager(s) to "
+                                     f"register (logs in {log_dir})")
+            await self.clock.sleep(0.05)
+
+    @property
+    def log_dir(self) -> str | None:
+        """Where the TaskManager processes log (None without processes)."""
+        return self._processes.log_dir if self._processes is not None else None
+
+    async def submit(self, graph: JobGraph) -> str:
+        """Start ``graph`` as a job; returns its id."""
+        return await self.dispatcher.submit_graph(graph)
+
+    async def wait(self, job_id: str, on_progress: Callable[[JobInfo], None] | None = None,
+                   interval: float = 5.0) -> JobInfo:
+        """The job's info once it ended; ``on_progress`` is called every ``interval`` seconds meanwhile."""
+        if on_progress is None:
+            return await self.dispatcher.wait_terminal(job_id)
+        done = asyncio.ensure_future(self.dispatcher.wait_terminal(job_id))
+        try:
+            while True:
+                sleeper = asyncio.ensure_future(self.clock.sleep(interval))
+                try:
+                    await asyncio.wait({done, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
+                if done.done():
+                    return done.result()
+                if self._processes is not None:
+                    self._processes.check_alive()
+                on_progress(self.dispatcher.job(job_id))
+        finally:
+            if not done.done():
+                done.cancel()
+
+    def cancel(self, job_id: str) -> None:
+        self.dispatcher.cancel(job_id)
+
+
+async def _first(waiter: Any, task: asyncio.Task[Any], what: str, timeout: float = 60.0) -> None:
+    """Wait for ``waiter``; raise what ``task`` raised if it ended first."""
+    w = asyncio.ensure_future(waiter)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a declared dependency
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+        done, _ = await asyncio.wait({w, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        w.cancel()
+    if task in done:
+        task.result()
+        raise StreamletError(f"{what} stopped while starting")
+    if w not in done:
+        raise StreamletError(f"{what} did not start within {timeout:g}s")
 
 
-def run_local(graph: JobGraph, config: Configuration, on_progress: Callable[[Progress], None] | None = None,
-              console: Any = None, progress_interval: float | None = None) -> JobResult:
-    """Run ``graph`` in this process on a uvloop event loop until it ends."""
-    executor = LocalExecutor(
-        graph, queue_capacity=config["taskmanager.network.queue-capacity"], console=console,
-        on_progress=on_progress,
-        progress_interval=progress_interval if progress_interval is not None else config["execution.progress-interval"])
+# -- streamlet run -------------------------------------------------------------------------------
+
+
+async def execute_async(graph: JobGraph, config: Configuration, taskmanagers: int = 0,
+                        on_progress: Callable[[Progress], None] | None = None, progress_interval: float | None = None,
+                        console: Any = None, rest: bool = False,
+                        on_started: Callable[[MiniCluster, str], None] | None = None) -> JobResult:
+    """Run ``graph`` on a fresh MiniCluster until it ends; never raises for a job that failed.
+
+    ``progress_interval`` defaults to ``execution.progress-interval``; ``rest`` serves the REST API
+    on ``rest.port`` meanwhile; ``on_started(cluster, job_id)`` is called once the job is submitted.
+    A cancellation (Ctrl-C) cancels the job before the cluster stops.
+    """
+    t0 = time.perf_counter()
+    interval = progress_interval if progress_interval is not None else config["execution.progress-interval"]
+    slots = graph.max_vertex_parallelism if not taskmanagers else max(1, math.ceil(graph.max_vertex_parallelism
+                                                                                   / taskmanagers))
+    if on_progress is not None and interval < config["taskmanager.metrics.interval"]:
+        config = config.with_overrides({"taskmanager.metrics.interval": f"{int(interval * 1000)}ms"})
+    async with MiniCluster(config, taskmanagers, slots, console=console, rest=rest) as cluster:
+        job_id = await cluster.submit(graph)
+        if on_started is not None:
+            on_started(cluster, job_id)
+
+        def report(info: JobInfo) -> None:
+            if on_progress is not None:
+                on_progress(progress_from_details(info.to_details_json(), time.perf_counter() - t0))
+
+        try:
+            info = await cluster.wait(job_id, report if on_progress is not None else None, interval)
+        except asyncio.CancelledError:
+            cluster.cancel(job_id)
+            with_timeout = asyncio.ensure_future(cluster.dispatcher.wait_terminal(job_id))
+            try:
+                await asyncio.wait_for(asyncio.shield(with_timeout), 10.0)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            raise
+        details = info.to_details_json()
+        error: BaseException | None = None
+        if details["state"] == "FAILED":
+            root = cluster.dispatcher.job_exceptions(job_id).to_json().get("root-exception") or "unknown cause"
+            where = f" (taskmanager logs in {cluster.log_dir})" if cluster.log_dir else ""
+            error = JobFailedError(f"{root}{where}")
+        elif details["state"] != "FINISHED":
+            error = JobFailedError(f"the job ended {details['state']}")
+        result = result_from_details(details, error)
+        if cluster._processes is not None and result.state == "FINISHED":
+            cluster._processes.keep_logs = False
+    if on_progress is not None and result.progress is not None:
+        on_progress(result.progress)
+    return result
+
+
+def execute(graph: JobGraph, config: Configuration, **kwargs: Any) -> JobResult:
+    """:func:`execute_async` on a fresh uvloop event loop (the ``streamlet run`` entry)."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(executor.run())
-
-
-# -- run_cluster: a JobManager and N TaskManager OS processes on this machine ----------------------
-
-_TERMINAL = frozenset(s.value for s in JobStatus if s.is_terminal)
+        return runner.run(execute_async(graph, config, **kwargs))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on ``host`` right now (another process may still take it before it is bound)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def progress_from_details(details: dict[str, Any], elapsed: float, final: bool = False) -> Progress:
-    """A :class:`Progress` from ``GET /jobs/:id`` (the metrics the TaskManagers reported)."""
-    from streamlet.runtime.local import VertexProgress
-
-    vertices = []
-    for v in details.get("vertices", []):
-        m = v.get("metrics", {})
-        vertices.append(VertexProgress(
-            v["id"], v["name"], v["parallelism"], int(m.get("read-records", 0)), int(m.get("write-records", 0)),
-            float(m.get("read-records-per-second", 0.0)), float(m.get("write-records-per-second", 0.0)),
-            m.get("input-progress"), float(m.get("busy-time-ms-per-second", 0.0)) / 1000,
-            float(m.get("idle-time-ms-per-second", 0.0)) / 1000,
-            float(m.get("backpressured-time-ms-per-second", 0.0)) / 1000, int(v.get("tasks", {}).get("FINISHED", 0))))
-    return Progress(details.get("name", ""), elapsed, vertices, final)
-
-
 class _Processes:
-    """The child processes of :func:`run_cluster`; :meth:`stop` ends them all (TERM, then KILL)."""
+    """TaskManager child processes; :meth:`stop` ends them all (TERM, then KILL). Blocking: use threads."""
 
     def __init__(self, log_dir: str) -> None:
         self.log_dir = log_dir
         self.procs: list[tuple[str, Any]] = []
+        #: keep the logs after :meth:`stop` (a job failed: the error message points at them)
+        self.keep_logs = True
 
     def start(self, name: str, args: list[str]) -> Any:
-        import os
-        import subprocess
-        import sys
-
         log = open(os.path.join(self.log_dir, f"{name}.log"), "wb")  # noqa: SIM115 - closed with the process
         try:
             # stdout is inherited: a print sink on a TaskManager prints to this terminal
@@ -89,15 +302,11 @@ class _Processes:
         return proc
 
     def check_alive(self) -> None:
-        from streamlet.errors import StreamletError
-
         for name, proc in self.procs:
             if proc.poll() is not None:
                 raise StreamletError(f"the {name} process exited with status {proc.returncode}: {self.tail(name)}")
 
     def tail(self, name: str, lines: int = 5) -> str:
-        import os
-
         try:
             with open(os.path.join(self.log_dir, f"{name}.log"), "rb") as fh:
                 text = fh.read().decode(errors="replace").strip().splitlines()
@@ -106,21 +315,17 @@ class _Processes:
         return " | ".join(text[-lines:])
 
     def stop(self, timeout: float = 10.0) -> None:
-        import os
-        import signal
-        import time as _time
-
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 try:
                     os.killpg(proc.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        deadline = _time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         for _, proc in reversed(self.procs):
             try:
-                proc.wait(max(0.0, deadline - _time.monotonic()))
-            except Exception:  # noqa: BLE001 - subprocess.TimeoutExpired: escalate below
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 pass
             if proc.poll() is None:
                 try:
@@ -128,113 +333,5 @@ class _Processes:
                 except ProcessLookupError:
                     pass
                 proc.wait()
-
-
-def _wait_for(predicate: Callable[[], bool], procs: _Processes, timeout: float, what: str) -> None:
-    import time as _time
-
-    from streamlet.errors import StreamletError
-
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
-        procs.check_alive()
-        if predicate():
-            return
-        _time.sleep(0.05)
-    raise StreamletError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def run_cluster(graph: JobGraph, config: Configuration, taskmanagers: int,
-                on_progress: Callable[[Progress], None] | None = None,
-                progress_interval: float | None = None) -> JobResult:
-    """Run ``graph`` on a JobManager and ``taskmanagers`` TaskManager processes on this machine.
-
-    1. start ``streamlet jobmanager`` on free loopback ports with this process's configuration;
-    2. start the TaskManagers with enough slots together for the job (its largest parallelism);
-    3. submit the planned JobGraph over REST, poll ``GET /jobs/:id`` and report progress every
-       ``progress_interval`` (default ``execution.progress-interval``) from the metrics the
-       TaskManagers report;
-    4. when the job ended (or on Ctrl-C, which cancels it), stop every process and return how it
-       ended.  Process logs go to a temporary directory, shown in the error of a failed start.
-    """
-    import math
-    import os
-    import tempfile
-    import time as _time
-
-    from streamlet.client.rest import JobManagerUnreachableError, RestClient, RestError
-    from streamlet.config import render_yaml
-    from streamlet.errors import JobFailedError
-
-    t0 = _time.perf_counter()
-    interval = progress_interval if progress_interval is not None else config["execution.progress-interval"]
-    slots = max(1, math.ceil(graph.max_vertex_parallelism / taskmanagers))
-    log_dir = tempfile.mkdtemp(prefix="streamlet-cluster-")
-    conf_file = os.path.join(log_dir, "streamlet.yaml")
-    with open(os.open(conf_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as fh:  # may hold the token
-        fh.write(render_yaml(config))
-    rest_port, rpc_port = free_port(), free_port()
-    common = ["--config", conf_file, "-D", "log.level=WARNING"]
-    procs = _Processes(log_dir)
-    client = RestClient(f"http://127.0.0.1:{rest_port}", config["security.auth.token"], timeout=10.0)
-    job_id = ""
-    keep_logs = True
-
-    def up() -> bool:
-        try:
-            return client.overview()["taskmanagers"] >= taskmanagers
-        except (JobManagerUnreachableError, RestError):
-            return False
-
-    try:
-        procs.start("jobmanager", ["jobmanager", *common, "-D", f"rest.port={rest_port}",
-                                   "-D", "rest.address=127.0.0.1", "-D", f"jobmanager.rpc.port={rpc_port}",
-                                   "-D", "jobmanager.rpc.address=127.0.0.1"])
-        for i in range(taskmanagers):
-            procs.start(f"taskmanager-{i}", ["taskmanager", *common, "--jobmanager", f"127.0.0.1:{rpc_port}",
-                                             "--slots", str(slots), "-D", "taskmanager.data.address=127.0.0.1"])
-        _wait_for(up, procs, 60.0, f"the jobmanager and {taskmanagers} taskmanager(s) to start (logs in {log_dir})")
-        job_id = client.submit_graph(graph.to_json())
-        t_running: float | None = None
-        next_report = _time.perf_counter() + interval
-        while True:
-            details = client.job(job_id)
-            now = _time.perf_counter()
-            if t_running is None and details["state"] == "RUNNING":
-                t_running = now
-            if details["state"] in _TERMINAL:
-                break
-            if on_progress is not None and now >= next_report:
-                on_progress(progress_from_details(details, now - t0))
-                next_report = now + interval
-            procs.check_alive()
-            _time.sleep(0.05)
-        t_end = _time.perf_counter()
-        t_running = t_running or t_end
-        run_seconds = t_end - t_running
-        final = progress_from_details(details, t_end - t0, final=True)
-        for vp in final.vertices:
-            vp.rate_in = vp.records_in / max(run_seconds, 1e-9)
-            vp.rate_out = vp.records_out / max(run_seconds, 1e-9)
-        if on_progress is not None:
-            on_progress(final)
-        error: BaseException | None = None
-        if details["state"] == "FAILED":
-            root = client.exceptions(job_id).get("root-exception") or "unknown cause"
-            error = JobFailedError(f"{root} (process logs in {log_dir})")
-        keep_logs = details["state"] != "FINISHED"
-        return JobResult(job_id, graph.name, details["state"], t_running - t0, run_seconds, final, error,
-                         final.vertices)
-    except KeyboardInterrupt:
-        if job_id:
-            try:
-                client.cancel(job_id)
-            except Exception:  # noqa: BLE001 - the processes are stopped right after anyway
-                pass
-        raise
-    finally:
-        procs.stop()
-        if not keep_logs:
-            import shutil
-
-            shutil.rmtree(log_dir, ignore_errors=True)
+        if not self.keep_logs:
+            shutil.rmtree(self.log_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ import pytest
 
 from streamlet.api.planner import plan
 from streamlet.api.yaml.loader import loads
-from streamlet.runtime.local import LocalExecutor
+from tests.support.pipelines import run_graph
 
 BASE = 1_700_000_000_000
 
@@ -27,7 +27,7 @@ BASE = 1_700_000_000_000
 def _run(tmp_path: Path, text: str, parallelism: int) -> None:
     pdef = loads(textwrap.dedent(text), source_file="pipeline.yaml", base_dir=str(tmp_path))
     graph = plan(pdef, parallelism_override=parallelism)
-    result = asyncio.run(LocalExecutor(graph).run())
+    result = run_graph(graph)
     assert result.state == "FINISHED", result.error
 
 

@@ -385,11 +385,10 @@ def test_a_raising_user_function_fails_the_job(data: Path, p: int) -> None:
     """), p)
     result = run_graph(graph)
     assert result.state == "FAILED"
-    err = result.error
-    assert isinstance(err, UserFunctionError)
-    assert err.node_id == "inverted"
-    assert err.record == dict(RECORDS[777], d=0)
-    assert isinstance(err.cause, ZeroDivisionError)
+    # the failure crosses the control plane as the subtask's message (as on a cluster)
+    message = str(result.error)
+    assert "node 'inverted': user function raised ZeroDivisionError" in message
+    assert repr(dict(RECORDS[777], d=0)) in message
 
 
 def test_hash_partitioning_keeps_keys_together_at_parallelism_3(data: Path) -> None:

@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from streamlet.connectors.base import Param, validate_params
+from streamlet.connectors.base import Param, SinkWriterBase, validate_params
 
 
 @dataclass
@@ -35,7 +35,7 @@ class SinkStats:
 SINK_STATS = SinkStats()
 
 
-class SlowSink:
+class SlowSink(SinkWriterBase):
     """A sink that needs ``delay`` seconds for every batch it writes."""
 
     PARAMS = {"delay": Param("number", "seconds per batch", 0.01)}

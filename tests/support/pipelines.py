@@ -2,7 +2,8 @@
 
 The path is the one ``streamlet run`` takes, minus the CLI: YAML file →
 :func:`streamlet.api.yaml.loader.load` → :func:`streamlet.api.planner.plan` →
-:class:`streamlet.runtime.local.LocalExecutor` on a fresh event loop.
+:func:`streamlet.runtime.minicluster.execute_async` (a MiniCluster: the real Dispatcher, JobMaster
+and TaskExecutor in this process) on a fresh event loop.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import orjson
 from streamlet.api.planner import plan
 from streamlet.api.yaml.loader import load
 from streamlet.graph.job_graph import JobGraph
-from streamlet.runtime.local import JobResult, LocalExecutor
+from streamlet import config as cfg
+from streamlet.client.results import JobResult
+from streamlet.runtime.minicluster import execute_async
 
 
 def write_pipeline(directory: Path, text: str, name: str = "pipeline.yaml") -> Path:
@@ -32,9 +35,10 @@ def plan_file(path: Path, parallelism: int | None = None, **kwargs: Any) -> JobG
     return plan(load(path), parallelism_override=parallelism, **kwargs)
 
 
-def run_graph(graph: JobGraph, queue_capacity: int = 4) -> JobResult:
-    """Run ``graph`` to its end on a fresh event loop."""
-    return asyncio.run(LocalExecutor(graph, queue_capacity=queue_capacity).run())
+def run_graph(graph: JobGraph, queue_capacity: int = 4, **overrides: object) -> JobResult:
+    """Run ``graph`` to its end on a fresh event loop (``overrides`` are config keys)."""
+    conf = cfg.load(overrides={"taskmanager.network.queue-capacity": queue_capacity, **overrides}, env={})
+    return asyncio.run(execute_async(graph, conf))
 
 
 def run_pipeline(directory: Path, text: str, parallelism: int | None = None) -> JobResult:

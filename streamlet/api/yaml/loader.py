@@ -27,7 +27,9 @@ from streamlet.errors import PipelineDefinitionError
 TOP_LEVEL_KEYS = ("name", "parallelism", "max_parallelism", "mode", "batch_size", "checkpointing",
                   "state", "restart", "sources", "transforms", "sinks")
 #: accepted top-level keys whose feature arrives with a later issue; a warning is printed
-UNIMPLEMENTED_TOP_LEVEL = ("checkpointing", "state", "restart")
+UNIMPLEMENTED_TOP_LEVEL = ("checkpointing", "restart")
+#: backends of the pipeline-level ``state: {backend: ...}``
+STATE_BACKENDS = ("heap", "rocksdb")
 SOURCE_COMMON = ("type", "parallelism")
 SINK_COMMON = ("type", "input", "parallelism", "partition")
 TRANSFORM_KEYS = ("input", "key_by", "parallelism", "partition", "name") + OPERATIONS
@@ -308,6 +310,7 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
     max_par = _positive_int(data["max_parallelism"], f"{f}: max_parallelism") if "max_parallelism" in data else None
     batch_size = _positive_int(data["batch_size"], f"{f}: batch_size") if "batch_size" in data else None
     unimplemented = {k: data[k] for k in UNIMPLEMENTED_TOP_LEVEL if k in data}
+    state_backend = _state_backend(data["state"], f"{f}: state") if "state" in data else None
 
     sections: dict[str, dict[str, Any]] = {}
     for section in ("sources", "transforms", "sinks"):
@@ -359,7 +362,22 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
         sinks.append(SinkDef(node_id, kind, inp, clean, par, partition, where))
     return PipelineDef(name=name, sources=tuple(sources), transforms=tuple(transforms), sinks=tuple(sinks),
                        parallelism=parallelism, max_parallelism=max_par, mode=mode, batch_size=batch_size,
-                       base_dir=base_dir, source_file=source_file, unimplemented=unimplemented)
+                       base_dir=base_dir, source_file=source_file, unimplemented=unimplemented,
+                       state_backend=state_backend)
+
+
+def _state_backend(value: Any, where: str) -> str:
+    """The backend named by ``state: {backend: heap | rocksdb}``."""
+    if not isinstance(value, dict):
+        raise PipelineDefinitionError(f"expected a map like {{backend: rocksdb}}, got {value!r}", where)
+    for key in value:
+        if key != "backend":
+            raise _unknown(str(key), ("backend",), f"{where}.{key}")
+    backend = value.get("backend")
+    if backend not in STATE_BACKENDS:
+        raise PipelineDefinitionError(f"{backend!r} is not a state backend; allowed: {', '.join(STATE_BACKENDS)}",
+                                      f"{where}.backend")
+    return str(backend)
 
 
 def parse_yaml(text: str, source_file: str = "<pipeline>", limits: PipelineLimits = DEFAULT_LIMITS) -> Any:

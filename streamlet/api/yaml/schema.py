@@ -102,3 +102,5 @@ class PipelineDef:
     base_dir: str = "."
     source_file: str = "<pipeline>"
     unimplemented: Mapping[str, Any] = field(default_factory=dict)
+    #: ``state: {backend: ...}``; None: the cluster's ``state.backend.type``
+    state_backend: str | None = None

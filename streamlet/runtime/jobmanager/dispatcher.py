@@ -2,9 +2,9 @@
 
 Submission (``POST /jobs``):
 
-1. a YAML pipeline is parsed and planned here, and its source splits enumerated, off the event
-   loop (the loader checks files, the planner imports user modules).  Relative ``path:`` values
-   resolve against the submission's ``base_dir`` (``streamlet submit`` sends its pipeline file's
+1. a YAML pipeline is parsed and planned here, off the event loop (the loader checks files,
+   the planner imports user modules; the JobMaster enumerates source splits).  Relative
+   ``path:`` values resolve against the submission's ``base_dir`` (``streamlet submit`` sends its pipeline file's
    directory), else against the JobManager's working directory.  Files submitted with the job
    are stored in ``<web.upload.dir>/<job id>/`` and put first on ``sys.path`` while planning, so
    import paths into them resolve; they are shipped to the TaskManagers with the deployment.
@@ -13,7 +13,8 @@ Submission (``POST /jobs``):
 2. a JobGraph (JSON, from ``streamlet run --taskmanagers``) was planned by the client; it is
    checked (vertices, parallelism, edges) and refused with PipelineDefinitionError before any
    job exists;
-3. a JobMaster is created and run in the Dispatcher's TaskGroup.
+3. a JobMaster is created and run in the Dispatcher's TaskGroup.  :meth:`Dispatcher.submit_graph`
+   starts one from a JobGraph planned in this process (``streamlet run``).
 
 The Dispatcher also implements :class:`streamlet.rest.base.RestGateway`: the REST API reads
 jobs and TaskManagers through it.  At most ``jobstore.max-capacity`` terminal jobs are kept.
@@ -49,19 +50,6 @@ from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 
 logger = logging.getLogger(__name__)
 
-
-
-def prepare_submission(submission: JobSubmission, config: Configuration,
-                       job_dir: Path | None) -> tuple[JobGraph, dict[str, list[list[Any]]]]:
-    """The JobGraph of a submission and its source splits (blocking: run it in a thread)."""
-    from streamlet.runtime.local import assign_splits
-
-    graph = plan_submission(submission, config, job_dir)
-    try:
-        return graph, assign_splits(graph)
-    except (OSError, ValueError) as exc:
-        raise PipelineDefinitionError(f"cannot enumerate the splits of the sources: {type(exc).__name__}: {exc}",
-                                      submission.filename) from None
 
 
 def plan_submission(submission: JobSubmission, config: Configuration, job_dir: Path | None) -> JobGraph:
@@ -187,7 +175,7 @@ class Dispatcher:
         self.clock = clock
         self.upload_dir = upload_dir
         self.job_config = JobMasterConfig(config["jobmanager.slot-request.timeout"],
-                                          config["taskmanager.cancel.timeout"])
+                                          config["taskmanager.cancel.timeout"], config["state.backend.type"])
         self._jobs: dict[str, JobMaster] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
@@ -236,8 +224,8 @@ class Dispatcher:
         try:
             if job_dir is not None:
                 await asyncio.to_thread(_write_files, job_dir, submission.files)
-            graph, splits = await asyncio.get_running_loop().run_in_executor(
-                self._planner, prepare_submission, submission, self.config, job_dir)
+            graph = await asyncio.get_running_loop().run_in_executor(
+                self._planner, plan_submission, submission, self.config, job_dir)
         except BaseException:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
@@ -246,7 +234,21 @@ class Dispatcher:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
-        jm = JobMaster(job_id, graph, splits, self.resource_manager, self.clock, self.job_config, submission.files)
+        return self._start_job(job_id, graph, submission.files, job_dir)
+
+    async def submit_graph(self, graph: JobGraph) -> str:
+        """Start a job from a JobGraph this process planned (``streamlet run``, the Python API).
+
+        The graph is trusted as planned (no JSON round trip, no re-validation): a MiniCluster
+        submits what its own planner built.
+        """
+        if self._tg is None or self._stopping.is_set():
+            raise UnavailableError("the jobmanager is not accepting jobs (starting or shutting down); retry later")
+        return self._start_job(new_id(), graph, {}, None)
+
+    def _start_job(self, job_id: str, graph: JobGraph, files: dict[str, bytes], job_dir: Path | None) -> str:
+        assert self._tg is not None
+        jm = JobMaster(job_id, graph, self.resource_manager, self.clock, self.job_config, files)
         self._jobs[job_id] = jm
         self._tg.create_task(self._run_job(jm, job_dir), name=f"job-{job_id}")
         logger.info("job %s (%s) submitted: %d vertices, needs %d slot(s)", job_id, graph.name,
@@ -323,6 +325,12 @@ class Dispatcher:
 
     def job(self, job_id: str) -> JobInfo:
         return self._job(job_id).info()
+
+    async def wait_terminal(self, job_id: str) -> JobInfo:
+        """The job's info once it reached a terminal state (raises NotFoundError for an unknown id)."""
+        jm = self._job(job_id)
+        await jm.terminated.wait()
+        return jm.info()
 
     def job_exceptions(self, job_id: str) -> JobExceptions:
         return self._job(job_id).exception_history()

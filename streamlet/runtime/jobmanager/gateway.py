@@ -1,9 +1,10 @@
-"""JobManagerGateway: what a TaskManager calls on the JobManager.
+"""The JobManager's side of :class:`streamlet.rpc.gateways.JobManagerGateway`.
 
-The TaskManager depends on this Protocol only.  :class:`RemoteJobManagerGateway` carries the calls
-over the RPC connection; on the JobManager, one :class:`TaskManagerSession` per connection
-receives them, checks the fence (the registration id) and hands them to the ResourceManager and
-the Dispatcher.  (The CLI reaches the JobManager through the REST API, see :mod:`streamlet.rest`.)
+On the JobManager, one :class:`TaskManagerSession` per RPC connection receives a TaskManager's
+calls, checks the fence (the registration id) and hands them to the ResourceManager and the
+Dispatcher; :class:`LocalJobManagerGateway` does the same for a TaskManager in this process
+(``streamlet run``), without a connection.  (The CLI reaches the JobManager through the REST API,
+see :mod:`streamlet.rest`.)
 """
 
 from __future__ import annotations
@@ -11,52 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+
 from streamlet.rpc.endpoint import RpcConnection, RpcEndpoint, rpc
+from streamlet.rpc.errors import RpcError
 from streamlet.rpc.messages import (
     Ack, Heartbeat, HeartbeatAck, Message, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused,
     TaskStateUpdates,
 )
-from streamlet.runtime.taskmanager.gateway import RemoteTaskManagerGateway, TaskManagerGateway
+from streamlet.rpc.gateways import RemoteTaskManagerGateway, TaskManagerGateway
 
 logger = logging.getLogger(__name__)
-
-
-class JobManagerGateway(Protocol):
-    """RPC surface of the JobManager for TaskManagers."""
-
-    async def register(self, msg: RegisterTaskManager) -> RegistrationAck | RegistrationRefused:
-        """Offer this TaskManager's slots; the answer fences the session."""
-
-    async def heartbeat(self, msg: Heartbeat) -> None:
-        """Tell the JobManager this TaskManager is alive; raises when the registration is unknown."""
-
-    async def update_task_states(self, msg: TaskStateUpdates) -> None:
-        """Report subtask state changes, in order."""
-
-    async def report_metrics(self, msg: MetricsReport) -> None:
-        """Report per-subtask metrics."""
-
-
-class RemoteJobManagerGateway:
-    """:class:`JobManagerGateway` over the RPC connection to the JobManager."""
-
-    def __init__(self, connection: RpcConnection) -> None:
-        self.connection = connection
-
-    async def register(self, msg: RegisterTaskManager) -> RegistrationAck | RegistrationRefused:
-        response = await self.connection.request(msg)
-        if not isinstance(response, (RegistrationAck, RegistrationRefused)):
-            raise TypeError(f"unexpected answer to registration: {response.TYPE}")
-        return response
-
-    async def heartbeat(self, msg: Heartbeat) -> None:
-        await self.connection.request(msg)
-
-    async def update_task_states(self, msg: TaskStateUpdates) -> None:
-        await self.connection.request(msg)
-
-    async def report_metrics(self, msg: MetricsReport) -> None:
-        await self.connection.request(msg)
 
 
 class ResourceManagerLike(Protocol):
@@ -71,6 +36,8 @@ class ResourceManagerLike(Protocol):
     def is_registered(self, task_manager_id: str, registration_id: str) -> bool: ...
 
     def disconnected(self, task_manager_id: str, registration_id: str) -> None: ...
+
+    def unregister(self, task_manager_id: str, registration_id: str) -> None: ...
 
 
 class DispatcherLike(Protocol):
@@ -141,3 +108,54 @@ class TaskManagerSession(RpcEndpoint):
         if self.task_manager_id is not None and self.registration_id is not None:
             logger.info("taskmanager %s disconnected", self.task_manager_id)
             self.resource_manager.disconnected(self.task_manager_id, self.registration_id)
+
+
+class RegistrationLostError(RpcError):
+    """A call of a TaskManager whose registration the ResourceManager no longer knows (register again)."""
+
+    retryable = True
+
+
+class LocalJobManagerGateway:
+    """:class:`~streamlet.rpc.gateways.JobManagerGateway` for a TaskManager in this process.
+
+    ``task_manager`` is that TaskManager's own gateway, handed to the ResourceManager at
+    registration (what a remote registration builds from its connection).
+    """
+
+    def __init__(self, resource_manager: ResourceManagerLike, dispatcher: DispatcherLike,
+                 task_manager: TaskManagerGateway) -> None:
+        self.resource_manager = resource_manager
+        self.dispatcher = dispatcher
+        self.task_manager = task_manager
+        self.task_manager_id: str | None = None
+        self.registration_id: str | None = None
+
+    async def register(self, msg: RegisterTaskManager) -> RegistrationAck | RegistrationRefused:
+        answer = self.resource_manager.register(msg, self.task_manager)
+        if isinstance(answer, RegistrationAck):
+            self.task_manager_id, self.registration_id = msg.task_manager_id, answer.registration_id
+        return answer
+
+    def _check(self) -> tuple[str, str]:
+        tm, reg = self.task_manager_id, self.registration_id
+        if tm is None or reg is None or not self.resource_manager.is_registered(tm, reg):
+            raise RegistrationLostError(f"taskmanager {tm} is not registered (any more); register again")
+        return tm, reg
+
+    async def heartbeat(self, msg: Heartbeat) -> None:
+        tm, reg = self._check()
+        self.resource_manager.heartbeat(tm, reg, msg.slots)
+
+    async def update_task_states(self, msg: TaskStateUpdates) -> None:
+        tm, _ = self._check()
+        self.dispatcher.on_task_states(tm, msg.updates)
+
+    async def report_metrics(self, msg: MetricsReport) -> None:
+        tm, _ = self._check()
+        self.dispatcher.on_metrics(tm, msg.tasks)
+
+    def disconnect(self) -> None:
+        """The in-process TaskManager stops (its jobs, if any still run, fail)."""
+        if self.task_manager_id is not None and self.registration_id is not None:
+            self.resource_manager.unregister(self.task_manager_id, self.registration_id)

@@ -2,8 +2,9 @@
 
 :meth:`JobMaster.run` goes through these phases:
 
-1. INITIALIZING: expand the JobGraph into one Execution per subtask, with the source splits the
-   Dispatcher enumerated (off the loop) at submission;
+1. INITIALIZING: a :class:`~.source_coordinator.SourceCoordinator` per source vertex enumerates
+   its splits (off the loop) and assigns them to subtasks; then the JobGraph is expanded into one
+   Execution per subtask carrying its splits;
 2. CREATED: ask the ResourceManager for the slots the job needs; while they are missing the job
    waits, with the reason in ``pending-reason``; after ``jobmanager.slot-request.timeout`` (on the
    injected clock) it FAILS;
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Protocol
 
 from streamlet.clock import Clock
+from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import JobGraph
 from streamlet.rest.schemas import (
     EXECUTION_STATES, ExceptionEntry, JobExceptions, JobInfo, SubtaskBackpressure, SubtaskInfo, TaskMetricsInfo,
@@ -36,10 +38,11 @@ from streamlet.rest.schemas import (
 from streamlet.rpc.messages import DeployTasks
 from streamlet.runtime.jobmanager.job_status import ExecutionState, IllegalTransitionError, JobStatus, transition
 from streamlet.runtime.jobmanager.resource_manager import SlotAssignment
+from streamlet.runtime.jobmanager.source_coordinator import SourceCoordinator
 from streamlet.runtime.jobmanager.scheduler import (
     Execution, assign_slots, build_deployments, create_executions, slots_needed,
 )
-from streamlet.runtime.taskmanager.gateway import TaskManagerGateway
+from streamlet.rpc.gateways import TaskManagerGateway
 
 logger = logging.getLogger(__name__)
 E = ExecutionState
@@ -68,17 +71,19 @@ class JobMasterConfig:
 
     slot_request_timeout: float = 300.0
     cancel_timeout: float = 10.0
+    #: the keyed-state backend of jobs that name none (``state.backend.type``)
+    state_backend: str = "heap"
 
 
 class JobMaster:
     """One job (see the module docstring)."""
 
-    def __init__(self, job_id: str, graph: JobGraph, splits: dict[str, list[list[Any]]], resources: SlotProvider,
-                 clock: Clock, config: JobMasterConfig | None = None, files: dict[str, bytes] | None = None) -> None:
+    def __init__(self, job_id: str, graph: JobGraph, resources: SlotProvider, clock: Clock,
+                 config: JobMasterConfig | None = None, files: dict[str, bytes] | None = None) -> None:
         self.job_id = job_id
         self.graph = graph
-        #: vertex id -> splits of each source subtask (see streamlet.runtime.local.assign_splits)
-        self.splits = splits
+        #: vertex id -> the coordinator of that source vertex (its splits and their assignment)
+        self.source_coordinators = {v.id: SourceCoordinator(v) for v in graph.vertices if v.is_source}
         self.resources = resources
         self.clock = clock
         self.config = config or JobMasterConfig()
@@ -99,6 +104,11 @@ class JobMaster:
     def is_terminal(self) -> bool:
         return self.status.is_terminal
 
+    @property
+    def terminated(self) -> asyncio.Event:
+        """Set once the job reached a terminal state (its resources may still be being released)."""
+        return self._terminal
+
     async def run(self) -> None:
         """Run the job to a terminal state and release its resources; never raises for a job failure."""
         try:
@@ -117,10 +127,20 @@ class JobMaster:
             await self._release()
 
     async def _start(self) -> None:
+        try:
+            for coordinator in self.source_coordinators.values():
+                await coordinator.start()
+        except PipelineDefinitionError as exc:
+            self.fail(str(exc))
+            return
+        if self.is_terminal:  # cancelled while enumerating
+            return
+        splits = {vid: c.assignment for vid, c in self.source_coordinators.items()}
         # expanding and serialising a big graph takes up to a second: off the loop, so REST and
         # heartbeats stay responsive (the graph is immutable; the thread touches nothing else)
         try:
-            executions = await self._off_loop(create_executions, self.graph, self.job_id, self.splits)
+            executions = await self._off_loop(create_executions, self.graph, self.job_id, splits,
+                                              self.config.state_backend)
         except Exception as exc:  # noqa: BLE001 - a graph that cannot be expanded fails the job
             self.fail(f"could not create the execution graph: {type(exc).__name__}: {exc}")
             return
@@ -188,7 +208,15 @@ class JobMaster:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any deploy failure fails the job with its reason
-            self.fail(f"could not deploy to taskmanager {task_manager_id}: {exc}", task_manager_id=task_manager_id)
+            reason = f"could not deploy to taskmanager {task_manager_id}: {exc}"
+            # a refused deployment was undone on the TaskManager: those subtasks will never report
+            # (a deployment that timed out may still start: the release at the end stops it)
+            for ex in self.executions:
+                if ex.state is E.DEPLOYING and ex.slot is not None and ex.slot.task_manager_id == task_manager_id:
+                    ex.failure = reason
+                    self._set_execution(ex, E.FAILED)
+            self.fail(reason, task_manager_id=task_manager_id)
+            self._check_done()
 
     async def _release(self) -> None:
         unconfirmed: set[str] = set()

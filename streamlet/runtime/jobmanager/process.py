@@ -1,11 +1,14 @@
 """JobManagerProcess: the root service of ``streamlet jobmanager``.
 
-Children, started in this order and stopped in reverse::
+Children, started in this order and stopped in reverse (:class:`~streamlet.lifecycle.Lifecycle`)::
 
     resource manager   TaskManager registry + heartbeat monitor (needed by everything below)
     dispatcher         JobMasters (needs the resource manager)
     rpc server         /rpc for TaskManagers on jobmanager.rpc.port (hands sessions to both above)
     rest server        the REST API on rest.port (reads through the dispatcher)
+
+``streamlet run`` runs the same services in its own process (``runtime.minicluster``), with the
+RPC server only when TaskManager processes connect and the REST API only when asked for.
 
 uvloop and logging are set up here, at the process entry, and nowhere in library code.
 """
@@ -24,6 +27,7 @@ from aiohttp import web
 
 from streamlet.clock import Clock, SystemClock
 from streamlet.config import Configuration
+from streamlet.lifecycle import Lifecycle
 from streamlet.rest.app import create_app
 from streamlet.rest.limits import RestLimits
 from streamlet.rpc.endpoint import RpcConnection
@@ -32,24 +36,23 @@ from streamlet.rpc.tls import internal_contexts, rest_server_context
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import TaskManagerSession
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
-from streamlet.runtime.minicluster import new_event_loop
+from streamlet.logging import configure_logging
+from streamlet.runtime.eventloop import new_event_loop
 
 logger = logging.getLogger(__name__)
-
-
-def configure_logging(level: str) -> None:
-    """Log lines to stderr: time, level, component, message."""
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, str(level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 class JobManagerProcess:
     """See the module docstring.  :attr:`ready` is set once both servers listen."""
 
-    def __init__(self, config: Configuration, clock: Clock | None = None) -> None:
+    def __init__(self, config: Configuration, clock: Clock | None = None, serve_rpc: bool = True,
+                 serve_rest: bool = True) -> None:
         self.config = config
         self.clock = clock or SystemClock()
+        #: ``streamlet run`` without TaskManager processes needs no RPC port, and no REST port
+        #: unless asked for one
+        self.serve_rpc = serve_rpc
+        self.serve_rest = serve_rest
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self.rest_port: int | None = None
@@ -88,37 +91,33 @@ class JobManagerProcess:
         rpc = RpcServer(conf["jobmanager.rpc.address"], conf["jobmanager.rpc.port"], session,
                         conf["security.auth.token"], conf["rpc.ask-timeout"], conf["heartbeat.timeout"],
                         conf["rpc.max-message-size"], ssl_context=rpc_tls)
-        rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"], RestLimits.from_config(conf)),
-                                    handle_signals=False, access_log=None)
-        async with asyncio.TaskGroup() as tg:
-            monitor = tg.create_task(rm.run(), name="heartbeat monitor")
-            jobs = tg.create_task(dispatcher.run(), name="dispatcher")
+        async with Lifecycle("jobmanager") as lc:
+            lc.spawn(rm.run(), "heartbeat monitor")
+            # stopped by letting it end: it suspends the jobs that still run
+            lc.spawn(dispatcher.run(), "dispatcher", stop=dispatcher.stop)
             await dispatcher.started.wait()  # submissions need the dispatcher's TaskGroup
-            rest_started = False
-            try:
-                await rpc.start()
+            if self.serve_rpc:
+                await lc.start("rpc server", rpc.start(), rpc.stop)
                 self.rpc_port = rpc.port
-                await rest_runner.setup()
-                rest_started = True
+            # the jobs are suspended before the TaskManager connections close (their loss would fail them)
+            lc.on_stop("suspend the jobs", dispatcher.stop)
+            if self.serve_rest:
+                rest_runner = web.AppRunner(create_app(dispatcher, conf["security.auth.token"],
+                                                       RestLimits.from_config(conf)),
+                                            handle_signals=False, access_log=None)
+                await lc.start("rest server", rest_runner.setup(), rest_runner.cleanup)
                 site = web.TCPSite(rest_runner, conf["rest.address"], conf["rest.port"], ssl_context=rest_tls)
                 await site.start()
                 server = site._server
                 self.rest_port = (server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
                                   if server is not None and server.sockets else conf["rest.port"])  # type: ignore[union-attr]
-                logger.info("jobmanager up: REST %s://%s:%s, RPC %s://%s:%s/rpc", "https" if rest_tls else "http",
-                            conf["rest.address"], self.rest_port, "wss" if rpc_tls else "ws",
-                            conf["jobmanager.rpc.address"], self.rpc_port)
-                self.ready.set()
-                await self._stopping.wait()
-            finally:
-                # reverse order: no new requests; suspend the jobs *before* the TaskManager
-                # connections close (their loss would fail the jobs); then the monitor
-                if rest_started:
-                    await rest_runner.cleanup()
-                dispatcher.stop()
-                await rpc.stop()
-                await jobs
-                monitor.cancel()
+            logger.info("jobmanager up: REST %s, RPC %s",
+                        f"{'https' if rest_tls else 'http'}://{conf['rest.address']}:{self.rest_port}"
+                        if self.serve_rest else "off",
+                        f"{'wss' if rpc_tls else 'ws'}://{conf['jobmanager.rpc.address']}:{self.rpc_port}/rpc"
+                        if self.serve_rpc else "off")
+            self.ready.set()
+            await lc.run_until(self._stopping)
 
 
 def run_jobmanager(config: Configuration) -> int:

@@ -29,7 +29,7 @@ from streamlet.clock import Clock
 from streamlet.ids import new_id
 from streamlet.rest.schemas import TaskManagerInfo
 from streamlet.rpc.messages import RegisterTaskManager, RegistrationAck, RegistrationRefused
-from streamlet.runtime.taskmanager.gateway import TaskManagerGateway
+from streamlet.rpc.gateways import TaskManagerGateway
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +174,15 @@ class ResourceManager:
         if rec is not None and rec.registration_id == registration_id:
             self._lose(task_manager_id, f"taskmanager {task_manager_id} ({rec.data_address}) lost: "
                                         "its rpc connection closed")
+
+    def unregister(self, task_manager_id: str, registration_id: str) -> None:
+        """A TaskManager leaves on purpose (it stops): the same as a loss for its jobs, logged quietly."""
+        rec = self._task_managers.get(task_manager_id)
+        if rec is not None and rec.registration_id == registration_id:
+            logger.info("taskmanager %s stopped; releasing its %d slot(s)", task_manager_id, rec.slots)
+            self._task_managers.pop(task_manager_id)
+            if self.on_task_manager_lost is not None:
+                self.on_task_manager_lost(task_manager_id, f"taskmanager {task_manager_id} stopped")
 
     def gateway(self, task_manager_id: str) -> TaskManagerGateway | None:
         """The gateway of a registered TaskManager, or None once it is gone."""

@@ -51,9 +51,10 @@ class Execution:
         return f"{self.tdd.vertex_name} ({self.tdd.subtask_index + 1}/{self.tdd.parallelism})"
 
 
-def create_executions(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]]) -> list[Execution]:
+def create_executions(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
+                      state_backend: str = "heap") -> list[Execution]:
     """One CREATED execution per subtask, vertices in topological order."""
-    return [Execution(tdd, new_id()) for tdd in expand(graph, job_id, splits)]
+    return [Execution(tdd, new_id()) for tdd in expand(graph, job_id, splits, state_backend)]
 
 
 def slots_needed(graph: JobGraph) -> int:

@@ -25,21 +25,23 @@ import asyncio
 import base64
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Mapping, Protocol
 
 from streamlet.clock import Clock
 from streamlet.errors import StreamletError
+from streamlet.ids import subtask_name
+from streamlet.metrics.registry import perf
 from streamlet.graph.execution_graph import TaskDeploymentDescriptor
 from streamlet.keys import KeyGroupRange
 from streamlet.rpc.messages import DeployTasks
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
-from streamlet.runtime.taskmanager.task import Task, create_task
-from streamlet.state.heap.backend import HeapKeyedStateBackend
+from streamlet.runtime.taskmanager.deployment import build_task
+from streamlet.runtime.taskmanager.task import Task, TaskConfig
+from streamlet.state.factory import BACKEND_KINDS, backend_options, create_backend
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,24 @@ class Network(Protocol):
     def unregister_job(self, job_id: str) -> None: ...
 
 
+class LocalOnlyNetwork:
+    """The network of a TaskManager with no peers (``streamlet run`` in one process): every channel
+    is local, so asking for a remote one is a scheduling bug."""
+
+    address = "local"
+
+    def register_input_channel(self, job_id: str, channel: InputChannel) -> None:
+        raise RuntimeError(f"job {job_id}: channel {channel.channel_id} has a remote producer, but this "
+                           "taskmanager runs alone in its process")
+
+    def output_channel(self, job_id: str, channel_id: str, peer_address: str) -> OutputChannel:
+        raise RuntimeError(f"job {job_id}: channel {channel_id} goes to {peer_address}, but this taskmanager "
+                           "runs alone in its process")
+
+    def unregister_job(self, job_id: str) -> None:
+        return None
+
+
 @dataclass
 class _Subtask:
     tdd: TaskDeploymentDescriptor
@@ -62,8 +82,6 @@ class _Subtask:
     task: Task
     runner: asyncio.Task[None] | None = None
     terminal_reported: bool = False
-    #: (monotonic time, records_in, records_out, idle, backpressured) at the last sample
-    last: tuple[float, int, int, float, float] | None = None
 
     @property
     def name(self) -> str:
@@ -93,17 +111,35 @@ def _error_text(exc: BaseException) -> str:
     return text if isinstance(exc, StreamletError) and text else f"{type(exc).__name__}: {text}"
 
 
+def state_options(config: Any) -> dict[str, dict[str, Any]]:
+    """Each state backend kind's options from a configuration (``state.backend.<kind>.*``)."""
+    return {kind: backend_options(kind, config) for kind in BACKEND_KINDS}
+
+
+def task_config(config: Any) -> TaskConfig:
+    """The per-task settings of a configuration (``execution.buffer-timeout``,
+    ``pipeline.auto-watermark-interval``)."""
+    return TaskConfig(buffer_timeout=config["execution.buffer-timeout"],
+                      watermark_interval=config["pipeline.auto-watermark-interval"])
+
+
 class TaskExecutor:
     """See the module docstring.  Call :meth:`bind` with the TaskGroup that owns subtask tasks."""
 
     def __init__(self, task_manager_id: str, slots: SlotTable, network: Network, clock: Clock, job_root: Path,
-                 queue_capacity: int) -> None:
+                 queue_capacity: int, task_config: TaskConfig | None = None, console: Any = None,
+                 state_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.task_manager_id = task_manager_id
         self.slots = slots
         self.network = network
         self.clock = clock
         self.job_root = job_root
         self.queue_capacity = queue_capacity
+        self.task_config = task_config or TaskConfig()
+        #: where a print sink writes in this process (``streamlet run``'s live display), or None
+        self.console = console
+        #: backend kind -> its options (``state.backend.rocksdb.*``; see state.factory.backend_options)
+        self.state_options = dict(state_options or {})
         #: how long a release waits for cancelled tasks to end before it answers
         self.drop_timeout = 5.0
         self._jobs: dict[str, _Job] = {}
@@ -120,6 +156,11 @@ class TaskExecutor:
     @property
     def jobs(self) -> list[str]:
         return list(self._jobs)
+
+    def tasks(self, job_id: str) -> list[Task]:
+        """The deployed tasks of a job here (diagnostics, tests, queryable state)."""
+        job = self._jobs.get(job_id) or self._draining.get(job_id)
+        return [st.task for st in job.subtasks] if job is not None else []
 
     # -- deployment -------------------------------------------------------------------------
 
@@ -181,10 +222,14 @@ class TaskExecutor:
             out = []
             with job_modules(job.job_dir, keep_on_path=True):
                 for t, tdd, gate, outputs in wired:
-                    state = HeapKeyedStateBackend(
+                    name = subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism)
+                    state = create_backend(
+                        tdd.state_backend,
                         KeyGroupRange.for_subtask(tdd.subtask_index, tdd.parallelism, tdd.max_parallelism),
-                        tdd.max_parallelism)
-                    task = create_task(tdd, gate, outputs, self.clock, state, None)
+                        tdd.max_parallelism, clock=self.clock, name=name,
+                        options=self.state_options.get(tdd.state_backend))
+                    config = replace(self.task_config, checkpointing_mode=tdd.checkpointing_mode)
+                    task = build_task(tdd, gate, outputs, self.clock, state, self.console, config)
                     out.append(_Subtask(tdd, t["attempt_id"], t["slot"], task))
             return out
 
@@ -290,26 +335,7 @@ class TaskExecutor:
 
     def _sample(self, job_id: str, st: _Subtask) -> dict[str, Any]:
         m = st.task.metrics
-        now = self.clock.monotonic()
-        if st.last is None:
-            st.last = (now, 0, 0, 0.0, 0.0)
-        t0, rin0, rout0, idle0, bp0 = st.last
-        dt = now - t0
-        st.last = (now, m.records_in, m.records_out, m.idle, m.backpressured)
-        if dt > 0:
-            # idle and back-pressured time are added when a wait ends, so one interval may see more
-            # than it lasted; clamp to the interval
-            idle = min(1000.0, (m.idle - idle0) / dt * 1000)
-            bp = min(1000.0 - idle, (m.backpressured - bp0) / dt * 1000)
-            rates = ((m.records_in - rin0) / dt, (m.records_out - rout0) / dt, max(0.0, 1000.0 - idle - bp), idle, bp)
-        else:
-            rates = (0.0, 0.0, 0.0, 0.0, 0.0)
-        # TaskMetrics.started/ended are perf_counter readings (task.py)
-        elapsed = ((m.ended or time.perf_counter()) - m.started) if m.started else 0.0
+        now = perf()
+        m.sample(now)
         return {"job_id": job_id, "vertex_id": st.tdd.vertex_id, "subtask_index": st.tdd.subtask_index,
-                "attempt_id": st.attempt_id, "records_in": m.records_in, "records_out": m.records_out,
-                "records_in_per_second": rates[0], "records_out_per_second": rates[1],
-                "busy_ms_per_second": rates[2], "idle_ms_per_second": rates[3],
-                "backpressured_ms_per_second": rates[4], "idle_ms": m.idle * 1000,
-                "backpressured_ms": m.backpressured * 1000,
-                "busy_ms": max(0.0, elapsed - m.idle - m.backpressured) * 1000, "progress": m.progress}
+                "attempt_id": st.attempt_id, **m.report(now), "watermark": st.task.output_watermark}

@@ -36,10 +36,13 @@ from streamlet.rpc.client import Backoff, connect, session_kwargs
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.errors import RegistrationRefusedError, RpcError, TlsHandshakeResetError
 from streamlet.rpc.tls import internal_contexts
-from streamlet.rpc.messages import Heartbeat, MetricsReport, RegisterTaskManager, RegistrationRefused, TaskStateUpdates
-from streamlet.runtime.jobmanager.gateway import JobManagerGateway, RemoteJobManagerGateway
-from streamlet.runtime.taskmanager.executor import TaskExecutor
+from streamlet.rpc.messages import RegisterTaskManager
+from streamlet.rpc.gateways import RemoteJobManagerGateway
+from streamlet.logging import configure_logging
+from streamlet.runtime.eventloop import new_event_loop
+from streamlet.runtime.taskmanager.executor import TaskExecutor, state_options, task_config
 from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
+from streamlet.runtime.taskmanager.session import JobManagerSession
 from streamlet.runtime.taskmanager.slots import SlotTable
 
 logger = logging.getLogger(__name__)
@@ -101,7 +104,8 @@ class TaskManagerProcess:
             try:
                 await self.network.start()  # OSError when the data port is taken
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
-                                             conf["taskmanager.network.queue-capacity"])
+                                             conf["taskmanager.network.queue-capacity"], task_config(conf),
+                                             state_options=state_options(conf))
                 async with asyncio.TaskGroup() as tg:
                     self.executor.bind(tg)
                     try:
@@ -196,82 +200,31 @@ class TaskManagerProcess:
             await conn.close()
 
     async def _session(self, conn: RpcConnection, executor: TaskExecutor) -> bool:
-        """One registered session; returns whether registration succeeded."""
-        gateway = RemoteJobManagerGateway(conn)
+        """One registered session over ``conn``; returns whether registration succeeded."""
+        session = JobManagerSession(
+            RemoteJobManagerGateway(conn), executor,
+            RegisterTaskManager(self.id, len(self.slots), self.network.address, _resources(len(self.slots))),
+            self.clock, self.config["taskmanager.metrics.interval"], on_end=conn.close,
+            name=f"jobmanager {self.jobmanager_address}")
         async with asyncio.TaskGroup() as tg:
             reader = tg.create_task(self._read(conn), name="rpc reader")
-            try:
-                answer = await gateway.register(RegisterTaskManager(self.id, len(self.slots), self.network.address,
-                                                                    _resources(len(self.slots))))
-            except RpcError as exc:
-                logger.warning("registration at %s failed: %s", self.jobmanager_address, exc)
+            answer = await session.register()
+            if answer is None:
+                self.refusal = session.refusal
                 await conn.close()
-                return False
-            if isinstance(answer, RegistrationRefused):
-                await conn.close()
-                self.refusal = f"jobmanager {self.jobmanager_address} refused this taskmanager: {answer.reason}"
                 return False
             conn.fence = answer.registration_id
             logger.info("registered at jobmanager %s as %s with %d slot(s); data address %s",
                         self.jobmanager_address, self.id, len(self.slots), self.network.address)
             self.registered.set()
-            loops = [tg.create_task(self._heartbeats(conn, gateway, answer.heartbeat_interval,
-                                                     answer.heartbeat_timeout)),
-                     tg.create_task(self._report_states(conn, gateway, executor)),
-                     tg.create_task(self._report_metrics(conn, gateway, executor))]
             stopper = tg.create_task(self._stopping.wait())
-            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (*loops, stopper):
-                t.cancel()
-            await conn.close()
+            await session.run(asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED))
+            stopper.cancel()
         return True
-
-    async def _heartbeats(self, conn: RpcConnection, gateway: JobManagerGateway, interval: float,
-                          timeout: float) -> None:
-        last_ack = self.clock.monotonic()
-        while True:
-            try:
-                await gateway.heartbeat(Heartbeat(self.id, self.slots.report()))
-                last_ack = self.clock.monotonic()
-            except RpcError as exc:
-                if getattr(exc, "retryable", False) or self.clock.monotonic() - last_ack > timeout:
-                    # a rejected heartbeat means the JobManager forgot us (declared lost): re-register
-                    logger.warning("heartbeat to the jobmanager failed: %s", exc)
-                    await conn.close()
-                    return
-            await self.clock.sleep(interval)
-
-    async def _report_states(self, conn: RpcConnection, gateway: JobManagerGateway, executor: TaskExecutor) -> None:
-        while True:
-            await executor.updates_ready.wait()
-            updates = executor.take_updates()
-            if not updates:
-                continue
-            try:
-                await gateway.update_task_states(TaskStateUpdates(self.id, updates))
-            except RpcError as exc:
-                logger.warning("could not report %d subtask state change(s): %s", len(updates), exc)
-                await conn.close()
-                return
-
-    async def _report_metrics(self, conn: RpcConnection, gateway: JobManagerGateway, executor: TaskExecutor) -> None:
-        interval = self.config["taskmanager.metrics.interval"]
-        while True:
-            await self.clock.sleep(interval)
-            tasks = executor.sample_metrics()
-            if not tasks:
-                continue
-            try:
-                await gateway.report_metrics(MetricsReport(self.id, tasks))
-            except RpcError as exc:
-                logger.debug("metrics report failed: %s", exc)
 
 
 def run_taskmanager(config: Configuration, jobmanager_address: str, slots: int | None = None) -> int:
     """Entry of ``streamlet taskmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
-    from streamlet.runtime.jobmanager.process import configure_logging
-    from streamlet.runtime.minicluster import new_event_loop
-
     configure_logging(config["log.level"])
     process = TaskManagerProcess(config, jobmanager_address, slots)
 

@@ -1,65 +1,126 @@
 """Task: one subtask attempt, run as one asyncio task.
 
-Main loop of a task that reads channels::
+Main loop of a task that reads channels (a source task polls its reader instead)::
 
-    poll the input gate; when empty: flush partly filled output batches, then wait (idle time)
-    RecordBatch      -> chain.process -> every output (may wait for space: backpressure time)
-    EndOfPartition   -> when every channel ended: chain.end_input, flush, EndOfPartition out
+    serve the mailbox (checkpoint triggers and notifications, timers) between elements
+    poll the input gate; when empty: flush partly filled batches, then wait for input OR the mailbox
+    RecordBatch         -> chain (input 0, or process_right for input 1) -> outputs (may wait: backpressure)
+    Watermark / status  -> per-channel watermark; when the minimum over active channels advances:
+                           chain.process_watermark -> outputs, then the watermark goes downstream
+    CheckpointBarrier   -> align (exactly-once: hold the channels that delivered it until all have;
+                           at-least-once: hold none), then snapshot, forward the barrier, acknowledge
+    EndOfPartition      -> the channel's watermark becomes MAX; when every channel ended:
+                           chain.end_input, flush, EndOfPartition out
 
-A source task polls its reader instead of a gate: a batch goes through the chain; ``[]`` (nothing
-now) flushes the outputs and awaits ``reader.wait_available()`` (idle time); None ends the input.
-Time is split into busy, idle (waiting for input) and backpressured (waiting for output space),
-reported per second.
+A source task: ``reader.poll()`` returns a batch (decoded, timestamped when the source declares
+event time, one watermark generator per split), ``[]`` (flush, then wait for
+``reader.wait_available()`` OR the mailbox) or the end of input (the final watermark MAX, then
+end of input as above).  Watermarks of an event-time source leave every
+``pipeline.auto-watermark-interval``, from a timer.
+
+Metrics (:class:`~streamlet.metrics.registry.TaskIOMetrics`): busy time is measured around the
+task's own synchronous steps, backpressure around output waits (counted while in progress); idle
+is the rest.  A partly filled output batch waits at most ``execution.buffer-timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from streamlet.connectors.base import SinkWriter
-from streamlet.runtime.taskmanager.network.channels import InputGate, OutputChannel
+from streamlet.metrics.registry import TaskIOMetrics, perf
+from streamlet.runtime.taskmanager.mailbox import Mailbox, TaskTimers
+from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, OutputChannel
 from streamlet.runtime.taskmanager.network.elements import (
-    END_OF_PARTITION, CheckpointBarrier, EndOfPartition, RecordBatch, Watermark,
+    ACTIVE_STATUS, END_OF_PARTITION, IDLE_STATUS, CheckpointBarrier, EndOfPartition, RecordBatch, Watermark,
+    WatermarkStatus,
 )
+from streamlet.runtime.taskmanager.network.errors import ElementEncodingError
 from streamlet.runtime.taskmanager.network.partitioners import Split
 from streamlet.runtime.taskmanager.operator_chain import OperatorChain
+from streamlet.serde import json_copy, raise_not_json
+from streamlet.time.watermarks import IDLE, MAX_WATERMARK, MIN_WATERMARK, WatermarkStrategy, WatermarkTracker
 
-_perf = time.perf_counter
+logger = logging.getLogger(__name__)
+
+EXACTLY_ONCE = "exactly_once"
+AT_LEAST_ONCE = "at_least_once"
 
 
-class TaskMetrics:
-    """Counters of one subtask, read by progress reporters and heartbeats."""
+@dataclass(frozen=True)
+class TaskConfig:
+    """Per-task settings from the configuration (``execution.*``, ``pipeline.*``)."""
 
-    __slots__ = ("records_in", "records_out", "idle", "backpressured", "started", "ended", "progress")
+    buffer_timeout: float = 0.1
+    watermark_interval: float = 0.2
+    checkpointing_mode: str = EXACTLY_ONCE
 
-    def __init__(self) -> None:
-        self.records_in = 0
-        self.records_out = 0
-        self.idle = 0.0
-        self.backpressured = 0.0
-        self.started = 0.0
-        self.ended = 0.0
-        #: fraction of a bounded source read, when known
-        self.progress: float | None = None
+
+@dataclass
+class TaskSnapshot:
+    """What one subtask contributes to checkpoint ``checkpoint_id`` (the synchronous part is done).
+
+    ``keyed`` is the keyed-state backend's snapshot whose asynchronous part (``persist``) the
+    receiver runs off the task; everything else is small JSON.
+    """
+
+    checkpoint_id: int
+    operators: dict[str, Any]
+    splits: list[dict[str, Any]] | None
+    sink_state: Any
+    committables: list[Any]
+    keyed: Any
+    alignment_ms: float
+    sync_ms: float
+
+
+class CheckpointListener(Protocol):
+    """Where a task reports its checkpoints (the TaskExecutor forwards them to the JobMaster)."""
+
+    def acknowledge(self, task: Task, snapshot: TaskSnapshot) -> None:
+        """The task took its part of the checkpoint (the asynchronous part may still be pending)."""
+
+    def decline(self, task: Task, checkpoint_id: int, reason: str) -> None:
+        """The task could not take its part of the checkpoint."""
+
+
+class _DiscardCheckpoints:
+    """The listener of a task that nobody asks for checkpoints: snapshots are dropped."""
+
+    def acknowledge(self, task: Task, snapshot: TaskSnapshot) -> None:
+        if snapshot.keyed is not None:
+            snapshot.keyed.discard()
+
+    def decline(self, task: Task, checkpoint_id: int, reason: str) -> None:
+        logger.warning("task %s declined checkpoint %d: %s", task.name, checkpoint_id, reason)
 
 
 class RecordWriter:
     """Output of one edge: partitions batches over its channels and batches them up.
 
     A channel's batch is sent when it reaches ``batch_size`` records, and every partly filled
-    batch is sent by :meth:`flush` (called when the task is about to wait, and at the end).
+    batch is sent by :meth:`flush`.  Records leave as JSON values: with ``copy`` (the chain's output
+    may not be JSON, or several consumers read it) a local channel gets a JSON round trip of the
+    batch, the same a remote channel delivers; remote channels encode it anyway.  ``node_id``
+    names the producer in the error for a record that is not JSON.
     """
 
-    def __init__(self, channels: list[OutputChannel], split: Split, batch_size: int, metrics: TaskMetrics) -> None:
+    def __init__(self, channels: list[OutputChannel], split: Split, batch_size: int, metrics: TaskIOMetrics,
+                 node_id: str = "", copy: bool = False, on_pending: Callable[[], None] | None = None) -> None:
         self.channels = channels
         self.split = split
         self.batch_size = batch_size
         self.metrics = metrics
+        self.node_id = node_id
         n = len(channels)
+        self._local = [getattr(ch, "target", None) is not None for ch in channels]
+        self._copy = copy
         self._pending: list[list[Any]] = [[] for _ in range(n)]
         self._pending_ts: list[list[int] | None] = [None] * n
+        self._on_pending = on_pending
 
     async def emit(self, records: list[Any], ts: list[int] | None) -> None:
         size = self.batch_size
@@ -71,6 +132,8 @@ class RecordWriter:
             if not p and len(recs) >= size:
                 await self._put(i, RecordBatch(recs, t))
                 continue
+            if not p and self._on_pending is not None:
+                self._on_pending()
             p.extend(recs)
             if t is not None:
                 pt = self._pending_ts[i]
@@ -89,12 +152,26 @@ class RecordWriter:
 
     async def _put(self, i: int, element: Any) -> None:
         ch = self.channels[i]
-        if ch.has_space():
-            await ch.put(element)
-        else:
-            t0 = _perf()
-            await ch.put(element)
-            self.metrics.backpressured += _perf() - t0
+        if self._copy and self._local[i] and type(element) is RecordBatch:
+            element = RecordBatch(json_copy(element.records, self.node_id), element.timestamps)
+        try:
+            if ch.has_space():
+                await ch.put(element)
+            else:
+                bp = self.metrics.backpressured
+                bp.begin()
+                try:
+                    await ch.put(element)
+                finally:
+                    bp.end()
+        except ElementEncodingError as exc:
+            if type(element) is RecordBatch:
+                raise_not_json(element.records, self.node_id, exc)
+            raise
+
+    @property
+    def has_pending(self) -> bool:
+        return any(self._pending)
 
     async def flush(self) -> None:
         for i, p in enumerate(self._pending):
@@ -111,7 +188,9 @@ class RecordWriter:
 class SinkOutput:
     """Output of a chain that ends in a sink."""
 
-    def __init__(self, writer: SinkWriter, metrics: TaskMetrics) -> None:
+    has_pending = False
+
+    def __init__(self, writer: SinkWriter, metrics: TaskIOMetrics) -> None:
         self.writer = writer
         self.metrics = metrics
 
@@ -126,147 +205,448 @@ class SinkOutput:
             await self.writer.finish()
 
 
+class SideOutputs:
+    """``ctx.side_output(tag, ...)`` of the chain's operators: buffered, then sent by the task."""
+
+    def __init__(self, writers: dict[str, list[RecordWriter]]) -> None:
+        self.writers = writers
+        self.pending: list[tuple[str, list[Any], list[int] | None]] = []
+
+    def emit(self, tag: str, records: list[Any], timestamps: list[int] | None) -> None:
+        if tag not in self.writers:
+            return  # nobody reads this side output: dropped (the operator counts it)
+        self.pending.append((tag, records, timestamps))
+
+    async def drain(self, metrics: TaskIOMetrics) -> None:
+        pending, self.pending = self.pending, []
+        for tag, records, ts in pending:
+            metrics.records_out.count += len(records)
+            for w in self.writers[tag]:
+                await w.emit(records, ts)
+
+
+class ProcessingTimeOf:
+    """The ProcessingTimeService of operator ``index`` of a task's chain (``task()`` gives the task,
+    which is built after its operators)."""
+
+    def __init__(self, task: Callable[[], Task], index: int) -> None:
+        self.task = task
+        self.index = index
+
+    def register(self, time_ms: int, callback: Callable[[int], Any]) -> None:
+        task = self.task()
+        task.timers.at(time_ms, lambda: task._fire_processing_time(self.index, callback, time_ms))
+
+
+class _Alignment:
+    """Barrier alignment of one checkpoint on a task with several input channels."""
+
+    def __init__(self, barrier: CheckpointBarrier, started: float) -> None:
+        self.barrier = barrier
+        self.arrived: set[int] = set()
+        self.started = started
+
+
 class Task:
-    """One subtask attempt."""
+    """One subtask attempt (see the module docstring)."""
 
     def __init__(self, name: str, chain: OperatorChain, gate: InputGate | None,
-                 outputs: list[RecordWriter | SinkOutput], metrics: TaskMetrics) -> None:
+                 outputs: list[RecordWriter | SinkOutput], metrics: TaskIOMetrics, clock: Any,
+                 config: TaskConfig | None = None, state: Any = None,
+                 side_outputs: SideOutputs | None = None) -> None:
         self.name = name
         self.chain = chain
         self.gate = gate
         self.outputs = outputs
         self.metrics = metrics
+        self.clock = clock
+        self.config = config or TaskConfig()
+        self.state = state
+        self.side_outputs = side_outputs or SideOutputs({})
+        self.mailbox = Mailbox(name)
+        self.timers = TaskTimers(clock, self.mailbox)
+        self.checkpoints: CheckpointListener = _DiscardCheckpoints()
+        #: restored operator states (by node id) and sink state, set before run() on a restore
+        self.restored_operators: dict[str, Any] = {}
+        self.restored_sink: Any = None
+        #: the watermark this task last sent downstream
+        self.output_watermark = MIN_WATERMARK
+        self._idle_out = False
+        self._flush_armed = False
+        self._alignment: _Alignment | None = None
+        self._last_checkpoint = 0
+        self._pending_commits: dict[int, list[Any]] = {}
+        src = chain.source
+        self._timestamps = None
+        self._strategy: WatermarkStrategy | None = None
+        if src is not None and src.timestamp is not None:
+            from streamlet.time.timestamps import compile_timestamps
+
+            self._timestamps = compile_timestamps(src.timestamp, src.id)
+            self._strategy = (WatermarkStrategy.from_spec(src.watermark) if src.watermark is not None
+                              else WatermarkStrategy(0, None))
+        self._split_tracker = WatermarkTracker()
+        self._split_index: dict[str, int] = {}
+        self._generators: list[Any] = []
+
+    # -- running ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run to the end of input; raises what the chain or a connector raised."""
         m = self.metrics
-        m.started = _perf()
+        m.started = perf()
         try:
+            await self._open()
             if self.chain.reader is not None:
                 await self._run_source()
             else:
                 await self._run_inputs()
-            records, ts = self.chain.end_input()
-            if records:
-                await self._emit(records, ts)
-            for out in self.outputs:
-                await out.broadcast(END_OF_PARTITION)
+            await self._end_input()
             m.progress = 1.0 if m.progress is not None else None
         finally:
-            m.ended = _perf()
-            self.chain.close()
-            if self.chain.reader is not None:
-                await self.chain.reader.close()
-            if self.chain.writer is not None:
-                await self.chain.writer.close()
+            m.ended = perf()
+            await self._close()
+
+    async def _open(self) -> None:
+        chain = self.chain
+        if chain.writer is not None:
+            if self.restored_sink is not None:
+                chain.writer.restore_state(self.restored_sink)
+            await chain.writer.open()
+        chain.open(self.restored_operators)
+        if chain.reader is not None:
+            await chain.reader.open()
+            chain.reader.add_splits(chain.splits)
+            if self._strategy is not None:
+                self.timers.every(self.config.watermark_interval, self._emit_source_watermark)
+
+    async def _close(self) -> None:
+        """Release everything, also when one release raises (the first error is raised at the end)."""
+        errors: list[BaseException] = []
+        try:
+            await self.timers.close()
+        except Exception as exc:  # noqa: BLE001 - collected below
+            errors.append(exc)
+        errors.extend(self.chain.close())
+        for resource in (self.chain.reader, self.chain.writer, self.state):
+            if resource is None:
+                continue
+            try:
+                await resource.close()
+            except Exception as exc:  # noqa: BLE001 - collected below
+                errors.append(exc)
+        for exc in errors[1:]:
+            logger.warning("task %s: another error while closing: %s: %s", self.name, type(exc).__name__, exc)
+        if errors:
+            raise errors[0]
 
     async def _emit(self, records: list[Any], ts: list[int] | None) -> None:
         # counted once per record, however many edges it leaves on (as Flink counts)
-        self.metrics.records_out += len(records)
+        self.metrics.records_out.count += len(records)
         for out in self.outputs:
             await out.emit(records, ts)
 
+    async def _after_chain(self, records: list[Any], ts: list[int] | None) -> None:
+        if self.side_outputs.pending:
+            await self.side_outputs.drain(self.metrics)
+        if records:
+            await self._emit(records, ts)
+
     async def flush(self) -> None:
+        self._flush_armed = False
         for out in self.outputs:
             await out.flush()
+        for writers in self.side_outputs.writers.values():
+            for w in writers:
+                await w.flush()
+
+    def arm_flush(self) -> None:
+        """A partly filled batch is waiting: send it at the latest after the buffer timeout."""
+        if not self._flush_armed:
+            self._flush_armed = True
+            self.timers.at(self.clock.time_ms() + max(1, int(self.config.buffer_timeout * 1000)), self.flush)
+
+    async def _broadcast(self, element: Any) -> None:
+        for out in self.outputs:
+            await out.broadcast(element)
+        for writers in self.side_outputs.writers.values():
+            for w in writers:
+                await w.broadcast(element)
+
+    async def _wait(self, input_ready: asyncio.Future[Any] | None) -> None:
+        """Wait for input (``input_ready``) or a mailbox action, counting the time as idle."""
+        await self.flush()
+        wakeup = self.mailbox.wakeup()
+        if input_ready is not None:
+            if input_ready.done():
+                return
+            input_ready.add_done_callback(lambda _: self.mailbox.wake())
+        await wakeup
+
+    # -- sources ----------------------------------------------------------------------------
 
     async def _run_source(self) -> None:
         reader = self.chain.reader
         assert reader is not None
         process = self.chain.process
+        decoder = self.chain.decoder
+        timestamps = self._timestamps
         m = self.metrics
-        await reader.open()
-        reader.add_splits(self.chain.splits)
-        while True:
-            raw = reader.poll()
-            if raw is None:
-                break
-            if not raw:
-                # nothing now (a read under way, pacing): send what is buffered, then wait
-                await self.flush()
-                t0 = _perf()
-                await reader.wait_available()
-                m.idle += _perf() - t0
-                continue
-            m.records_in += len(raw)
-            m.progress = reader.progress()
-            records, ts = process(raw, None)
-            if records:
-                await self._emit(records, ts)
-            # a source whose outputs never fill would otherwise never let other tasks run
-            await asyncio.sleep(0)
-        await self.flush()
+        busy = m.busy
+        bp = m.backpressured
+        mailbox = self.mailbox
+        available: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if mailbox:
+                    await mailbox.serve()
+                t0 = perf()
+                raw = reader.poll()
+                if raw is None:
+                    break
+                if not raw:
+                    busy.total += perf() - t0
+                    if available is None or available.done():
+                        available = asyncio.ensure_future(reader.wait_available())
+                    await self._wait(available)
+                    if available.done():
+                        available.result()  # a failed read raises here
+                        available = None
+                    continue
+                m.records_in.count += len(raw)
+                m.progress = reader.progress()
+                bp0 = bp.total
+                if timestamps is None:
+                    records, ts = process(raw, None)
+                else:
+                    decoded = decoder.process(raw, None)[0] if decoder is not None else raw
+                    ts = timestamps(decoded)
+                    self._generator(reader.current_split).on_batch(ts, self.clock.time_ms())
+                    records, ts = process(decoded, ts)
+                await self._after_chain(records, ts)
+                busy.total += perf() - t0 - (bp.total - bp0)
+                # a source whose outputs never fill would otherwise never let other tasks run
+                await asyncio.sleep(0)
+        finally:
+            if available is not None and not available.done():
+                available.cancel()
+                try:
+                    await available
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001 - it was cancelled
+                    pass
+        await self._advance_watermark(MAX_WATERMARK)
+
+    def _generator(self, split: str | None) -> Any:
+        key = split or ""
+        index = self._split_index.get(key)
+        if index is None:
+            assert self._strategy is not None
+            index = self._split_index[key] = self._split_tracker.add_input()
+            self._generators.append(self._strategy.create_generator())
+        return self._generators[index]
+
+    async def _emit_source_watermark(self) -> None:
+        """Periodic: the minimum over the source's active splits, sent when it advanced."""
+        now = self.clock.time_ms()
+        tracker = self._split_tracker
+        advanced = None
+        for i, gen in enumerate(self._generators):
+            wm = gen.current(now)
+            if wm is IDLE:
+                advanced = tracker.set_idle(i, True) or advanced
+            else:
+                if tracker.is_idle(i):
+                    advanced = tracker.set_idle(i, False) or advanced
+                advanced = tracker.update(i, wm) or advanced
+        if self._generators and tracker.idle:
+            await self._set_idle_out(True)
+            return
+        if advanced is not None:
+            await self._advance_watermark(advanced)
+
+    async def _set_idle_out(self, idle: bool) -> None:
+        if idle != self._idle_out:
+            self._idle_out = idle
+            await self._broadcast(IDLE_STATUS if idle else ACTIVE_STATUS)
+
+    async def _advance_watermark(self, watermark: int) -> None:
+        """The combined input watermark advanced: fire what it fires, then send it downstream."""
+        if watermark <= self.output_watermark:
+            return
+        if self._idle_out:
+            await self._set_idle_out(False)
+        t0 = perf()
+        bp0 = self.metrics.backpressured.total
+        records, ts = self.chain.process_watermark(watermark)
+        await self._after_chain(records, ts)
+        self.output_watermark = watermark
+        await self._broadcast(Watermark(watermark))
+        self.metrics.busy.total += perf() - t0 - (self.metrics.backpressured.total - bp0)
+
+    async def _fire_processing_time(self, index: int, callback: Callable[[int], Any], time_ms: int) -> None:
+        records, ts = callback(time_ms)
+        if records:
+            records, ts = self.chain.process_from(index + 1, records, ts)
+        await self._after_chain(records, ts)
+
+    # -- tasks with input channels ----------------------------------------------------------
 
     async def _run_inputs(self) -> None:
         gate = self.gate
         assert gate is not None
-        process = self.chain.process
+        chain = self.chain
+        process = chain.process
         m = self.metrics
-        remaining = len(gate.channels)
+        busy = m.busy
+        bp = m.backpressured
+        mailbox = self.mailbox
+        channels = gate.channels
+        tracker = WatermarkTracker(len(channels))
+        remaining = len(channels)
         while remaining:
+            if mailbox:
+                await mailbox.serve()
             got = gate.poll()
             if got is None:
                 await self.flush()
-                t0 = _perf()
-                got = await gate.next()
-                m.idle += _perf() - t0
+                await gate.wait(mailbox.wakeup())
+                continue
             ch, element = got
-            if type(element) is RecordBatch:
-                m.records_in += len(element.records)
-                records, ts = process(element.records, element.timestamps)
-                if records:
-                    await self._emit(records, ts)
-            elif type(element) is EndOfPartition:
+            kind = type(element)
+            if kind is RecordBatch:
+                t0 = perf()
+                bp0 = bp.total
+                m.records_in.count += len(element.records)
+                if ch.input_index == 0:
+                    records, ts = process(element.records, element.timestamps)
+                else:
+                    records, ts = chain.process_right(element.records, element.timestamps)
+                await self._after_chain(records, ts)
+                busy.total += perf() - t0 - (bp.total - bp0)
+            elif kind is Watermark:
+                wm = tracker.update(ch.index, element.timestamp)
+                if wm is not None:
+                    await self._advance_watermark(wm)
+            elif kind is WatermarkStatus:
+                wm = tracker.set_idle(ch.index, element.idle)
+                if tracker.idle:
+                    await self._set_idle_out(True)
+                elif wm is not None:
+                    await self._advance_watermark(wm)
+                elif not element.idle:
+                    await self._set_idle_out(False)
+            elif kind is CheckpointBarrier:
+                await self._on_barrier(ch, element)
+            elif kind is EndOfPartition:
                 ch.finished = True
                 remaining -= 1
-            elif type(element) in (Watermark, CheckpointBarrier):
-                # event time and checkpoints arrive with their issues; channels already carry them
-                continue
+                if tracker.is_idle(ch.index):
+                    tracker.set_idle(ch.index, False)
+                wm = tracker.update(ch.index, MAX_WATERMARK)
+                if wm is not None:
+                    await self._advance_watermark(wm)
+                if self._alignment is not None:
+                    await self._check_aligned()
             else:
                 raise TypeError(f"unexpected element {element!r} on channel {ch.channel_id}")
-        await self.flush()
+
+    async def _end_input(self) -> None:
+        records, ts = self.chain.end_input()
+        await self._after_chain(records, ts)
+        await self._broadcast(END_OF_PARTITION)
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int) -> None:
+        """At a source: take checkpoint ``checkpoint_id`` between two batches and emit its barrier.
+
+        Called by the TaskExecutor; runs as a mailbox action, so it does not wait for input.
+        """
+        self.mailbox.put(lambda: self._take_checkpoint(CheckpointBarrier(checkpoint_id, timestamp), perf()))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete: commit what it covers (a mailbox action)."""
+        self.mailbox.put(lambda: self._complete(checkpoint_id))
+
+    async def _on_barrier(self, ch: InputChannel, barrier: CheckpointBarrier) -> None:
+        gate = self.gate
+        assert gate is not None
+        al = self._alignment
+        if barrier.checkpoint_id <= self._last_checkpoint:
+            return  # a barrier of a checkpoint this task already took or abandoned
+        if al is not None and barrier.checkpoint_id > al.barrier.checkpoint_id:
+            # a newer checkpoint overtook the one being aligned: that one can never complete here
+            self.checkpoints.decline(self, al.barrier.checkpoint_id, "a newer barrier arrived during alignment")
+            gate.unblock_all()
+            al = self._alignment = None
+        if al is None:
+            al = self._alignment = _Alignment(barrier, perf())
+        al.arrived.add(ch.index)
+        if self.config.checkpointing_mode == EXACTLY_ONCE:
+            gate.block(ch)
+        await self._check_aligned()
+
+    async def _check_aligned(self) -> None:
+        al = self._alignment
+        gate = self.gate
+        assert al is not None and gate is not None
+        if all(c.index in al.arrived or c.finished for c in gate.channels):
+            self._alignment = None
+            try:
+                await self._take_checkpoint(al.barrier, al.started)
+            finally:
+                gate.unblock_all()
+
+    async def _take_checkpoint(self, barrier: CheckpointBarrier, started: float) -> None:
+        n = barrier.checkpoint_id
+        if n <= self._last_checkpoint:
+            return
+        self._last_checkpoint = n
+        t0 = perf()
+        chain = self.chain
+        try:
+            committables: list[Any] = []
+            sink_state = None
+            if chain.writer is not None:
+                committables = await chain.writer.prepare_commit(n)
+                sink_state = chain.writer.snapshot_state(n)
+                self._pending_commits[n] = committables
+            await self.flush()
+            splits = chain.reader.snapshot_state(n) if chain.reader is not None else None
+            operators = chain.snapshot_state(n)
+            keyed = await self.state.snapshot(n) if self.state is not None else None
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is declined; the job goes on
+            logger.warning("task %s: checkpoint %d failed: %s: %s", self.name, n, type(exc).__name__, exc)
+            self.checkpoints.decline(self, n, f"{type(exc).__name__}: {exc}")
+            await self._broadcast(barrier)
+            return
+        await self._broadcast(barrier)
+        self.checkpoints.acknowledge(self, TaskSnapshot(n, operators, splits, sink_state, committables, keyed,
+                                                        (t0 - started) * 1000, (perf() - t0) * 1000))
+
+    async def _complete(self, checkpoint_id: int) -> None:
+        chain = self.chain
+        done = sorted(n for n in self._pending_commits if n <= checkpoint_id)
+        if chain.writer is not None:
+            for n in done:
+                await chain.writer.commit(self._pending_commits.pop(n))
+        if chain.reader is not None:
+            chain.reader.notify_checkpoint_complete(checkpoint_id)
+        chain.notify_checkpoint_complete(checkpoint_id)
+        if self.state is not None:
+            self.state.notify_checkpoint_complete(checkpoint_id)
 
 
+@dataclass
 class SourceContextImpl:
     """The :class:`~streamlet.connectors.base.SourceContext` of a source task."""
 
-    def __init__(self, subtask_index: int, parallelism: int, batch_size: int, clock: Any,
-                 node_id: str = "source") -> None:
-        self.subtask_index = subtask_index
-        self.parallelism = parallelism
-        self.batch_size = batch_size
-        self.clock = clock
-        #: the source's node id, for errors that name it
-        self.node_id = node_id
+    subtask_index: int
+    parallelism: int
+    batch_size: int
+    clock: Any
+    #: the source's node id, for errors that name it
+    node_id: str = "source"
 
     def time_ms(self) -> int:
         return self.clock.time_ms()
-
-
-def create_task(tdd: Any, gate: InputGate | None, output_channels: dict[str, OutputChannel], clock: Any,
-                state: Any, console: Any = None) -> Task:
-    """Build the Task of one deployment descriptor.
-
-    ``gate`` holds the task's input channels (None for a source); ``output_channels`` maps every
-    channel id of the descriptor's outputs to the producer side of that channel (local or remote).
-    """
-    from streamlet.ids import subtask_name
-    from streamlet.operators.base import RuntimeContext
-    from streamlet.runtime.taskmanager.network import partitioners
-    from streamlet.udf import ensure_on_path
-
-    ensure_on_path(tdd.sys_path)
-    ctx = RuntimeContext(job_name=tdd.job_name, vertex_name=tdd.vertex_name, subtask_index=tdd.subtask_index,
-                         parallelism=tdd.parallelism, max_parallelism=tdd.max_parallelism, mode=tdd.mode,
-                         state=state, clock=clock, console=console)
-    src_ctx = SourceContextImpl(tdd.subtask_index, tdd.parallelism, tdd.batch_size, clock, tdd.operators[0].id)
-    chain = OperatorChain(tdd.operators, ctx, tdd.splits, src_ctx)
-    metrics = TaskMetrics()
-    outputs: list[RecordWriter | SinkOutput] = []
-    for o in tdd.outputs:
-        split = partitioners.build(o.partitioner, len(o.channel_ids), o.key, o.key_node, tdd.max_parallelism,
-                                   tdd.subtask_index)
-        outputs.append(RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, metrics))
-    if chain.writer is not None:
-        outputs.append(SinkOutput(chain.writer, metrics))
-    return Task(subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism), chain, gate, outputs, metrics)

@@ -83,6 +83,7 @@ def test_a_new_operator_kind_is_one_spec_class_and_one_operator_class() -> None:
         assert spec == EveryOtherSpec("eo", 3)
         ctx = RuntimeContext("j", "v", 0, 1, 128, "streaming", HeapKeyedStateBackend(KeyGroupRange(0, 127), 128))
         chain = OperatorChain((MapSpec("m", "r * 10"), spec, MapSpec("m2", "r + 1")), ctx, ())
+        chain.open()
         assert [type(op).__name__ for op in chain.operators] == ["FusedOperator", "_EveryOther", "FusedOperator"]
         assert chain.process(list(range(5)), None)[0] == [1, 31]
         assert chain.process(list(range(5, 10)), None)[0] == [61, 91]

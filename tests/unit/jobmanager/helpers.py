@@ -33,12 +33,23 @@ async def settle(rounds: int = 20) -> None:
         await asyncio.sleep(0)
 
 
-async def until(cond: Callable[[], Any], rounds: int = 200) -> None:
-    """Yield to the loop until ``cond()`` is true (fails after ``rounds`` yields, never sleeps)."""
+async def until(cond: Callable[[], Any], rounds: int = 200, threads: float = 5.0) -> None:
+    """Yield to the loop until ``cond()`` is true; fails after ``rounds`` yields.
+
+    The JobMaster does blocking work in worker threads (split enumeration, graph expansion), which
+    no clock can tell: once the loop has nothing to run, it waits for those threads (at most
+    ``threads`` seconds in all), never for time to pass on its own.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + threads
     for _ in range(rounds):
         if cond():
             return
         await asyncio.sleep(0)
+    while loop.time() < deadline:
+        if cond():
+            return
+        await asyncio.sleep(0.001)  # a worker thread's result arrives via call_soon_threadsafe
     raise AssertionError("condition not reached")
 
 

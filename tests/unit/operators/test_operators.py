@@ -306,6 +306,7 @@ def test_chain_cascades_end_of_input_through_later_operators() -> None:
         {"kind": "map", "id": "fmt", "expr": "f\"{r['day']}:{r['n']}:{r['total']}\"", "path": None},
     ))
     chain = OperatorChain(specs, ctx("batch"), ())
+    chain.open()
     assert [type(op).__name__ for op in chain.operators] == ["FusedOperator", "KeyedAggregateOperator",
                                                              "FusedOperator"]
     for b in batches(RECORDS, 100):

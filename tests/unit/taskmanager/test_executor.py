@@ -17,7 +17,7 @@ from streamlet.clock import SystemClock
 from streamlet.rpc.messages import DeployTasks
 from streamlet.runtime.jobmanager.resource_manager import SlotAssignment
 from streamlet.runtime.jobmanager.scheduler import assign_slots, build_deployments, create_executions
-from streamlet.runtime.local import assign_splits
+from streamlet.runtime.jobmanager.source_coordinator import assign_splits
 from streamlet.runtime.taskmanager.executor import TaskExecutor
 from streamlet.runtime.taskmanager.network.channels import InputChannel
 from streamlet.runtime.taskmanager.slots import SlotError, SlotTable
@@ -205,9 +205,10 @@ class _Stubborn:
     name = "stubborn (1/1)"
 
     def __init__(self) -> None:
-        from streamlet.runtime.taskmanager.task import TaskMetrics
+        from streamlet.metrics.registry import MetricGroup, TaskIOMetrics
 
-        self.metrics = TaskMetrics()
+        self.metrics = TaskIOMetrics(MetricGroup())
+        self.output_watermark = 0
         self.done = asyncio.Event()
 
     async def run(self) -> None:

@@ -36,7 +36,10 @@ class _FakeConnection:
 
 class _IdleExecutor:
     def __init__(self) -> None:
+        from streamlet.runtime.taskmanager.slots import SlotTable
+
         self.updates_ready = asyncio.Event()
+        self.slots = SlotTable(1)
 
     def take_updates(self) -> list[dict[str, Any]]:
         return []

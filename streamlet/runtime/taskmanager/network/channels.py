@@ -22,7 +22,7 @@ class InputChannel:
     """Receiving end of one channel: a bounded buffer of elements."""
 
     __slots__ = ("channel_id", "capacity", "input_index", "_buf", "_gate", "_space", "queued",
-                 "blocked", "finished", "on_consumed")
+                 "blocked", "finished", "on_consumed", "index")
 
     def __init__(self, channel_id: str, capacity: int, input_index: int = 0) -> None:
         self.channel_id = channel_id
@@ -34,6 +34,8 @@ class InputChannel:
         self.queued = False
         self.blocked = False
         self.finished = False
+        #: position in its gate (set by the gate)
+        self.index = 0
         #: called after each element is taken (a remote channel grants a credit)
         self.on_consumed: Callable[[], None] | None = None
 
@@ -78,9 +80,11 @@ class InputGate:
     def __init__(self, channels: list[InputChannel]) -> None:
         self.channels = channels
         self._avail: deque[InputChannel] = deque()
+        #: a future the gate resolves when a channel gets data (the task's wakeup, see :meth:`wait`)
         self._waiter: asyncio.Future[None] | None = None
-        for ch in channels:
+        for i, ch in enumerate(channels):
             ch._gate = self
+            ch.index = i
             if len(ch) and not ch.blocked:
                 # a channel filled before the gate existed (a remote producer that got credit
                 # early) would otherwise never be announced
@@ -109,17 +113,31 @@ class InputGate:
             return ch, element
         return None
 
+    def has_data(self) -> bool:
+        """True when :meth:`poll` may return an element."""
+        return any(not ch.blocked and len(ch) for ch in self._avail)
+
+    async def wait(self, wakeup: asyncio.Future[None] | None = None) -> None:
+        """Return once a channel has data, or once ``wakeup`` is resolved by someone else.
+
+        The task passes its mailbox's wakeup future, so data and mailbox actions end one wait.
+        """
+        if self.has_data():
+            return
+        fut = wakeup if wakeup is not None else asyncio.get_running_loop().create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
     async def next(self) -> tuple[InputChannel, Any]:
         """The next element, waiting for one."""
         while True:
             got = self.poll()
             if got is not None:
                 return got
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self.wait()
 
     def block(self, ch: InputChannel) -> None:
         """Hold ``ch`` back (its elements stay buffered; its producer backpressures)."""

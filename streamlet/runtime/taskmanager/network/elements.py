@@ -1,7 +1,8 @@
 """Elements that travel on channels.
 
 A channel carries :class:`RecordBatch` (records plus optional event timestamps), and control
-elements: :class:`Watermark`, :class:`CheckpointBarrier`, :class:`EndOfPartition`.  Every
+elements: :class:`Watermark`, :class:`WatermarkStatus`, :class:`CheckpointBarrier`,
+:class:`EndOfPartition`.  Every
 element has a JSON form for remote channels (``to_wire`` / :func:`from_wire`).
 """
 
@@ -35,6 +36,22 @@ class Watermark:
 
     def to_wire(self) -> list[Any]:
         return ["w", self.timestamp]
+
+
+@dataclass(frozen=True)
+class WatermarkStatus:
+    """The producer of this channel went idle (no watermark for now) or became active again.
+
+    An idle channel is left out of the consumer's watermark minimum (Flink's WatermarkStatus)."""
+
+    idle: bool
+
+    def to_wire(self) -> list[Any]:
+        return ["s", self.idle]
+
+
+IDLE_STATUS = WatermarkStatus(True)
+ACTIVE_STATUS = WatermarkStatus(False)
 
 
 @dataclass(frozen=True)
@@ -78,4 +95,8 @@ def from_wire(data: list[Any]) -> Any:
         return CheckpointBarrier(data[1], data[2])
     if tag == "e":
         return END_OF_PARTITION
+    if tag == "s":
+        if type(data[1]) is not bool:
+            raise ValueError(f"a watermark status is a boolean, got {data[1]!r}")
+        return IDLE_STATUS if data[1] else ACTIVE_STATUS
     raise ValueError(f"unknown element tag {tag!r}")
