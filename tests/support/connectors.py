@@ -126,3 +126,66 @@ class EndlessReader:
 
     async def close(self) -> None:
         return None
+
+
+@dataclass
+class CommitLog:
+    """What every :class:`CommitSink` of the running test did, in order."""
+
+    events: list[tuple[str, Any]] = field(default_factory=list)
+    written: list[Any] = field(default_factory=list)
+    closed: int = 0
+    #: set at each event (created by the test on its loop)
+    changed: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def add(self, kind: str, value: Any) -> None:
+        self.events.append((kind, value))
+        if self.changed is not None:
+            self.changed.set()
+
+
+COMMIT_LOG = CommitLog()
+
+
+class CommitSink(SinkWriterBase):
+    """A two-phase-commit sink that records its calls in :data:`COMMIT_LOG`: writes are pending until
+    ``prepare_commit(n)`` turns them into committable ``n``, visible (``written``) after ``commit``."""
+
+    PARAMS: dict[str, Param] = {}
+    GUARANTEE = "exactly_once"
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        return validate_params(params, cls.PARAMS, where, ("type", "input", "parallelism", "partition"))
+
+    @classmethod
+    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> CommitSink:
+        return cls()
+
+    def __init__(self) -> None:
+        self._pending: list[Any] = []
+        self._prepared: dict[int, list[Any]] = {}
+
+    async def write(self, records: list[Any]) -> None:
+        self._pending.extend(records)
+        COMMIT_LOG.add("write", len(records))
+
+    async def prepare_commit(self, checkpoint_id: int) -> list[Any]:
+        self._prepared[checkpoint_id], self._pending = self._pending, []
+        COMMIT_LOG.add("prepare", checkpoint_id)
+        return [checkpoint_id]
+
+    async def commit(self, committables: list[Any]) -> None:
+        for n in committables:
+            COMMIT_LOG.written.extend(self._prepared.pop(n, []))
+            COMMIT_LOG.add("commit", n)
+
+    async def finish(self) -> None:
+        COMMIT_LOG.written.extend(self._pending)
+        self._pending = []
+
+    async def close(self) -> None:
+        COMMIT_LOG.closed += 1

@@ -157,6 +157,19 @@ class TaskExecutor:
     def jobs(self) -> list[str]:
         return list(self._jobs)
 
+    def trigger_checkpoint(self, job_id: str, checkpoint_id: int, timestamp: int) -> int:
+        """Inject checkpoint ``checkpoint_id`` at the job's source tasks here (through their mailboxes);
+        returns how many sources took it."""
+        sources = [t for t in self.tasks(job_id) if t.chain.reader is not None]
+        for t in sources:
+            t.trigger_checkpoint(checkpoint_id, timestamp)
+        return len(sources)
+
+    def notify_checkpoint_complete(self, job_id: str, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` of the job is complete: every task here commits what it covers."""
+        for t in self.tasks(job_id):
+            t.notify_checkpoint_complete(checkpoint_id)
+
     def tasks(self, job_id: str) -> list[Task]:
         """The deployed tasks of a job here (diagnostics, tests, queryable state)."""
         job = self._jobs.get(job_id) or self._draining.get(job_id)
