@@ -49,20 +49,25 @@ class KeySpec:
     fields: tuple[str, ...] = ()
     expr: str | None = None
     path: str | None = None
+    #: output field names of a computed key (``key_by: {day: EXPR}``); a tuple key for several
+    names: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         if self.fields:
             return {"fields": list(self.fields)}
-        return {"expr": self.expr, "path": self.path}
+        out: dict[str, Any] = {"expr": self.expr, "path": self.path}
+        if self.names:
+            out["names"] = list(self.names)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KeySpec:
-        return cls(tuple(data.get("fields") or ()), data.get("expr"), data.get("path"))
+        return cls(tuple(data.get("fields") or ()), data.get("expr"), data.get("path"), tuple(data.get("names") or ()))
 
     @property
     def output_fields(self) -> list[str]:
-        """Field names a keyed result row carries its key under (``key`` for an expression key)."""
-        return list(self.fields or ["key"])
+        """Field names a keyed result row carries its key under (``key`` for an unnamed expression key)."""
+        return list(self.fields or self.names or ["key"])
 
     def label(self) -> str:
         return ",".join(self.fields) if self.fields else (self.expr or self.path or "")
@@ -130,6 +135,8 @@ def _from_json(annotation: Any, value: Any) -> Any:
         return KeySpec.from_json(value)
     if text.startswith("tuple") and isinstance(value, list):
         return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    if text.startswith("dict") and isinstance(value, Mapping):
+        return dict(value)
     return value
 
 
@@ -207,17 +214,23 @@ class FlatMapSpec(_FunctionSpec):
 class AggregateSpec(OpSpec):
     """``key_by`` + ``aggregate:``: running (streaming) or final (batch) keyed aggregates.
 
-    ``aggregates`` lists ``(output name, function, field or None)``.
+    ``aggregates`` lists ``(output name, function, field or None, where or None)``
+    (:mod:`streamlet.operators.accumulators`).
     """
 
     KIND: ClassVar[str] = "aggregate"
     OPERATOR: ClassVar[str | None] = "streamlet.operators.aggregate:KeyedAggregateOperator"
-    JSON_OUTPUT: ClassVar[bool] = True
     key: KeySpec = KeySpec()
-    aggregates: tuple[tuple[str, str, str | None], ...] = ()
+    #: ``(output name, function, field or None, where expression or None)``
+    aggregates: tuple[tuple[Any, ...], ...] = ()
+
+    @property
+    def JSON_OUTPUT(self) -> bool:  # noqa: N802 - OpSpec's flag, per spec here
+        """JSON out when no user aggregate (whose result is the user's) takes part."""
+        return _builtin_aggregates(self.aggregates)
 
     def label(self) -> str:
-        aggs = ", ".join(f"{name}={func}({fld or ''})" for name, func, fld in self.aggregates)
+        aggs = ", ".join(f"{a[0]}={a[1]}({a[2] or ''})" for a in self.aggregates)
         return f"aggregate {self.id}: {aggs}"
 
 
@@ -234,3 +247,147 @@ class ReduceSpec(OpSpec):
 
     def label(self) -> str:
         return f"reduce {self.id}: {self.expr or self.path}"
+
+
+def _builtin_aggregates(aggregates: tuple[tuple[Any, ...], ...]) -> bool:
+    """Whether every aggregate is a built-in function (a user aggregate names ``module:Class``)."""
+    return all(":" not in a[1] for a in aggregates)
+
+
+@op_spec
+@dataclass(frozen=True)
+class WindowSpec(OpSpec):
+    """``window:`` + ``aggregate:``: keyed (or, without a key, parallelism-1) window aggregates.
+
+    ``window`` is tumbling (``size_ms``, ``offset_ms``), sliding (``size_ms``, ``slide_ms``,
+    ``offset_ms``), session (``gap_ms``) or global (``count``); ``time`` is ``event`` or
+    ``processing``.  ``aggregates`` lists ``(name, function, field or None, where or None)``;
+    late records beyond ``allowed_lateness_ms`` go to the side output ``late_output`` (or are
+    dropped).  See :mod:`streamlet.operators.window`.
+    """
+
+    KIND: ClassVar[str] = "window"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.window:WindowOperator"
+
+    @property
+    def JSON_OUTPUT(self) -> bool:  # noqa: N802 - OpSpec's flag, per spec here
+        """JSON out when no user aggregate (whose result is the user's) takes part."""
+        return _builtin_aggregates(self.aggregates)
+
+    key: KeySpec | None = None
+    window: str = "tumbling"
+    size_ms: int = 0
+    slide_ms: int = 0
+    offset_ms: int = 0
+    gap_ms: int = 0
+    count: int = 0
+    time: str = "event"
+    allowed_lateness_ms: int = 0
+    late_output: str | None = None
+    aggregates: tuple[tuple[Any, ...], ...] = ()
+
+    def label(self) -> str:
+        if self.window == "tumbling":
+            shape = f"tumbling {self.size_ms}ms"
+        elif self.window == "sliding":
+            shape = f"sliding {self.size_ms}ms every {self.slide_ms}ms"
+        elif self.window == "session":
+            shape = f"session gap {self.gap_ms}ms"
+        else:
+            shape = f"global every {self.count}"
+        aggs = ", ".join(f"{a[0]}={a[1]}({a[2] or ''})" for a in self.aggregates)
+        key = f" by {self.key.label()}" if self.key is not None else ""
+        return f"window {self.id}: {shape} ({self.time} time){key}: {aggs}"
+
+
+@op_spec
+@dataclass(frozen=True)
+class ProcessSpec(OpSpec):
+    """``key_by`` + ``process: package.module:Class``: a keyed process function.
+
+    ``side_outputs`` are the tags the function may send to with ``ctx.output(tag, record)``.
+    See :mod:`streamlet.operators.process`.
+    """
+
+    KIND: ClassVar[str] = "process"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.process:KeyedProcessOperator"
+    key: KeySpec = KeySpec()
+    path: str = ""
+    side_outputs: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        return f"process {self.id}: {self.path} by {self.key.label()}"
+
+
+@dataclass(frozen=True)
+class _JoinSpec(OpSpec):
+    """Fields of every two-input join: the join keys of each side, ``where`` and ``select``
+    (expressions over ``l`` and ``r``; ``select`` None is ``{**l, **r}``)."""
+
+    left_key: KeySpec = KeySpec()
+    right_key: KeySpec = KeySpec()
+    where: str | None = None
+    select: str | None = None
+
+    def label(self) -> str:
+        return f"{self.KIND} {self.id}: {self.left_key.label()} = {self.right_key.label()}"
+
+
+@op_spec
+@dataclass(frozen=True)
+class IntervalJoinSpec(_JoinSpec):
+    """``join: {type: interval}``: pairs with ``l.ts + lower <= r.ts <= l.ts + upper``."""
+
+    KIND: ClassVar[str] = "interval_join"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.join:IntervalJoinOperator"
+    lower_ms: int = 0
+    upper_ms: int = 0
+
+
+@op_spec
+@dataclass(frozen=True)
+class WindowJoinSpec(_JoinSpec):
+    """``join: {type: window}``: pairs in the same tumbling or sliding window."""
+
+    KIND: ClassVar[str] = "window_join"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.join:WindowJoinOperator"
+    window: str = "tumbling"
+    size_ms: int = 0
+    slide_ms: int = 0
+    offset_ms: int = 0
+
+
+@op_spec
+@dataclass(frozen=True)
+class RegularJoinSpec(_JoinSpec):
+    """``join: {type: regular}``: unbounded inner join; ``ttl_ms`` (0: none) expires buffered rows."""
+
+    KIND: ClassVar[str] = "regular_join"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.join:RegularJoinOperator"
+    ttl_ms: int = 0
+
+
+@op_spec
+@dataclass(frozen=True)
+class LookupJoinSpec(OpSpec):
+    """``join: {type: lookup}``: one input joined with the rows of a static file.
+
+    ``key`` is the stream record's key; ``lookup_key`` an expression over a file row ``r``;
+    ``path`` is absolute (resolved by the planner); ``format`` csv or jsonl (csv rows are maps of
+    strings named by the header line, or by ``columns`` when ``header`` is false).
+    """
+
+    KIND: ClassVar[str] = "lookup_join"
+    OPERATOR: ClassVar[str | None] = "streamlet.operators.join:LookupJoinOperator"
+    key: KeySpec = KeySpec()
+    path: str = ""
+    format: str = "csv"
+    header: bool = True
+    columns: tuple[str, ...] = ()
+    delimiter: str = ","
+    lookup_key: str = "r"
+    where: str | None = None
+    select: str | None = None
+
+    def label(self) -> str:
+        return f"lookup_join {self.id}: {self.key.label()} in {self.path}"

@@ -4,7 +4,8 @@ All times are int milliseconds; a window is the half-open interval ``[start, end
 last timestamp is ``end - 1`` (an event-time window fires when the watermark reaches it).
 
 * :class:`TumblingWindows` ``(size, offset)``: windows ``[offset + k*size, offset + (k+1)*size)``;
-* :class:`SlidingWindows` ``(size, slide, offset)``: a window ends every ``slide``; each window
+* :class:`SlidingWindows` ``(size, slide, offset)``: a window starts every ``slide`` (at
+  ``offset + k*slide``, as Flink's ``SlidingEventTimeWindows``); each window
   is made of *slices* of ``gcd(size, slide)`` ms, so a record updates exactly one slice and a
   window that fires merges its ``size / slice`` slices (the cost of a record does not grow with
   ``size / slide``; Flink's ``SliceAssigners.hopping``);
@@ -59,7 +60,7 @@ class TumblingWindows:
 
 @dataclass(frozen=True)
 class SlidingWindows:
-    """Windows of ``size`` ms ending every ``slide`` ms, built from slices of ``gcd(size, slide)``.
+    """Windows of ``size`` ms starting every ``slide`` ms, built from slices of ``gcd(size, slide)``.
 
     A slice ``[s, s + slice)`` belongs to the windows ending in ``(s, s + size]``; window
     ``[end - size, end)`` is the union of the slices starting in ``[end - size, end)``.  Example::
@@ -90,8 +91,9 @@ class SlidingWindows:
 
     def first_window_end(self, slice_start: int) -> int:
         """The earliest end of a window holding the slice at ``slice_start``."""
-        # ends are offset + k * slide; the first one strictly after slice_start
-        return slice_start + self.slide - (slice_start - self.offset) % self.slide
+        # starts are offset + k * slide (Flink's alignment), so ends are offset + size + k * slide;
+        # the first end strictly after slice_start
+        return slice_start + self.slide - (slice_start - self.offset - self.size) % self.slide
 
     def last_window_end(self, slice_start: int) -> int:
         """The latest end of a window holding the slice at ``slice_start`` (its state can go then)."""

@@ -26,16 +26,16 @@ def test_sliding_windows_match_brute_force(size: int, slide: int, offset: int) -
     w = SlidingWindows(size, slide, offset)
     rng = random.Random(size * 31 + slide)
     for ts in [rng.randrange(-5000, 5000) for _ in range(200)]:
-        # every window: ends at offset + k*slide, holds [end - size, end)
-        expected = [(e - size, e) for e in range(ts - 2 * size - 2 * slide, ts + 2 * size + 2 * slide)
-                    if (e - offset) % slide == 0 and e - size <= ts < e]
+        # every window: starts at offset + k*slide (Flink's alignment), holds [start, start + size)
+        expected = [(s, s + size) for s in range(ts - 2 * size - 2 * slide, ts + 2 * size + 2 * slide)
+                    if (s - offset) % slide == 0 and s <= ts < s + size]
         assert w.windows_of(ts) == expected
 
 
 def test_sliding_slices_partition_each_window() -> None:
     w = SlidingWindows(10, 4, 0)
     assert w.slice == 2
-    for end in range(-20, 40, 4):
+    for end in range(-18, 40, 4):  # window ends: starts are multiples of the slide, plus size
         slices = list(w.slices_of_window(end))
         assert slices[0] == end - 10 and len(slices) == 5
         for s in slices:  # each slice of the window lists that window among its windows
@@ -47,9 +47,9 @@ def test_sliding_slices_partition_each_window() -> None:
 
 
 def test_sliding_with_gaps_leaves_some_slices_out() -> None:
-    w = SlidingWindows(5, 10, 0)  # windows [5, 10), [15, 20), ...
-    assert list(w.window_ends_of_slice(0)) == []
-    assert list(w.window_ends_of_slice(5)) == [10]
+    w = SlidingWindows(5, 10, 0)  # windows [0, 5), [10, 15), ...
+    assert list(w.window_ends_of_slice(0)) == [5]
+    assert list(w.window_ends_of_slice(5)) == []
 
 
 def test_session_merge_absorbs_intersecting_sessions() -> None:

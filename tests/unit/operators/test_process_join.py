@@ -1,0 +1,222 @@
+"""Keyed process functions and joins on a real heap state backend, against plain-Python references."""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamlet.errors import UserFunctionError
+from streamlet.graph.operators import (
+    IntervalJoinSpec, KeySpec, LookupJoinSpec, ProcessSpec, RegularJoinSpec, WindowJoinSpec,
+)
+from streamlet.time.watermarks import MAX_WATERMARK
+from tests.support.operators import Harness
+
+COUNTER = """
+class Counter:
+    def open(self, ctx):
+        self.count = ctx.value_state("count")
+        self.seen = ctx.list_state("seen")
+        self.by_value = ctx.map_state("by_value")
+
+    def process_element(self, r, ctx):
+        n = (self.count.value() or 0) + 1
+        self.count.update(n)
+        self.seen.add(r["v"])
+        self.by_value.put(r["v"], self.by_value.get(r["v"], 0) + 1)
+        # one timer per key and second: registering again is a no-op
+        ctx.timers.register_event_time(ctx.timestamp - ctx.timestamp % 1000 + 999)
+        if r["v"] == 13:
+            ctx.output("thirteen", {"k": ctx.key, "ts": ctx.timestamp})
+        return [{"k": ctx.key, "n": n}]
+
+    def on_timer(self, ts, ctx):
+        assert ctx.time_domain == "event"
+        out = [{"k": ctx.key, "timer": ts, "count": self.count.value(), "seen": self.seen.get(),
+                "distinct": len(self.by_value.keys()), "wm": ctx.current_watermark}]
+        self.seen.clear()
+        return out
+"""
+
+
+@pytest.fixture
+def counter(udf_module, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(tmp_path))
+    return udf_module(COUNTER) + ":Counter"
+
+
+def records(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [{"k": f"k{rng.randrange(4)}", "v": rng.randrange(20), "ts": i * 97} for i in range(n)]
+
+
+def test_process_function_state_timers_and_side_output(counter: str) -> None:
+    recs = records(200, 1)
+    h = Harness(ProcessSpec("p", key=KeySpec(("k",)), path=counter, side_outputs=("thirteen",)))
+    expected: list[dict[str, Any]] = []
+    count: dict[str, int] = defaultdict(int)
+    seen: dict[str, list[int]] = defaultdict(list)
+    values: dict[str, set[int]] = defaultdict(set)
+    timers: dict[str, set[int]] = defaultdict(set)
+    wm = None
+
+    def fire(upto: int) -> None:
+        due = sorted((t, k) for k, ts in timers.items() for t in ts if t <= upto)
+        for t, k in due:
+            timers[k].discard(t)
+            expected.append({"k": k, "timer": t, "count": count[k], "seen": seen[k], "distinct": len(values[k]),
+                             "wm": upto})
+            seen[k] = []
+
+    for i in range(0, len(recs), 9):
+        chunk = recs[i:i + 9]
+        for r in chunk:
+            count[r["k"]] += 1
+            seen[r["k"]].append(r["v"])
+            values[r["k"]].add(r["v"])
+            timers[r["k"]].add(r["ts"] - r["ts"] % 1000 + 999)
+            expected.append({"k": r["k"], "n": count[r["k"]]})
+        h.batch(chunk, [r["ts"] for r in chunk])
+        wm = chunk[-1]["ts"] - 500
+        fire(wm)
+        h.watermark(wm)
+    fire(MAX_WATERMARK)
+    h.watermark(MAX_WATERMARK)
+
+    def canon(rows: list[dict[str, Any]]) -> list[Any]:
+        # timers of one timestamp fire in no particular key order: sort within equal timestamps
+        out: list[Any] = []
+        for r in rows:
+            if "timer" in r and out and isinstance(out[-1], list) and out[-1][0]["timer"] == r["timer"]:
+                out[-1].append(r)
+            else:
+                out.append([r] if "timer" in r else r)
+        return [sorted(x, key=lambda r: r["k"]) if isinstance(x, list) else x for x in out]
+
+    assert canon(h.out) == canon(expected)
+    assert h.side.records["thirteen"] == [{"k": r["k"], "ts": r["ts"]} for r in recs if r["v"] == 13]
+    # output of records keeps their timestamps; timer output carries the timer's time
+    assert [t for r, t in zip(h.out, h.out_ts) if "timer" in r] == [r["timer"] for r in h.out if "timer" in r]
+
+
+def test_process_function_processing_time_and_restore(udf_module, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(tmp_path))
+    path = udf_module("""
+        class Later:
+            def open(self, ctx):
+                self.pending = ctx.list_state("pending")
+            def process_element(self, r, ctx):
+                self.pending.add(r["v"])
+                ctx.timers.register_processing_time(ctx.current_processing_time + 5000)
+            def on_timer(self, ts, ctx):
+                assert ctx.time_domain == "processing"
+                out = [{"k": ctx.key, "values": self.pending.get(), "at": ts}]
+                self.pending.clear()
+                return out
+    """) + ":Later"
+    spec = ProcessSpec("p", key=KeySpec(("k",)), path=path)
+    h = Harness(spec)
+    t0 = h.clock.time_ms()
+    h.batch([{"k": "a", "v": 1}, {"k": "b", "v": 2}, {"k": "a", "v": 3}])
+    h.advance(4.9)
+    assert h.out == []
+    handle, storage = h.snapshot(tmp_path / "chk")
+    # a restored subtask (clock further on) fires the restored timers at its first chance
+    h2 = Harness(spec, clock=h.clock, restore=([handle], storage))
+    h2.advance(0.1)
+    assert sorted(h2.out, key=lambda r: r["k"]) == [{"k": "a", "values": [1, 3], "at": t0 + 5000},
+                                                    {"k": "b", "values": [2], "at": t0 + 5000}]
+    assert h2.out_ts == [None, None]  # processing-time output has no event time
+
+
+def test_process_function_errors_name_the_node_and_record(udf_module, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(tmp_path))
+    path = udf_module("class Bad:\n    def process_element(self, r, ctx):\n        return [1 / r['v']]\n") + ":Bad"
+    h = Harness(ProcessSpec("p", key=KeySpec(("k",)), path=path))
+    with pytest.raises(UserFunctionError, match="node 'p'.*ZeroDivisionError.*'v': 0"):
+        h.batch([{"k": "a", "v": 1}, {"k": "a", "v": 0}])
+
+
+def two_streams(seed: int, n: int = 150) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    left = [{"id": rng.randrange(6), "l": i, "ts": i * 40 + rng.randrange(60)} for i in range(n)]
+    right = [{"id": rng.randrange(6), "r": i, "ts": i * 40 + rng.randrange(60)} for i in range(n)]
+    return left, right
+
+
+def feed_two(h: Harness, left: list[dict[str, Any]], right: list[dict[str, Any]], lag: int) -> None:
+    """Alternate batches of the two inputs in time order; watermark = min of both sides' max - lag."""
+    max_l = max_r = None
+    for i in range(0, len(left), 5):
+        lc, rc = left[i:i + 5], right[i:i + 5]
+        h.batch(lc, [r["ts"] for r in lc])
+        h._take(h.op.process_right(rc, [r["ts"] for r in rc]))
+        max_l = max([r["ts"] for r in lc] + ([max_l] if max_l is not None else []))
+        max_r = max([r["ts"] for r in rc] + ([max_r] if max_r is not None else []))
+        h.watermark(min(max_l, max_r) - lag)
+    h.watermark(MAX_WATERMARK)
+
+
+def test_interval_join_matches_bounds_and_cleans_state() -> None:
+    left, right = two_streams(2)
+    h = Harness(IntervalJoinSpec("j", left_key=KeySpec(("id",)), right_key=KeySpec(("id",)),
+                                 lower_ms=-100, upper_ms=50, select="{'l': l['l'], 'r': r['r']}"))
+    feed_two(h, left, right, lag=200)
+    expected = [{"l": a["l"], "r": b["r"]} for a in left for b in right
+                if a["id"] == b["id"] and a["ts"] - 100 <= b["ts"] <= a["ts"] + 50]
+    assert h.op.num_late_records == 0
+    assert sorted(h.out, key=str) == sorted(expected, key=str)
+    ts = {(a["l"], b["r"]): max(a["ts"], b["ts"]) for a in left for b in right}
+    assert h.out_ts == [ts[(o["l"], o["r"])] for o in h.out]
+    assert all(len(h.op.buffers[s]) == 0 for s in (0, 1)), "buffers are emptied once the watermark passed"
+
+
+def test_window_join_pairs_within_windows() -> None:
+    left, right = two_streams(3)
+    h = Harness(WindowJoinSpec("j", left_key=KeySpec(("id",)), right_key=KeySpec(("id",)), size_ms=500,
+                               where="l['l'] % 3 != 0", select="{'l': l['l'], 'r': r['r']}"))
+    feed_two(h, left, right, lag=200)
+    expected = [{"l": a["l"], "r": b["r"]} for a in left for b in right
+                if a["id"] == b["id"] and a["ts"] // 500 == b["ts"] // 500 and a["l"] % 3 != 0]
+    assert sorted(h.out, key=str) == sorted(expected, key=str)
+    assert all(t == (next(a["ts"] for a in left if a["l"] == o["l"]) // 500 * 500 + 499)
+               for o, t in zip(h.out, h.out_ts))
+
+
+def test_regular_join_with_ttl() -> None:
+    left, right = two_streams(4, n=60)
+    h = Harness(RegularJoinSpec("j", left_key=KeySpec(("id",)), right_key=KeySpec(expr="r['id']"), ttl_ms=10_000))
+    order = []
+    for i in range(0, len(left), 5):
+        h.batch(left[i:i + 5], None)
+        order += [("l", r) for r in left[i:i + 5]]
+        h._take(h.op.process_right(right[i:i + 5], None))
+        order += [("r", r) for r in right[i:i + 5]]
+    expected = []
+    for pos, (side, rec) in enumerate(order):
+        for other_side, other in order[:pos]:
+            if other_side != side and other["id"] == rec["id"]:
+                expected.append({**(rec if side == "l" else other), **(other if side == "l" else rec)})
+    assert sorted(h.out, key=str) == sorted(expected, key=str)
+    # after the ttl a key's buffered rows are gone: a new record meets nothing
+    h.advance(11)
+    before = len(h.out)
+    h.batch([{"id": left[0]["id"], "l": -1, "ts": 0}], None)
+    assert len(h.out) == before
+
+
+def test_lookup_join(tmp_path: Path) -> None:
+    side = tmp_path / "side.csv"
+    side.write_text("".join(f"{k},value-{k}\n" for k in range(0, 50, 2)))
+    h = Harness(LookupJoinSpec("lk", key=KeySpec(expr="r['a'] % 50"), path=str(side), header=False,
+                               columns=("key", "value"), lookup_key="int(r['key'])",
+                               select="{'a': l['a'], 'value': r['value']}"))
+    recs = [{"a": a} for a in range(0, 120, 7)]
+    h.batch(recs, [a["a"] for a in recs])
+    assert h.out == [{"a": r["a"], "value": f"value-{r['a'] % 50}"} for r in recs if (r["a"] % 50) % 2 == 0]
+    assert h.out_ts == [r["a"] for r in h.out]
