@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamlet.api.datastream import DataStream
+from streamlet.api.limits import DEFAULT_LIMITS
 from streamlet.api.planner import plan
 from streamlet.api.registry import executor, validate_sink, validate_source
 from streamlet.api.yaml.schema import STREAMING, PipelineDef, SinkDef, SourceDef, TransformDef
@@ -45,15 +46,24 @@ class StreamEnvironment:
         self._ids.add(node_id)
 
     def source(self, node_id: str, type: str, parallelism: int | None = None, **params: Any) -> DataStream:  # noqa: A002
-        """Add a source (``file``, ``datagen``, ``nexmark``) with its YAML keys as keyword arguments."""
+        """Add a source (``file``, ``datagen``, ``nexmark``) with its YAML keys as keyword arguments.
+
+        ``timestamp=`` and ``watermark=`` declare event time as in YAML.
+        """
+        from streamlet.api.yaml.loader import parse_event_time
+
         where = f"{self.name}: sources.{node_id}"
         self._claim(node_id, where)
-        clean = validate_source(type, params, where, self.base_dir)
-        self._sources.append(SourceDef(node_id, type, clean, parallelism, where))
+        ts, wm = parse_event_time(params, where, DEFAULT_LIMITS)
+        clean = validate_source(type, {k: v for k, v in params.items() if k not in ("timestamp", "watermark")},
+                                where, self.base_dir)
+        self._sources.append(SourceDef(node_id, type, clean, parallelism, where, ts, wm))
         return DataStream(self, node_id)
 
     def _add_transform(self, t: TransformDef) -> None:
         self._claim(t.id, t.where)
+        for tag in t.side_outputs:
+            self._claim(tag, t.where)
         self._transforms.append(t)
 
     def _add_sink(self, node_id: str, kind: str, input_id: str, params: dict[str, Any],

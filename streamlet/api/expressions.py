@@ -7,7 +7,7 @@ fused loop of its operator chain (:mod:`streamlet.operators.codegen`).  Before t
    compiler can take (deeper is refused, not a ``RecursionError``);
 2. parsed as one expression (``eval`` mode: no statements, no imports);
 3. restricted: every name it reads must be in scope (:data:`SCOPES`: ``r``, or ``a`` and ``b``
-   for ``reduce``), a module of :data:`~streamlet.udf.EXPRESSION_GLOBALS`, a builtin of
+   for ``reduce``, or ``l`` and ``r`` for a join's ``where``/``select``), a module of :data:`~streamlet.udf.EXPRESSION_GLOBALS`, a builtin of
    :data:`SAFE_BUILTINS`, or bound inside the expression (comprehension variables, lambda
    parameters); no attribute starting with ``_`` (so no ``r.__class__``), no ``:=``;
 4. normalised (``ast.unparse``): comments are gone, so the text can be pasted into generated code.
@@ -29,7 +29,7 @@ from streamlet.errors import PipelineDefinitionError
 from streamlet.udf import EXPRESSION_GLOBALS
 
 #: names an expression of each kind reads its input through
-SCOPES: dict[str, tuple[str, ...]] = {"record": ("r",), "reduce": ("a", "b")}
+SCOPES: dict[str, tuple[str, ...]] = {"record": ("r",), "reduce": ("a", "b"), "join": ("l", "r")}
 
 #: builtins an expression may call: pure functions and types; nothing that imports, evaluates
 #: code, opens files, reads or writes attributes by name, or ends the process

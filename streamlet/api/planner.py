@@ -23,13 +23,17 @@ from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.api.yaml.schema import BATCH, FunctionDef, KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobEdge, JobGraph, JobVertex
-from streamlet.graph.operators import SPECS, AggregateSpec, KeySpec, OpSpec, ReduceSpec, SinkSpec, SourceSpec
+from streamlet.graph.operators import (
+    SPECS, AggregateSpec, IntervalJoinSpec, KeySpec, LookupJoinSpec, OpSpec, ProcessSpec, ReduceSpec,
+    RegularJoinSpec, SinkSpec, SourceSpec, WindowJoinSpec, WindowSpec,
+)
 from streamlet.ids import stable_id
 from streamlet.keys import DEFAULT_MAX_PARALLELISM
 from streamlet.udf import resolve_path, search_path
 
 NodeDef = Union[SourceDef, TransformDef, SinkDef]
-VIRTUAL = ("union", "key_by")
+#: nodes that never become operators: unions, bare key_by, and side outputs (``late_output:``)
+VIRTUAL = ("union", "key_by", "side")
 DEFAULT_BATCH_SIZE = 1024
 
 
@@ -40,6 +44,10 @@ class _In:
     node: str
     key: KeyDef | None
     partition: str | None
+    #: the side output of ``node`` read here (None: its main output)
+    tag: str | None = None
+    #: which input of a two-input operator (a join) this is: 0 left, 1 right
+    input: int = 0
 
 
 def _inputs_of(node: NodeDef) -> tuple[str, ...]:
@@ -75,6 +83,13 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
             raise PipelineDefinitionError(f"duplicate id {n.id!r}; ids are unique across sources, transforms "
                                           "and sinks", n.where)
         nodes[n.id] = n
+    for t in pipeline.transforms:
+        for tag in t.side_outputs:
+            at = f"{t.where}.window.late_output" if t.window is not None else f"{t.where}.side_outputs"
+            if tag in nodes:
+                raise PipelineDefinitionError(f"side output {tag!r} has the name of another node; give it its own "
+                                              "name (ids and side outputs are unique)", at)
+            nodes[tag] = TransformDef(tag, "side", (t.id,), where=at)
     sinks = {s.id for s in pipeline.sinks}
     for n in nodes.values():
         for inp in _inputs_of(n):
@@ -134,7 +149,9 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
             if isinstance(up, TransformDef) and up.op == "union":
                 out.extend(virtual_ins[inp])
             elif isinstance(up, TransformDef) and up.op == "key_by":
-                out.extend(_In(i.node, up.key, i.partition) for i in virtual_ins[inp])
+                out.extend(_In(i.node, up.key, i.partition, i.tag) for i in virtual_ins[inp])
+            elif isinstance(up, TransformDef) and up.op == "side":
+                out.append(_In(up.inputs[0], None, None, inp))
             else:
                 out.append(_In(inp, None, None))
             if len(out) > limits.max_channels:
@@ -153,16 +170,32 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
         n = nodes[nid]
         if isinstance(n, TransformDef) and n.op in VIRTUAL:
             continue
+        if isinstance(n, TransformDef) and n.op == "join" and n.join is not None and n.join.type != "lookup":
+            j = n.join
+            left = [_In(i.node, j.left_key, None, i.tag, 0) for i in _physical(nodes, virtual_ins, j.left)]
+            right = [_In(i.node, j.right_key, None, i.tag, 1) for i in _physical(nodes, virtual_ins, j.right)]
+            phys[nid] = left + right
+            continue
         ins = physical_inputs(n)
-        if isinstance(n, TransformDef) and n.op in ("aggregate", "reduce"):
+        if isinstance(n, TransformDef) and n.op in ("aggregate", "reduce", "process"):
             key = n.key or (ins[0].key if ins and all(i.key == ins[0].key for i in ins) else None)
+            if key is None and n.window is not None:
+                # a non-keyed window sees every record: it runs as one subtask (Flink's windowAll)
+                if n.parallelism is not None and n.parallelism > 1:
+                    raise PipelineDefinitionError(
+                        "a window without key_by runs as one subtask; remove parallelism or add key_by",
+                        f"{n.where}.parallelism")
+                par[nid] = 1
+                phys[nid] = [_In(i.node, None, i.partition, i.tag) for i in ins]
+                continue
             if key is None:
                 raise PipelineDefinitionError(
                     f"{n.op} needs a key: add key_by: FIELD to this node or read a key_by node",
                     f"{n.where}.{n.op}")
-            ins = [_In(i.node, key, i.partition) for i in ins]
+            ins = [_In(i.node, key, i.partition, i.tag) for i in ins]
             keys[nid] = key
         phys[nid] = ins
+    _check_event_time(nodes, order, phys)
 
     consumers: dict[str, int] = {nid: 0 for nid in phys}
     for ins in phys.values():
@@ -193,8 +226,9 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
         if nid not in phys:
             continue
         ins = phys[nid]
-        if (len(ins) == 1 and partitioner(nid, ins[0]) == FORWARD and consumers[ins[0].node] == 1
-                and par[ins[0].node] == par[nid]):
+        two_input = isinstance(nodes[nid], TransformDef) and nodes[nid].op == "join" and any(i.input for i in ins)
+        if (len(ins) == 1 and not two_input and ins[0].tag is None and partitioner(nid, ins[0]) == FORWARD
+                and consumers[ins[0].node] == 1 and par[ins[0].node] == par[nid]):
             head = chain_of[ins[0].node]
             chains[head].append(nid)
             chain_of[nid] = head
@@ -214,7 +248,8 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
             continue
         for i in ins:
             edges.append(JobEdge(vid[chain_of[i.node]], vid[nid], partitioner(nid, i),
-                                 _key_spec(i.key) if i.key is not None else None))
+                                 _key_spec(i.key) if i.key is not None else None, side_output=i.tag,
+                                 input=i.input))
     return JobGraph(name=pipeline.name, vertices=tuple(vertices), edges=tuple(edges), mode=pipeline.mode,
                     max_parallelism=max_p, batch_size=pipeline.batch_size or batch_size or DEFAULT_BATCH_SIZE,
                     base_dir=pipeline.base_dir, sys_path=paths, state_backend=pipeline.state_backend)
@@ -257,23 +292,107 @@ def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[s
                               pipeline.source_file)
 
 
+def _join_spec(n: TransformDef) -> OpSpec:
+    j = n.join
+    assert j is not None
+    if j.type == "lookup":
+        assert j.key is not None and j.path is not None and j.lookup_key is not None
+        return LookupJoinSpec(n.id, key=_key_spec(j.key), path=j.path, format=j.format, header=j.header,
+                              columns=tuple(j.columns), delimiter=j.delimiter, lookup_key=j.lookup_key,
+                              where=j.where, select=j.select)
+    assert j.left_key is not None and j.right_key is not None
+    common = {"left_key": _key_spec(j.left_key), "right_key": _key_spec(j.right_key), "where": j.where,
+              "select": j.select}
+    if j.type == "interval":
+        return IntervalJoinSpec(n.id, lower_ms=j.lower_ms, upper_ms=j.upper_ms, **common)
+    if j.type == "window":
+        assert j.window is not None
+        w = j.window
+        return WindowJoinSpec(n.id, window=w.type, size_ms=w.size_ms, slide_ms=w.slide_ms, offset_ms=w.offset_ms,
+                              **common)
+    return RegularJoinSpec(n.id, ttl_ms=j.ttl_ms, **common)
+
+
 def _key_spec(key: KeyDef) -> KeySpec:
     if key.fields:
         return KeySpec(fields=tuple(key.fields))
     assert key.function is not None
-    return KeySpec(expr=key.function.expr, path=key.function.path)
+    return KeySpec(expr=key.function.expr, path=key.function.path, names=tuple(key.names))
+
+
+def _physical(nodes: dict[str, NodeDef], virtual_ins: dict[str, list[_In]], nid: str) -> list[_In]:
+    """The physical inputs standing for reading node ``nid`` (itself, or what a virtual node stands for)."""
+    up = nodes[nid]
+    if isinstance(up, TransformDef) and up.op == "side":
+        return [_In(up.inputs[0], None, None, nid)]
+    if isinstance(up, TransformDef) and up.op in ("union", "key_by"):
+        return virtual_ins[nid]
+    return [_In(nid, None, None)]
+
+
+def _check_event_time(nodes: dict[str, NodeDef], order: list[str], phys: dict[str, list[_In]]) -> None:
+    """Refuse an event-time window (or other event-time node) whose input carries no timestamps."""
+    timed: dict[str, bool] = {}
+    for nid in order:
+        n = nodes[nid]
+        if isinstance(n, SourceDef):
+            timed[nid] = n.timestamp is not None
+            continue
+        if nid not in phys:
+            continue
+        ins_timed = all(timed.get(i.node, False) or i.tag is not None for i in phys[nid])
+        if isinstance(n, TransformDef) and n.window is not None:
+            if n.window.time == "event" and n.window.type != "global" and not ins_timed:
+                untimed = sorted({_source_of(nodes, phys, i.node) for i in phys[nid] if not timed.get(i.node)})
+                raise PipelineDefinitionError(
+                    f"an event-time window needs timestamps, but its input from {', '.join(map(repr, untimed))} "
+                    "has none; set timestamp: (and watermark:) on that source, or use time: processing",
+                    f"{n.where}.window")
+            timed[nid] = n.window.time == "event" and ins_timed
+        elif isinstance(n, TransformDef) and n.join is not None and n.join.type in ("interval", "window"):
+            if not ins_timed:
+                untimed = sorted({_source_of(nodes, phys, i.node) for i in phys[nid] if not timed.get(i.node)})
+                raise PipelineDefinitionError(
+                    f"{'an' if n.join.type == 'interval' else 'a'} {n.join.type} join needs timestamps on both inputs, but the input from "
+                    f"{', '.join(map(repr, untimed))} has none; set timestamp: (and watermark:) on that source, "
+                    "or use a regular join", f"{n.where}.join")
+            timed[nid] = True
+        elif isinstance(n, TransformDef) and n.op in ("map", "filter", "flat_map", "join", "process"):
+            timed[nid] = ins_timed
+        else:
+            timed[nid] = False
+
+
+def _source_of(nodes: dict[str, NodeDef], phys: dict[str, list[_In]], nid: str) -> str:
+    """The first source upstream of ``nid`` (for messages)."""
+    while nid in phys and phys[nid]:
+        nid = phys[nid][0].node
+    return nid
 
 
 def _op_spec(n: NodeDef, key: KeyDef | None) -> OpSpec:
     if isinstance(n, SourceDef):
-        return SourceSpec(n.id, n.type, dict(n.params))
+        return SourceSpec(n.id, n.type, dict(n.params),
+                          timestamp=n.timestamp.to_spec() if n.timestamp is not None else None,
+                          watermark=n.watermark.to_spec() if n.watermark is not None else None)
     if isinstance(n, SinkDef):
         return SinkSpec(n.id, n.type, dict(n.params))
     expr = n.function.expr if n.function is not None else None
     path = n.function.path if n.function is not None else None
+    if n.op == "aggregate" and n.window is not None:
+        w = n.window
+        return WindowSpec(n.id, key=_key_spec(key) if key is not None else None, window=w.type, size_ms=w.size_ms,
+                          slide_ms=w.slide_ms, offset_ms=w.offset_ms, gap_ms=w.gap_ms, count=w.count, time=w.time,
+                          allowed_lateness_ms=w.allowed_lateness_ms, late_output=w.late_output,
+                          aggregates=tuple((a.name, a.func, a.field, a.where) for a in n.aggregates))
+    if n.op == "process":
+        assert key is not None and n.function is not None and n.function.path is not None
+        return ProcessSpec(n.id, key=_key_spec(key), path=n.function.path, side_outputs=tuple(n.outputs))
+    if n.op == "join":
+        return _join_spec(n)
     if n.op == "aggregate":
         assert key is not None
-        return AggregateSpec(n.id, _key_spec(key), tuple((a.name, a.func, a.field) for a in n.aggregates))
+        return AggregateSpec(n.id, _key_spec(key), tuple((a.name, a.func, a.field, a.where) for a in n.aggregates))
     if n.op == "reduce":
         assert key is not None
         return ReduceSpec(n.id, _key_spec(key), expr, path)

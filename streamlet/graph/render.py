@@ -17,5 +17,8 @@ def render_text(graph: JobGraph) -> str:
         for e in graph.outputs_of(v.id):
             key = e.key.label() if e.key is not None else ""
             label = f"{e.partitioner}({key})" if key else e.partitioner
-            lines.append(f"      --{label}--> [{index[e.target]}] {graph.vertex(e.target).name}")
+            if e.side_output is not None:
+                label = f"side output {e.side_output!r} {label}"
+            side = " (right input)" if e.input == 1 else ""
+            lines.append(f"      --{label}--> [{index[e.target]}] {graph.vertex(e.target).name}{side}")
     return "\n".join(lines)

@@ -18,9 +18,10 @@ import yaml
 
 from streamlet.api.yaml.schema import (
     AGGREGATE_FUNCTIONS, BATCH, OPERATIONS, PARTITIONERS, STREAMING, AggregateDef, FunctionDef,
-    KeyDef, PipelineDef, SinkDef, SourceDef, TransformDef,
+    JoinDef, KeyDef, PipelineDef, SinkDef, SourceDef, TimestampDef, TransformDef, WindowDef,
 )
-from streamlet.api.expressions import compile_expression
+from streamlet.time.watermarks import WatermarkStrategy
+from streamlet.api.expressions import compile_expression, looks_like_import_path
 from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.errors import PipelineDefinitionError
 
@@ -30,16 +31,10 @@ TOP_LEVEL_KEYS = ("name", "parallelism", "max_parallelism", "mode", "batch_size"
 UNIMPLEMENTED_TOP_LEVEL = ("checkpointing", "restart")
 #: backends of the pipeline-level ``state: {backend: ...}``
 STATE_BACKENDS = ("heap", "rocksdb")
-SOURCE_COMMON = ("type", "parallelism")
+SOURCE_COMMON = ("type", "parallelism", "timestamp", "watermark")
 SINK_COMMON = ("type", "input", "parallelism", "partition")
-TRANSFORM_KEYS = ("input", "key_by", "parallelism", "partition", "name") + OPERATIONS
-NOT_YET = {
-    "window": "windows arrive with event time; use a running aggregate for now",
-    "process": "keyed process functions arrive with state and timers",
-    "join": "joins arrive with event time",
-    "timestamp": "event time arrives in a later version; remove the key",
-    "watermark": "event time arrives in a later version; remove the key",
-}
+TRANSFORM_KEYS = ("input", "key_by", "parallelism", "partition", "name", "window", "side_outputs") + OPERATIONS
+NOT_YET: dict[str, str] = {}
 
 
 class _PipelineLoader(yaml.SafeLoader):
@@ -159,7 +154,25 @@ def _positive_int(value: Any, where: str) -> int:
 
 
 def parse_key(value: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -> KeyDef:
-    """``key_by:`` value: a field name, a list of field names, an expression or an import path."""
+    """``key_by:`` value: a field name, a list of field names, an expression or an import path,
+    or a map of output field name to field or expression (``{day: "r['t'] // 86400000"}``)."""
+    if isinstance(value, dict):
+        if not value or not all(isinstance(k, str) and k.isidentifier() for k in value):
+            raise PipelineDefinitionError(
+                f"expected a map of output field name to a field or an expression, got {value!r}", where)
+        parts = []
+        for name, item in value.items():
+            if isinstance(item, str) and item.isidentifier():
+                parts.append(f"r[{item!r}]")
+                continue
+            fn = compile_expression(item, f"{where}.{name}", limits=limits)
+            if fn.path is not None:
+                raise PipelineDefinitionError(
+                    "a named key part is a field or an expression over r; call the function in an expression",
+                    f"{where}.{name}")
+            parts.append(f"({fn.expr})")
+        expr = parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")"
+        return KeyDef(function=FunctionDef(expr=expr), names=tuple(value))
     if isinstance(value, list):
         if not value or not all(isinstance(v, str) and v for v in value):
             raise PipelineDefinitionError(f"expected a non-empty list of field names, got {value!r}", where)
@@ -169,8 +182,11 @@ def parse_key(value: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -
     return KeyDef(function=compile_expression(value, where, limits=limits))
 
 
-def parse_aggregates(value: Any, where: str) -> tuple[AggregateDef, ...]:
-    """``aggregate: {name: count | {func: field}}``."""
+def parse_aggregates(value: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -> tuple[AggregateDef, ...]:
+    """``aggregate: {name: count | {func: field, where: EXPR}}``; ``func`` may be an import path.
+
+    ``count`` takes any value (``{count: "*"}``); a user aggregate without a field gets the record.
+    """
     if not isinstance(value, dict) or not value:
         raise PipelineDefinitionError(
             "expected a map of output name to aggregate, e.g. {n: count, total: {sum: price}}", where)
@@ -182,24 +198,101 @@ def parse_aggregates(value: Any, where: str) -> tuple[AggregateDef, ...]:
         if spec == "count":
             out.append(AggregateDef(name, "count"))
             continue
+        if isinstance(spec, str) and looks_like_import_path(spec):
+            out.append(AggregateDef(name, spec))
+            continue
         if isinstance(spec, str):
             raise PipelineDefinitionError(
-                f"{spec!r} needs a field: write {{{spec}: FIELD}}; only count stands alone", w)
-        if not isinstance(spec, dict) or len(spec) != 1:
+                f"{spec!r} needs a field: write {{{spec}: FIELD}}; only count and user aggregates "
+                "(package.module:Class) stand alone", w)
+        if not isinstance(spec, dict) or not spec:
             raise PipelineDefinitionError(
-                f"expected count or a one-entry map {{function: field}}, got {spec!r}", w)
+                f"expected count or a map {{function: field}} (with an optional where: EXPR), got {spec!r}", w)
+        spec = dict(spec)
+        cond = None
+        if "where" in spec:
+            cond = compile_expression(spec.pop("where"), f"{w}.where", limits=limits)
+            if cond.path is not None:
+                raise PipelineDefinitionError("where: takes an expression over r; call the function in it",
+                                              f"{w}.where")
+        if len(spec) != 1:
+            raise PipelineDefinitionError(
+                f"expected a one-entry map {{function: field}} (and an optional where), got {sorted(spec)!r}", w)
         func, fld = next(iter(spec.items()))
-        if func not in AGGREGATE_FUNCTIONS:
+        user = isinstance(func, str) and looks_like_import_path(func)
+        if func not in AGGREGATE_FUNCTIONS and not user:
             raise PipelineDefinitionError(
-                f"unknown aggregate {func!r}; {_did_you_mean(func, AGGREGATE_FUNCTIONS)}"
-                f"allowed: {', '.join(AGGREGATE_FUNCTIONS)}", w)
+                f"unknown aggregate {func!r}; {_did_you_mean(str(func), AGGREGATE_FUNCTIONS)}"
+                f"allowed: {', '.join(AGGREGATE_FUNCTIONS)}, or a user aggregate package.module:Class", w)
         if func == "count":
-            out.append(AggregateDef(name, "count"))
+            out.append(AggregateDef(name, "count", None, cond.expr if cond else None))
             continue
         if not isinstance(fld, str) or not fld:
             raise PipelineDefinitionError(f"expected a field name for {func}, got {fld!r}", w)
-        out.append(AggregateDef(name, func, fld))
+        out.append(AggregateDef(name, func, fld, cond.expr if cond else None))
     return tuple(out)
+
+
+WINDOW_KEYS = {
+    "tumbling": ("type", "size", "offset", "time", "allowed_lateness", "late_output"),
+    "sliding": ("type", "size", "slide", "offset", "time", "allowed_lateness", "late_output"),
+    "session": ("type", "gap", "time", "allowed_lateness", "late_output"),
+    "global": ("type", "count"),
+}
+
+
+def parse_window(value: Any, where: str) -> WindowDef:
+    """``window: {type: tumbling|sliding|session|global, ...}`` (see docs/yaml.md)."""
+    from streamlet.time.durations import duration_ms
+
+    if not isinstance(value, dict) or "type" not in value:
+        raise PipelineDefinitionError(
+            "expected a map with a type, e.g. {type: tumbling, size: 10s}; types: "
+            f"{', '.join(WINDOW_KEYS)}", where)
+    kind = value["type"]
+    if kind not in WINDOW_KEYS:
+        raise PipelineDefinitionError(
+            f"unknown window type {kind!r}; {_did_you_mean(str(kind), tuple(WINDOW_KEYS))}"
+            f"allowed: {', '.join(WINDOW_KEYS)}", f"{where}.type")
+    allowed = WINDOW_KEYS[kind]
+    for key in value:
+        if key not in allowed:
+            raise PipelineDefinitionError(
+                f"unknown key {key!r} for a {kind} window; {_did_you_mean(str(key), allowed)}"
+                f"allowed keys: {', '.join(allowed)}", f"{where}.{key}")
+
+    def need(key: str) -> int:
+        if key not in value:
+            raise PipelineDefinitionError(f"a {kind} window needs {key}, e.g. {key}: 10s", where)
+        return duration_ms(value[key], f"{where}.{key}", allow_zero=False)
+
+    time = value.get("time", "event")
+    if time not in ("event", "processing"):
+        raise PipelineDefinitionError(f"{time!r} is not a time; allowed: event, processing", f"{where}.time")
+    lateness = duration_ms(value.get("allowed_lateness", 0), f"{where}.allowed_lateness")
+    late_output = value.get("late_output")
+    if late_output is not None and (not isinstance(late_output, str) or not late_output):
+        raise PipelineDefinitionError(f"expected a name for the side output of late records, got {late_output!r}",
+                                      f"{where}.late_output")
+    if time == "processing" and (lateness or late_output):
+        raise PipelineDefinitionError("processing-time windows have no late records; remove "
+                                      "allowed_lateness and late_output", where)
+    if kind == "tumbling":
+        size = need("size")
+        return WindowDef(kind, size_ms=size, offset_ms=duration_ms(value.get("offset", 0), f"{where}.offset"),
+                         time=time, allowed_lateness_ms=lateness, late_output=late_output)
+    if kind == "sliding":
+        size, slide = need("size"), need("slide")
+        if slide > size:
+            raise PipelineDefinitionError(f"slide {value['slide']!r} is longer than size {value['size']!r}: "
+                                          "records between windows would be lost; use slide <= size", where)
+        return WindowDef(kind, size_ms=size, slide_ms=slide,
+                         offset_ms=duration_ms(value.get("offset", 0), f"{where}.offset"),
+                         time=time, allowed_lateness_ms=lateness, late_output=late_output)
+    if kind == "session":
+        return WindowDef(kind, gap_ms=need("gap"), time=time, allowed_lateness_ms=lateness, late_output=late_output)
+    count = value.get("count")
+    return WindowDef(kind, count=_positive_int(count, f"{where}.count"))
 
 
 def _inputs(value: Any, where: str) -> tuple[str, ...]:
@@ -217,7 +310,8 @@ def _partition(value: Any, where: str) -> str:
     return str(value)
 
 
-def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS) -> TransformDef:
+def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits = DEFAULT_LIMITS,
+                    base_dir: str = ".") -> TransformDef:
     """One ``transforms.<id>`` entry."""
     if not isinstance(body, dict):
         raise PipelineDefinitionError(
@@ -229,14 +323,13 @@ def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits 
     if len(ops) > 1:
         raise PipelineDefinitionError(
             f"a transform does one operation, found {', '.join(ops)}; split it into several nodes", where)
-    for later in ("process", "join"):
-        if later in ops:
-            raise PipelineDefinitionError(f"{later!r} is not supported yet: {NOT_YET[later]}", f"{where}.{later}")
+    if "window" in body and "aggregate" not in body:
+        raise PipelineDefinitionError("a window needs aggregate: (what to compute per window), e.g. "
+                                      "aggregate: {n: count}", f"{where}.window")
     key = parse_key(body["key_by"], f"{where}.key_by", limits) if "key_by" in body else None
     if not ops and key is None:
         raise PipelineDefinitionError(
-            f"no operation; give one of {', '.join(k for k in OPERATIONS if k not in ('process', 'join'))} "
-            "or key_by", where)
+            f"no operation; give one of {', '.join(OPERATIONS)} or key_by", where)
     op = ops[0] if ops else "key_by"
     parallelism = _positive_int(body["parallelism"], f"{where}.parallelism") if "parallelism" in body else None
     partition = _partition(body["partition"], f"{where}.partition") if "partition" in body else None
@@ -250,6 +343,20 @@ def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits 
             raise PipelineDefinitionError(
                 "a union is not an operator; set partition on the node that reads it", f"{where}.partition")
         return TransformDef(node_id, "union", inputs, parallelism=parallelism, where=where)
+    if "side_outputs" in body and op != "process":
+        raise PipelineDefinitionError("side_outputs: belongs to a process node (a window names its late_output)",
+                                      f"{where}.side_outputs")
+    if op == "join" and isinstance(body["join"], dict) and body["join"].get("type") != "lookup":
+        if "input" in body:
+            raise PipelineDefinitionError("a join names its inputs in join: {left: a, right: b}; remove input",
+                                          f"{where}.input")
+        if key is not None:
+            raise PipelineDefinitionError("a join keys its inputs with left_key and right_key; remove key_by",
+                                          f"{where}.key_by")
+        jdef = parse_join(body["join"], f"{where}.join", base_dir, limits)
+        assert jdef.left is not None and jdef.right is not None
+        return TransformDef(node_id, "join", (jdef.left, jdef.right), parallelism=parallelism, where=where,
+                            join=jdef)
     if "input" not in body:
         raise PipelineDefinitionError("missing key 'input' (the id of the node this one reads)", where)
     inputs = _inputs(body["input"], f"{where}.input")
@@ -263,15 +370,156 @@ def parse_transform(node_id: str, body: Any, where: str, limits: PipelineLimits 
         return TransformDef(node_id, op, inputs, function=compile_expression(body[op], f"{where}.{op}", limits=limits),
                             parallelism=parallelism, partition=partition, where=where)
     if op == "aggregate":
+        window = parse_window(body["window"], f"{where}.window") if "window" in body else None
         return TransformDef(node_id, op, inputs, key=key,
-                            aggregates=parse_aggregates(body["aggregate"], f"{where}.aggregate"),
-                            parallelism=parallelism, partition=partition, where=where)
+                            aggregates=parse_aggregates(body["aggregate"], f"{where}.aggregate", limits),
+                            parallelism=parallelism, partition=partition, where=where, window=window)
+
     if op == "reduce":
         return TransformDef(node_id, op, inputs, key=key,
                             function=compile_expression(body["reduce"], f"{where}.reduce", "reduce", limits),
                             parallelism=parallelism, partition=partition, where=where)
+    if op == "process":
+        fn = compile_expression(body["process"], f"{where}.process", limits=limits)
+        if fn.path is None:
+            raise PipelineDefinitionError("process: names a class, package.module:Class (with process_element, "
+                                          "and optionally open, on_timer, close)", f"{where}.process")
+        outputs = _names(body.get("side_outputs", []), f"{where}.side_outputs")
+        return TransformDef(node_id, op, inputs, function=fn, key=key, parallelism=parallelism,
+                            partition=partition, where=where, outputs=outputs)
+    if op == "join":
+        if key is not None:
+            raise PipelineDefinitionError("a lookup join keys records with key: in join:; remove key_by",
+                                          f"{where}.key_by")
+        jdef = parse_join(body["join"], f"{where}.join", base_dir, limits)
+        return TransformDef(node_id, op, inputs, parallelism=parallelism, partition=partition, where=where,
+                            join=jdef)
     return TransformDef(node_id, "key_by", inputs, key=key, parallelism=parallelism,
                         partition=partition, where=where)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PipelineDefinitionError(f"expected a list of names, got {value!r}", where)
+    if len(set(value)) != len(value):
+        raise PipelineDefinitionError(f"names repeat in {value!r}", where)
+    return tuple(value)
+
+
+JOIN_KEYS = {
+    "interval": ("type", "left", "right", "left_key", "right_key", "lower", "upper", "where", "select"),
+    "window": ("type", "left", "right", "left_key", "right_key", "window", "where", "select"),
+    "regular": ("type", "left", "right", "left_key", "right_key", "ttl", "where", "select"),
+    "lookup": ("type", "path", "format", "header", "columns", "delimiter", "key", "lookup_key", "where", "select"),
+}
+
+
+def parse_join(value: Any, where: str, base_dir: str, limits: PipelineLimits = DEFAULT_LIMITS) -> JoinDef:
+    """``join: {type: interval|window|regular|lookup, ...}`` (see docs/yaml.md)."""
+    from streamlet.time.durations import duration_ms
+
+    if not isinstance(value, dict) or "type" not in value:
+        raise PipelineDefinitionError(
+            f"expected a map with a type, e.g. {{type: regular, left: a, right: b, left_key: id, right_key: id}}; "
+            f"types: {', '.join(JOIN_KEYS)}", where)
+    kind = value["type"]
+    if kind not in JOIN_KEYS:
+        raise PipelineDefinitionError(f"unknown join type {kind!r}; {_did_you_mean(str(kind), tuple(JOIN_KEYS))}"
+                                      f"allowed: {', '.join(JOIN_KEYS)}", f"{where}.type")
+    allowed = JOIN_KEYS[kind]
+    for key in value:
+        if key not in allowed:
+            raise PipelineDefinitionError(
+                f"unknown key {key!r} for a {kind} join; {_did_you_mean(str(key), allowed)}"
+                f"allowed keys: {', '.join(allowed)}", f"{where}.{key}")
+
+    def expr(key: str, scope: str = "join") -> str | None:
+        if key not in value:
+            return None
+        fn = compile_expression(value[key], f"{where}.{key}", scope, limits)
+        if fn.path is not None:
+            raise PipelineDefinitionError(f"{key}: takes an expression; call the function in it", f"{where}.{key}")
+        return fn.expr
+
+    def need(key: str) -> Any:
+        if key not in value:
+            raise PipelineDefinitionError(f"a {kind} join needs {key}", where)
+        return value[key]
+
+    if kind == "lookup":
+        path = need("path")
+        if not isinstance(path, str) or not path:
+            raise PipelineDefinitionError(f"expected a file path, got {path!r}", f"{where}.path")
+        resolved = Path(path).expanduser()
+        if not resolved.is_absolute():
+            resolved = Path(base_dir) / resolved
+        if not resolved.is_file():
+            raise PipelineDefinitionError(f"lookup file {path!r} does not exist (looked for {str(resolved)!r}); "
+                                          "relative paths are resolved against the pipeline file's directory",
+                                          f"{where}.path")
+        fmt = value.get("format", "jsonl" if resolved.suffix in (".jsonl", ".json", ".ndjson") else "csv")
+        if fmt not in ("csv", "jsonl"):
+            raise PipelineDefinitionError(f"{fmt!r} is not a lookup format; allowed: csv, jsonl", f"{where}.format")
+        header = value.get("header", True)
+        if not isinstance(header, bool):
+            raise PipelineDefinitionError(f"expected true or false, got {header!r}", f"{where}.header")
+        columns = _names(value.get("columns", []), f"{where}.columns")
+        if fmt == "csv" and not header and not columns:
+            raise PipelineDefinitionError("a csv file without a header needs columns: [name, ...]", where)
+        delimiter = value.get("delimiter", ",")
+        if not isinstance(delimiter, str) or len(delimiter) != 1:
+            raise PipelineDefinitionError(f"expected one character, got {delimiter!r}", f"{where}.delimiter")
+        lookup_key = value.get("lookup_key")
+        if isinstance(lookup_key, str) and lookup_key.isidentifier():
+            lk = f"r[{lookup_key!r}]"
+        else:
+            lk = expr("lookup_key", "record")
+            if lk is None:
+                raise PipelineDefinitionError("a lookup join needs lookup_key: the field (or an expression over "
+                                              "the file's row r) matched against key", where)
+        return JoinDef(kind, key=parse_key(need("key"), f"{where}.key", limits), path=str(resolved.resolve()),
+                       format=fmt, header=header, columns=columns, delimiter=delimiter, lookup_key=lk,
+                       where=expr("where"), select=expr("select"))
+    left, right = need("left"), need("right")
+    for side, v in (("left", left), ("right", right)):
+        if not isinstance(v, str) or not v:
+            raise PipelineDefinitionError(f"expected a node id, got {v!r}", f"{where}.{side}")
+    lk = parse_key(need("left_key"), f"{where}.left_key", limits)
+    rk = parse_key(need("right_key"), f"{where}.right_key", limits)
+    common: dict[str, Any] = {"left": left, "right": right, "left_key": lk, "right_key": rk,
+                              "where": expr("where"), "select": expr("select")}
+    if kind == "interval":
+        lower = duration_ms(need("lower"), f"{where}.lower", allow_negative=True)
+        upper = duration_ms(need("upper"), f"{where}.upper", allow_negative=True)
+        if lower > upper:
+            raise PipelineDefinitionError(f"lower {value['lower']!r} is after upper {value['upper']!r}; "
+                                          "use lower <= upper", where)
+        return JoinDef(kind, lower_ms=lower, upper_ms=upper, **common)
+    if kind == "window":
+        w = parse_window(need("window"), f"{where}.window")
+        if w.type not in ("tumbling", "sliding") or w.time != "event" or w.allowed_lateness_ms or w.late_output:
+            raise PipelineDefinitionError("a window join takes an event-time tumbling or sliding window "
+                                          "(no allowed_lateness or late_output)", f"{where}.window")
+        return JoinDef(kind, window=w, **common)
+    ttl = duration_ms(value.get("ttl", 0), f"{where}.ttl")
+    return JoinDef(kind, ttl_ms=ttl, **common)
+
+
+def parse_event_time(params: dict[str, Any], where: str,
+                limits: PipelineLimits) -> tuple[TimestampDef | None, WatermarkStrategy | None]:
+    """A source's ``timestamp:`` and ``watermark:`` (monotonous when only timestamp is given)."""
+    if "timestamp" not in params:
+        if "watermark" in params:
+            raise PipelineDefinitionError("a watermark needs event time: add timestamp: FIELD (epoch ms or "
+                                          "ISO-8601) or an expression over r", f"{where}.watermark")
+        return None, None
+    value = params["timestamp"]
+    if isinstance(value, str) and value.isidentifier():
+        ts = TimestampDef(field=value)
+    else:
+        ts = TimestampDef(function=compile_expression(value, f"{where}.timestamp", limits=limits))
+    wm = WatermarkStrategy.parse(params.get("watermark", "monotonous"), f"{where}.watermark")
+    return ts, wm
 
 
 def _connector_params(section: str, node_id: str, body: Any, where: str) -> tuple[str, dict[str, Any]]:
@@ -343,9 +591,11 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
         where = f"{f}: sources.{node_id}"
         kind, params = _connector_params("sources", node_id, body, where)
         par = _positive_int(params["parallelism"], f"{where}.parallelism") if "parallelism" in params else None
-        clean = registry.validate_source(kind, params, where, base_dir)
-        sources.append(SourceDef(node_id, kind, clean, par, where))
-    transforms = [parse_transform(nid, body, f"{f}: transforms.{nid}", limits)
+        ts, wm = parse_event_time(params, where, limits)
+        clean = registry.validate_source(kind, {k: v for k, v in params.items() if k not in ("timestamp", "watermark")},
+                                         where, base_dir)
+        sources.append(SourceDef(node_id, kind, clean, par, where, ts, wm))
+    transforms = [parse_transform(nid, body, f"{f}: transforms.{nid}", limits, base_dir)
                   for nid, body in sections["transforms"].items()]
     sinks = []
     for node_id, body in sections["sinks"].items():

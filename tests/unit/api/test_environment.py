@@ -104,3 +104,52 @@ def test_a_failing_job_raises_job_failed_with_node_and_record(tmp_path: Path, ev
         .sink("out", type="blackhole")
     with pytest.raises(JobFailedError, match=r"node 'div'.*ZeroDivisionError.*'value': 3"):
         asyncio.run(env.execute_async())
+
+
+TIME_YAML = """
+name: timed
+sources:
+  clicks: {type: file, path: events.jsonl, timestamp: id, watermark: {max_out_of_orderness: 4s}}
+  views: {type: file, path: events.jsonl, timestamp: id}
+transforms:
+  counts:
+    input: clicks
+    key_by: user
+    window: {type: sliding, size: 10s, slide: 5s, late_output: late}
+    aggregate: {n: count, top: {max: value}}
+  everything: {input: clicks, window: {type: tumbling, size: 1m}, aggregate: {n: count}}
+  marked: {input: late, key_by: user, process: "tests.unit.api.test_environment:Marker", side_outputs: [odd]}
+  pairs: {join: {type: interval, left: clicks, right: views, left_key: user, right_key: user, lower: -1s, upper: 1s}}
+sinks:
+  a: {input: counts, type: blackhole}
+  b: {input: marked, type: blackhole}
+  c: {input: odd, type: blackhole}
+  d: {input: pairs, type: blackhole}
+  e: {input: everything, type: blackhole}
+"""
+
+
+class Marker:
+    """A module-level process function (referenced by import path)."""
+
+    def process_element(self, r: dict, ctx: object) -> list:
+        return [r]
+
+
+def test_time_api_plans_like_yaml(tmp_path: Path, events: list[dict]) -> None:
+    env = StreamEnvironment("timed", base_dir=str(tmp_path))
+    clicks = env.source("clicks", type="file", path="events.jsonl", timestamp="id",
+                        watermark={"max_out_of_orderness": "4s"})
+    views = env.source("views", type="file", path="events.jsonl", timestamp="id")
+    counts = clicks.key_by("user").window(type="sliding", size="10s", slide="5s", late_output="late") \
+        .aggregate("counts", {"n": "count", "top": {"max": "value"}})
+    everything = clicks.window_all(type="tumbling", size="1m").aggregate("everything", {"n": "count"})
+    marked = counts.side_output("late").key_by("user").process("marked", Marker, side_outputs=["odd"])
+    pairs = clicks.join("pairs", views, "interval", "user", "user", lower="-1s", upper="1s")
+    counts.sink("a", type="blackhole")
+    marked.sink("b", type="blackhole")
+    marked.side_output("odd").sink("c", type="blackhole")
+    pairs.sink("d", type="blackhole")
+    everything.sink("e", type="blackhole")
+    from_yaml = plan(loads(TIME_YAML, source_file="timed", base_dir=str(tmp_path)))
+    assert env.plan().to_json() == from_yaml.to_json()

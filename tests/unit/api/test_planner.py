@@ -80,7 +80,7 @@ sinks: {o: {input: after, type: blackhole}}
     assert g.edges[0].key.to_json() == {"fields": ["a", "b"]} and g.mode == "batch"
     agg = g.vertices[1].operators[0]
     assert agg.to_json() == {"kind": "aggregate", "id": "c", "key": {"fields": ["a", "b"]},
-                             "aggregates": [["n", "count", None], ["t", "sum", "v"]]}
+                             "aggregates": [["n", "count", None, None], ["t", "sum", "v", None]]}
 
 
 def test_bare_key_by_node_keys_its_readers(base: Path) -> None:
