@@ -7,6 +7,12 @@ Workloads (inputs generated deterministically into ./bench-data/):
   W2-batch  W2 with mode: batch (one final row per key)
   q0,q1,q2  Nexmark on the built-in generator (10,000,000 events): pass-through / price*0.908 /
             auction % 123 == 0, blackhole sink
+  W3        2,000,000 JSONL records {"id", "user", "value", "ts": i}: 10 s event-time tumbling window,
+            count and sum of value, keyed by user % 100, file sink
+  W3-slide  W3 with a 10 s window sliding by 1 s;  W3-slide-1h: a 1 h window sliding by 1 s
+  q3..q22   the Nexmark suite: configs/pipelines/nexmark/<q>.yaml on the built-in generator
+            (--nexmark-events events, Flink's event-time rate of 10M events/s), its sink replaced by a
+            blackhole (as Flink's Nexmark runs); events/s counts every generated event
 
 Every measurement runs in a fresh subprocess (peak RSS = that process's ru_maxrss).  Rates
 exclude start-up (planning, split enumeration, task deployment), which is reported separately.
@@ -77,6 +83,51 @@ sinks: {out: {input: some, type: blackhole}}
 }
 
 
+W3 = """
+name: w3
+sources: {src: {type: file, path: @INPUT@, format: jsonl, timestamp: ts}}
+transforms:
+  w: {input: src, key_by: "r['user'] % 100", window: @WINDOW@, aggregate: {n: count, total: {sum: value}}}
+sinks: {out: {input: w, type: file, path: @OUT@}}
+"""
+PIPELINES["W3"] = W3.replace("@WINDOW@", "{type: tumbling, size: 10s}")
+PIPELINES["W3-slide"] = W3.replace("@WINDOW@", "{type: sliding, size: 10s, slide: 1s}")
+PIPELINES["W3-slide-1h"] = W3.replace("@WINDOW@", "{type: sliding, size: 1h, slide: 1s}")
+NEXMARK_DIR = ROOT / "configs" / "pipelines" / "nexmark"
+NEXMARK_QUERIES = [f"q{i}" for i in (3, 4, 5, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22)]
+#: Flink's per-core events/s (the Nexmark project's published V1/V2 runs, the higher of the two)
+FLINK_PER_CORE = {"q3": 219_000, "q4": 34_000, "q5": 75_000, "q7": 23_000, "q8": 162_000, "q9": 14_000,
+                  "q10": 58_000, "q11": 46_000, "q12": 194_000, "q13": 188_000, "q14": 161_000, "q15": 72_000,
+                  "q16": 19_000, "q17": 117_000, "q18": 54_000, "q19": 44_000, "q20": 19_000, "q21": 98_000,
+                  "q22": 130_000}
+
+
+def nexmark_pipeline(query: str, events: int) -> str:
+    """A suite pipeline with its sink replaced by a blackhole (Flink's Nexmark measures without sinks)."""
+    import yaml
+
+    data = yaml.safe_load((NEXMARK_DIR / f"{query}.yaml").read_text())
+    data["sinks"] = {name: {"input": sink["input"], "type": "blackhole"} for name, sink in data["sinks"].items()}
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def make_input_ts(records: int) -> Path:
+    """W3's input: W1's records plus an in-order event time ``ts`` (ms)."""
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"records-ts-{records}.jsonl"
+    if not path.exists():
+        import orjson
+
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            step = 100_000
+            for lo in range(0, records, step):
+                f.write(b"".join(orjson.dumps({"id": i, "user": i % 10000, "value": i % 1000, "ts": i}) + b"\n"
+                                 for i in range(lo, min(records, lo + step))))
+        tmp.rename(path)
+    return path
+
+
 def make_input(records: int) -> Path:
     """Deterministic JSONL input; reused when it already exists with the same size."""
     DATA.mkdir(exist_ok=True)
@@ -103,10 +154,16 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
     from streamlet.runtime import minicluster
 
     out_dir = tempfile.mkdtemp(prefix="streamlet-bench-")
-    text = (PIPELINES[workload].replace("@INPUT@", str(make_input(records))).replace("@OUT@", out_dir)
-            .replace("@EVENTS@", str(events)))
+    if workload in NEXMARK_QUERIES:
+        text = nexmark_pipeline(workload, events)
+        base, variables = str(NEXMARK_DIR), {"EVENTS": str(events), "OUT_DIR": out_dir}
+    else:
+        data = make_input_ts(records) if workload.startswith("W3") else make_input(records)
+        text = (PIPELINES[workload].replace("@INPUT@", str(data)).replace("@OUT@", out_dir)
+                .replace("@EVENTS@", str(events)))
+        base, variables = str(ROOT), {}
     t0 = time.perf_counter()
-    graph = plan(loads(text, "bench.yaml", str(ROOT)), parallelism_override=parallelism)
+    graph = plan(loads(text, "bench.yaml", base, variables=variables), parallelism_override=parallelism)
     conf = cfg.load()
     result = minicluster.execute(graph, conf, taskmanagers=taskmanagers)
     t1 = time.perf_counter()
@@ -126,6 +183,8 @@ def child_hand(workload: str, records: int, events: int) -> dict:
     import orjson
 
     loads, dumps = orjson.loads, orjson.dumps
+    if workload not in ("W1", "W2", "W2-batch", "q0", "q1", "q2"):
+        return None
     if workload in ("W1", "W2", "W2-batch"):
         path = make_input(records)
         t0 = time.perf_counter()
@@ -176,9 +235,10 @@ def child_hand(workload: str, records: int, events: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict:
+def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict | None:
+    events = args.nexmark_events if workload in NEXMARK_QUERIES else args.events
     cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
-           "--events", str(args.events), "--parallelism", str(args.parallelism),
+           "--events", str(events), "--parallelism", str(args.parallelism),
            "--taskmanagers", str(args.taskmanagers)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
@@ -188,9 +248,11 @@ def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("workloads", nargs="*", default=list(PIPELINES))
+    ap.add_argument("workloads", nargs="*", default=list(PIPELINES) + NEXMARK_QUERIES)
     ap.add_argument("--records", type=int, default=2_000_000)
     ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--nexmark-events", type=int, default=2_000_000,
+                    help="events per run of q3..q22 (default 2,000,000)")
     ap.add_argument("--parallelism", type=int, default=1)
     ap.add_argument("--taskmanagers", type=int, default=0)
     ap.add_argument("--no-hand", action="store_true", help="skip the hand-written loops")
@@ -205,14 +267,16 @@ def main() -> None:
             res = child_hand(workload, args.records, args.events)
         print(json.dumps(res))
         return
-    unknown = [w for w in args.workloads if w not in PIPELINES]
+    unknown = [w for w in args.workloads if w not in PIPELINES and w not in NEXMARK_QUERIES]
     if unknown:
-        raise SystemExit(f"unknown workloads {unknown}; choose from {list(PIPELINES)}")
-    if any(w.startswith("W") for w in args.workloads):
+        raise SystemExit(f"unknown workloads {unknown}; choose from {list(PIPELINES) + NEXMARK_QUERIES}")
+    if any(w.startswith(("W1", "W2")) for w in args.workloads):
         make_input(args.records)
+    if any(w.startswith("W3") for w in args.workloads):
+        make_input_ts(args.records)
     rows = []
-    print(f"{'workload':<9} {'streamlet rec/s':>16} {'per core':>10} {'start-up':>9} {'peak MB':>8} "
-          f"{'hand rec/s':>11} {'ratio':>6}")
+    print(f"{'workload':<12} {'streamlet rec/s':>16} {'per core':>10} {'start-up':>9} {'peak MB':>8} "
+          f"{'hand rec/s':>11} {'ratio':>6} {'flink/core':>11} {'vs flink':>8}")
     for w in args.workloads:
         s = run_child("streamlet", w, args)
         h = None if args.no_hand else run_child("hand", w, args)
@@ -221,9 +285,12 @@ def main() -> None:
                "streamlet": s, "hand": h, "per_core": s["rate"] / min(cores, os.cpu_count() or 1),
                "ratio": (s["rate"] / h["rate"]) if h else None}
         rows.append(row)
-        print(f"{w:<9} {s['rate']:>16,.0f} {row['per_core']:>10,.0f} {s['startup_s']:>8.2f}s "
+        flink = FLINK_PER_CORE.get(w)
+        row["flink_per_core"] = flink
+        vs = f"{row['per_core'] / flink:>8.2f}" if flink else f"{'':>8}"
+        print(f"{w:<12} {s['rate']:>16,.0f} {row['per_core']:>10,.0f} {s['startup_s']:>8.2f}s "
               f"{s['peak_rss_mb']:>8.0f} {(h['rate'] if h else 0):>11,.0f} "
-              f"{(row['ratio'] or 0):>6.2f}", flush=True)
+              f"{(row['ratio'] or 0):>6.2f} {(flink or 0):>11,} {vs}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
