@@ -95,7 +95,10 @@ def test_late_records_are_counted_and_sent_to_the_side_output(tmp_path: Path, p:
           late_out: {input: flagged, type: file, path: late}
     """, p)
     late = read_output(tmp_path / "late")
-    assert late, "jitter beyond the watermark's bound must make records late"
+    if p == 1:  # one source subtask: its watermark follows every batch, so jitter makes records late
+        assert late, "jitter beyond the watermark's bound must make records late"
+    # at p > 1 how many are late depends on how the subtasks interleave: whatever the split, every
+    # record is either in a window or in the side output, never both
     assert all(r.pop("late") for r in late)
     assert canonical(late) == canonical([r for r in recs if r in late])
     # the windows hold exactly the records that were not late
