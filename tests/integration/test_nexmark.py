@@ -7,7 +7,6 @@ Updating queries (q4, q9, q15-q19) are checked on their final result: the last r
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import datetime
 import re
@@ -21,7 +20,7 @@ from streamlet.api.planner import plan
 from streamlet.api.yaml.loader import load
 from streamlet.connectors.generator import DEFAULT_BASE_TIME
 from streamlet.connectors.nexmark import NexmarkGenerator
-from streamlet.runtime.local import LocalExecutor
+from tests.support.pipelines import run_graph
 
 NEXMARK = Path(__file__).resolve().parents[2] / "configs" / "pipelines" / "nexmark"
 EVENTS = 6000
@@ -40,7 +39,7 @@ def run_query(query: str, out: Path, p: int = 1) -> list[dict[str, str]]:
     pdef = load(NEXMARK / f"{query}.yaml", variables={"EVENTS": str(EVENTS), "EVENT_RATE": str(RATE),
                                                     "OUT_DIR": str(out)})
     graph = plan(pdef, parallelism_override=p)
-    result = asyncio.run(LocalExecutor(graph).run())
+    result = run_graph(graph)
     assert result.state == "FINISHED", f"{query} ended {result.state}: {result.error!r}"
     rows: list[dict[str, str]] = []
     for part in sorted(out.glob("part-*.csv")):
