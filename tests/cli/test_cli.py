@@ -266,3 +266,97 @@ def test_ctrl_c_cancels_without_a_traceback(workdir: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert err.rstrip().endswith("error: cancelled")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, method: str = "GET") -> tuple[int, object]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback test server
+            return resp.status, orjson.loads(resp.read() or b"null")
+    except urllib.error.URLError as exc:
+        return -1, str(exc)
+
+
+ENDLESS = """
+    name: endless
+    sources: {numbers: {type: datagen, rate: 500, fields: {id: {kind: sequence}}}}
+    sinks: {out: {input: numbers, type: blackhole}}
+"""
+
+
+@pytest.mark.parametrize("how", ["--rest-port", "-D"])
+def test_run_serves_the_rest_api_and_a_cancel_through_it_ends_the_run(workdir: Path, how: str) -> None:
+    pipeline(workdir, ENDLESS)
+    port = _free_port()
+    flag = ["--rest-port", str(port)] if how == "--rest-port" else ["-D", f"rest.port={port}"]
+    proc = subprocess.Popen([STREAMLET, "run", "job.yaml", *flag], cwd=workdir, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        jobs: list = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            status, body = _get(f"{base}/jobs/overview")
+            if status == 200 and body["jobs"] and body["jobs"][0]["state"] == "RUNNING":  # type: ignore[index]
+                jobs = body["jobs"]  # type: ignore[index]
+                break
+            time.sleep(0.05)  # polling a server in another process: nothing here can signal us
+        assert jobs and jobs[0]["name"] == "endless", (jobs, proc.poll())
+        assert _get(f"{base}/overview")[1]["taskmanagers"] == 1  # type: ignore[index]
+        status, body = _get(f"{base}/jobs/{jobs[0]['jid']}?mode=cancel", "PATCH")
+        assert (status, body) == (202, {})
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    assert f"REST API and dashboard: http://127.0.0.1:{port}/" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: job 'endless' CANCELED")
+
+
+def test_run_without_a_rest_port_listens_on_nothing(workdir: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    pipeline(workdir, ENDLESS)
+    proc = subprocess.Popen([STREAMLET, "run", "job.yaml", "-D", "execution.progress-interval=50ms"], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        line = proc.stderr.readline()
+        while not line.startswith("[") and proc.poll() is None:
+            line = proc.stderr.readline()
+        assert line.startswith("["), line  # running
+        listening = [c for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
+        assert listening == []
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=30)
+
+
+def test_run_on_taskmanagers_prints_an_error_once_on_its_own_line(workdir: Path) -> None:
+    pipeline(workdir, """
+        sources: {src: {type: file, path: records.jsonl}}
+        transforms: {bad: {input: src, map: "r['missing']"}}
+        sinks: {out: {input: bad, type: blackhole}}
+    """)
+    proc = streamlet("run", "job.yaml", "--taskmanagers", "2", "-p", "2", cwd=workdir)
+    message = failed_cleanly(proc, 1)
+    assert message.count("KeyError") == 1, proc.stderr
+    assert proc.stderr.count("error: ") == 1, proc.stderr
+    assert "node 'bad': user function raised KeyError: 'missing'" in message
+    # and a pipeline that does not validate says so once, before any process starts
+    pipeline(workdir, "sources: {src: {type: nope}}\nsinks: {o: {input: src, type: blackhole}}\n", "bad.yaml")
+    proc = streamlet("run", "bad.yaml", "--taskmanagers", "2", cwd=workdir)
+    message = failed_cleanly(proc, 2)
+    assert proc.stderr.count("error: ") == 1 and "unknown source type 'nope'" in message, proc.stderr

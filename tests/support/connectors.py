@@ -184,6 +184,9 @@ class CommitSink(SinkWriterBase):
             COMMIT_LOG.add("commit", n)
 
     async def finish(self) -> None:
+        # end of a bounded input: everything written becomes visible, prepared or not
+        for n in sorted(self._prepared):
+            COMMIT_LOG.written.extend(self._prepared.pop(n))
         COMMIT_LOG.written.extend(self._pending)
         self._pending = []
 

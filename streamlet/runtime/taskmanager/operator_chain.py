@@ -94,6 +94,8 @@ class OperatorChain:
         if sink_spec is not None:
             writer = sink_class(sink_spec.type).create_writer(sink_spec.params, ctx)
             self.writer = named_writer(writer, sink_spec.id)  # its failures name the sink node
+        #: some operator may use keyed state (anything but fused stateless stages)
+        self.stateful = any(not getattr(s, "FUSABLE", False) for s in body)
         #: every spec's output is JSON when its input is (see OpSpec.JSON_OUTPUT)
         self.json_output = all(s.JSON_OUTPUT for s in specs if not isinstance(s, SinkSpec))
         group = metrics or MetricGroup()

@@ -503,6 +503,8 @@ class Task:
         channels = gate.channels
         tracker = WatermarkTracker(len(channels))
         remaining = len(channels)
+        # a backend with a write cache flushes it between batches (off the loop when over its bound)
+        maintain = self.state.maintain if self.state is not None and chain.stateful else None
         while remaining:
             if mailbox:
                 await mailbox.serve()
@@ -522,6 +524,8 @@ class Task:
                 else:
                     records, ts = chain.process_right(element.records, element.timestamps)
                 await self._after_chain(records, ts)
+                if maintain is not None:
+                    await maintain()
                 busy.total += perf() - t0 - (bp.total - bp0)
             elif kind is Watermark:
                 wm = tracker.update(ch.index, element.timestamp)

@@ -1,0 +1,107 @@
+"""One meaning for a pipeline, wherever it runs: the same output, or the same error naming the
+node and the record, embedded (``streamlet run``) and over two TaskManager processes.
+
+Records are JSON values in both modes: a record that is not JSON fails at the channel it must
+cross, in both; a tuple arrives as a list in both; and each consumer of a node sees its own
+records, so one branch's in-place change does not show in the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamlet import config as cfg
+from streamlet.runtime.minicluster import execute_async
+from tests.support.pipelines import canonical, plan_file, read_output, write_jsonl, write_pipeline
+
+RECORDS = [{"id": i, "k": i % 5, "tags": [f"t{i % 3}", f"t{i % 2}"]} for i in range(200)]
+
+
+def _run(tmp_path: Path, text: str, taskmanagers: int, out: str = "out") -> tuple[str, str, Any]:
+    """Run the pipeline (its sinks write under ``out``); returns (state, error text, outputs)."""
+    write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    graph = plan_file(write_pipeline(tmp_path, text.replace("@OUT@", out)), parallelism=2)
+    conf = cfg.load(overrides={"log.level": "WARNING"}, env={})
+    result = asyncio.run(execute_async(graph, conf, taskmanagers=taskmanagers))
+    outputs = {d.name: read_output(d) for d in sorted((tmp_path / out).iterdir())} \
+        if (tmp_path / out).exists() else {}
+    error = str(result.error) if result.error is not None else ""
+    return result.state, error, outputs
+
+
+def _both(tmp_path: Path, text: str) -> tuple[tuple[str, str, Any], tuple[str, str, Any]]:
+    return _run(tmp_path, text, 0, "out-embedded"), _run(tmp_path, text, 2, "out-cluster")
+
+
+def test_a_record_that_is_not_json_fails_the_same_way_at_the_shuffle(tmp_path: Path) -> None:
+    embedded, cluster = _both(tmp_path, """
+        name: sets
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms:
+          tagged: {input: src, map: "dict(r, tags=set(r['tags']))"}
+          per_key: {input: tagged, key_by: k, aggregate: {n: count}}
+        sinks: {out: {input: per_key, type: file, path: @OUT@/counts}}
+    """)
+    assert embedded[0] == cluster[0] == "FAILED"
+    for state, error, _ in (embedded, cluster):
+        assert "node 'tagged' emitted a record that is not a JSON value (Type is not JSON serializable: set)" \
+            in error, error
+        assert "'tags': {'t" in error and "convert sets to lists" in error
+    # the same message, apart from which record came first and where the process logs are
+    def shape(error: str) -> str:
+        return error.split("): {")[0] + error.split("}; records must")[1].split(" (taskmanager logs")[0]
+
+    assert shape(embedded[1]) == shape(cluster[1])
+
+
+def test_two_branches_of_one_node_do_not_share_records(tmp_path: Path) -> None:
+    # branch a changes its records in place; branch b must not see it, embedded as on a cluster
+    embedded, cluster = _both(tmp_path, """
+        name: branches
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms:
+          a: {input: src, map: "r.update(seen_by='a') or r", partition: rebalance}
+          b: {input: src, filter: "'seen_by' not in r", partition: rebalance}
+        sinks:
+          out_a: {input: a, type: file, path: @OUT@/a}
+          out_b: {input: b, type: file, path: @OUT@/b}
+    """)
+    assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
+    assert {k: canonical(v) for k, v in embedded[2].items()} == {k: canonical(v) for k, v in cluster[2].items()}
+    assert canonical(embedded[2]["b"]) == canonical(RECORDS)  # every record, none marked by branch a
+    assert canonical(embedded[2]["a"]) == canonical(dict(r, seen_by="a") for r in RECORDS)
+
+
+def test_tuples_cross_a_channel_as_lists_in_both_modes(tmp_path: Path) -> None:
+    embedded, cluster = _both(tmp_path, """
+        name: tuples
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms:
+          pairs: {input: src, map: "(r['k'], r['id'])"}
+          typed: {input: pairs, map: "{'k': r[0], 'is_list': isinstance(r, list)}", partition: rebalance}
+        sinks: {out: {input: typed, type: file, path: @OUT@/t}}
+    """)
+    assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
+    assert canonical(embedded[2]["t"]) == canonical(cluster[2]["t"])
+    assert canonical(embedded[2]["t"]) == canonical({"k": r["k"], "is_list": True} for r in RECORDS)
+
+
+@pytest.mark.parametrize("taskmanagers", [0, 2])
+def test_a_single_consumer_path_is_not_copied(tmp_path: Path, taskmanagers: int) -> None:
+    """The common case costs nothing: source -> key_by -> aggregate crosses a channel uncopied
+    (the chain's output is JSON by construction) and gives the right counts in both modes."""
+    state, error, outputs = _run(tmp_path, """
+        name: plain
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms: {per_key: {input: src, key_by: k, aggregate: {n: count}}}
+        sinks: {out: {input: per_key, type: file, path: @OUT@/c}}
+    """, taskmanagers)
+    assert state == "FINISHED", error
+    finals: dict[int, int] = {}
+    for row in outputs["c"]:
+        finals[row["k"]] = max(finals.get(row["k"], 0), row["n"])
+    assert finals == {k: sum(1 for r in RECORDS if r["k"] == k) for k in range(5)}
