@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from streamlet.version import __version__
 __all__ = ["StreamEnvironment", "__version__"]
 
 

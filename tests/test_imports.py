@@ -5,6 +5,7 @@ runtime."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,7 @@ def _loaded_after(*modules: str) -> set[str]:
 def test_import_streamlet_is_light() -> None:
     loaded = _loaded_after("streamlet")
     assert not [m for m in loaded if m.split(".")[0] in HEAVY]
-    assert [m for m in loaded if m.startswith("streamlet")] == ["streamlet"]
+    assert sorted(m for m in loaded if m.startswith("streamlet")) == ["streamlet", "streamlet.version"]
 
 
 def test_planning_a_pipeline_never_loads_the_runtime() -> None:
@@ -89,3 +90,35 @@ def test_planning_a_pipeline_never_loads_the_runtime() -> None:
     for layer in ("streamlet.runtime", "streamlet.operators", "streamlet.connectors", "streamlet.rest",
                   "streamlet.rpc"):
         assert not [m for m in loaded if m == layer or m.startswith(layer + ".")], layer
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    exe = Path(sys.executable).parent / "lint-imports"
+    assert exe.exists(), "import-linter is not installed (it is in the dev extra: pip install -e '.[dev]')"
+    return subprocess.run([str(exe), "--config", str(root / "pyproject.toml")], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_layering_contracts_of_pyproject_hold() -> None:
+    """import-linter's contracts (pyproject.toml): layers import only downward, the JobManager and
+    TaskManager packages meet only in rpc/, graph/ is pure data, nothing imports the test kit."""
+    root = Path(__file__).resolve().parent.parent
+    proc = _lint_imports(root)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "4 kept, 0 broken" in proc.stdout
+
+
+def test_a_broken_layer_is_caught(tmp_path: Path) -> None:
+    """The contracts really bite: the same tree with the API importing the runtime fails them."""
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    shutil.copytree(root / "streamlet", tmp_path / "streamlet", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
+    bad = tmp_path / "streamlet" / "api" / "sneaky.py"
+    bad.write_text("from streamlet.runtime.minicluster import execute\n")
+    (tmp_path / "streamlet" / "graph" / "sneaky.py").write_text("import asyncio\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "streamlet.api is not allowed to import streamlet.runtime" in proc.stdout
+    assert "streamlet.graph.sneaky -> asyncio" in proc.stdout

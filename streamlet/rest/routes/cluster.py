@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from streamlet import __version__
+from streamlet.version import __version__
 from streamlet.rest.responses import gateway_of, json_response
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from streamlet import __version__
+from streamlet.version import __version__
 from streamlet.api.limits import PipelineLimits
 from streamlet.clock import Clock
 from streamlet.config import SECRET_KEYS, Configuration

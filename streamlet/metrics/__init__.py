@@ -1,0 +1,1 @@
+"""Metrics: counters, gauges and meters per task and operator (see :mod:`.registry`)."""
