@@ -47,6 +47,7 @@ from streamlet.runtime.job_files import job_modules, write_job_files
 from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
+from streamlet.runtime.jobmanager import views
 
 logger = logging.getLogger(__name__)
 
@@ -321,22 +322,22 @@ class Dispatcher:
         raise NotFoundError(f"taskmanager {task_manager_id!r} not found; GET /taskmanagers lists them")
 
     def jobs(self) -> list[JobInfo]:
-        return [jm.info() for jm in self._jobs.values()]
+        return [views.job_info(jm) for jm in self._jobs.values()]
 
     def job(self, job_id: str) -> JobInfo:
-        return self._job(job_id).info()
+        return views.job_info(self._job(job_id))
 
     async def wait_terminal(self, job_id: str) -> JobInfo:
         """The job's info once it reached a terminal state (raises NotFoundError for an unknown id)."""
         jm = self._job(job_id)
         await jm.terminated.wait()
-        return jm.info()
+        return views.job_info(jm)
 
     def job_exceptions(self, job_id: str) -> JobExceptions:
-        return self._job(job_id).exception_history()
+        return views.exception_history(self._job(job_id))
 
     def vertex_backpressure(self, job_id: str, vertex_id: str) -> VertexBackpressure:
-        bp = self._job(job_id).backpressure(vertex_id)
+        bp = views.vertex_backpressure(self._job(job_id), vertex_id)
         if bp is None:
             raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
         return bp

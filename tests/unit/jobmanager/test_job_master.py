@@ -10,6 +10,7 @@ from streamlet.rpc.errors import RpcError
 from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_status import ExecutionState, JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
+from streamlet.runtime.jobmanager import views
 from tests.unit.jobmanager.helpers import graph, register, report, settle, until
 
 E = ExecutionState
@@ -46,7 +47,7 @@ def test_deploys_every_subtask_and_finishes() -> None:
         assert all(ex.state is E.DEPLOYING for ex in jm.executions)
         for state in ("INITIALIZING", "RUNNING"):
             report(jm, "t1", state)
-        assert jm.info().vertices[0].status == "RUNNING"
+        assert views.job_info(jm).vertices[0].status == "RUNNING"
         report(jm, "t1", "FINISHED", lambda ex: ex.tdd.vertex_id == "a" * 32)
         assert jm.status is JobStatus.RUNNING
         report(jm, "t1", "FINISHED")
@@ -63,13 +64,13 @@ def test_waits_in_created_with_a_reason_then_runs_when_a_taskmanager_joins() -> 
         register(rm, 1, "t1")
         await until(lambda: jm.status is JobStatus.CREATED)
         await settle()
-        info = jm.info()
+        info = views.job_info(jm)
         assert info.state == "CREATED"
         assert info.pending_reason is not None and "waiting for 2 free slot(s)" in info.pending_reason
         await clock.advance(10)
         t2 = register(rm, 1, "t2")
         await until(lambda: t2.deployments)
-        assert jm.status is JobStatus.RUNNING and jm.info().pending_reason is None
+        assert jm.status is JobStatus.RUNNING and views.job_info(jm).pending_reason is None
         jm.cancel()
         report(jm, "t1", "CANCELED")
 
@@ -82,7 +83,7 @@ def test_fails_after_the_slot_request_timeout() -> None:
         await settle()
         await clock.advance(31)
         await until(lambda: jm.status is JobStatus.FAILED)
-        root = jm.exception_history().to_json()["root-exception"]
+        root = views.exception_history(jm).to_json()["root-exception"]
         assert "could not get 2 slot(s) within 30s" in root and "start more taskmanagers" in root
         register(rm, 2)
         assert rm.slots_free == 2  # the withdrawn request took nothing
@@ -102,7 +103,7 @@ def test_a_failed_subtask_fails_the_job_and_cancels_the_rest() -> None:
         assert all(ex.state in (E.CANCELING, E.FAILED) for ex in jm.executions)
         report(jm, "t1", "CANCELED", lambda ex: not ex.state.is_terminal)
         assert jm.status is JobStatus.FAILED
-        exc = jm.exception_history().to_json()
+        exc = views.exception_history(jm).to_json()
         assert exc["root-exception"] == why
         assert exc["all-exceptions"][0]["task"] == "out (2/2)"
         assert exc["all-exceptions"][0]["taskManagerId"] == "t2"
@@ -168,7 +169,7 @@ def test_lost_taskmanager_fails_its_subtasks_and_the_job() -> None:
             await until(lambda: t1.cancelled)
             report(jm, "t1", "CANCELED", lambda ex: ex.slot.task_manager_id == "t1")
             assert jm.status is JobStatus.FAILED
-            assert "t2" in jm.exception_history().to_json()["root-exception"]
+            assert "t2" in views.exception_history(jm).to_json()["root-exception"]
             await until(lambda: t1.released)
             await settle()
             assert rm.slots_total == 1 and rm.slots_free == 1
@@ -226,14 +227,14 @@ def test_metrics_and_backpressure_views() -> None:
                               "busy_ms_per_second": 100.0, "idle_ms_per_second": 100.0,
                               "backpressured_ms_per_second": 800.0 if ex.tdd.subtask_index else 50.0}
                              for ex in jm.executions])
-        v = jm.info().to_details_json()["vertices"][0]
+        v = views.job_info(jm).to_details_json()["vertices"][0]
         assert v["metrics"]["read-records"] == 200 and v["metrics"]["write-records"] == 100
         assert v["metrics"]["read-records-per-second"] == 20.0
-        bp = jm.backpressure("a" * 32).to_json()  # type: ignore[union-attr]
+        bp = views.vertex_backpressure(jm, "a" * 32).to_json()  # type: ignore[union-attr]
         assert bp["backpressure-level"] == "high"
         assert [s["backpressure-level"] for s in bp["subtasks"]] == ["ok", "high"]
-        assert jm.backpressure("nope") is None
-        plan = jm.plan()
+        assert views.vertex_backpressure(jm, "nope") is None
+        plan = views.job_plan(jm)
         assert [n["id"] for n in plan["nodes"]] == ["a" * 32, "b" * 32]
         assert plan["nodes"][1]["inputs"][0]["ship_strategy"] == "HASH"
         jm.cancel()
