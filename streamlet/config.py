@@ -128,6 +128,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("state.backend.rocksdb.thread.num", "int", 2, "RocksDB background threads (flush, compaction) per subtask"),
     Option("execution.checkpointing.dir", "str", "/tmp/streamlet-checkpoints", "where checkpoints are written",
            unused="checkpointing arrives with the state and fault-tolerance issue"),
+    Option("s3.endpoint", "str", None, "endpoint of S3-compatible checkpoint storage, e.g. http://127.0.0.1:9000 (unset = AWS S3)"),
+    Option("s3.access-key", "str", None, "access key id for s3:// checkpoint storage (unset = the environment's AWS credentials)"),
+    Option("s3.secret-key", "str", None, "secret access key for s3:// checkpoint storage (never shown by streamlet config)"),
+    Option("s3.region", "str", "us-east-1", "region of the s3:// checkpoint bucket"),
+    Option("s3.path.style.access", "bool", None, "path-style S3 requests (unset = on when s3.endpoint is set, as S3-compatible servers need)"),
     Option("execution.checkpointing.interval", "duration", "0", "checkpoint interval (0 = off)",
            unused="checkpointing arrives with the state and fault-tolerance issue"),
     Option("execution.checkpointing.mode", "str", "exactly_once", "exactly_once or at_least_once",
@@ -285,7 +290,7 @@ def _read_token(path: str) -> str:
 
 
 #: keys whose values are secrets: shown as ``******`` wherever a configuration is displayed
-SECRET_KEYS = ("security.auth.token",)
+SECRET_KEYS = ("security.auth.token", "s3.secret-key")
 
 
 def render_yaml(config: Mapping[str, Any] | None = None, hide_secrets: bool = False) -> str:

@@ -12,6 +12,7 @@ gives a storage rooted below it.  Layout (DESIGN.md 6.8), relative to the checkp
     <job id>/shared/...             files several checkpoints reference (incremental rocksdb SSTs)
     <job id>/taskowned/...          files owned by tasks rather than by one checkpoint
 
+Implementations: :mod:`.filesystem` (``file:``/plain paths) and :mod:`.s3` (``s3://``).
 Backends receive the job-scoped storage (``root.scoped(job_id)``) and write ``chk-<n>/``,
 ``shared/`` and ``taskowned/`` below it.  Build one with :func:`streamlet.state.storage.open_storage`.
 """
