@@ -92,8 +92,8 @@ class Option:
             "int": _to_int, "str": str, "bool": _to_bool, "float": float,
             "duration": lambda v: parse_duration(v, self.key),
         }
-        if value is None and self.type == "str":
-            return None
+        if value is None and (self.type == "str" or self.default is None):
+            return None  # unset (a key whose default is unset may be written back as null)
         try:
             return conv[self.type](value)
         except ConfigError:
