@@ -20,7 +20,7 @@ SOURCES: dict[str, str] = {
 SINKS: dict[str, str] = {
     "print": "streamlet.connectors.stdio:PrintSink",
     "blackhole": "streamlet.connectors.stdio:BlackholeSink",
-    "file": "streamlet.connectors.files:FileSink",
+    "file": "streamlet.connectors.file_sink:FileSink",
 }
 
 

@@ -1,4 +1,4 @@
-"""``file`` source (text, jsonl, csv; bounded) and ``file`` sink (jsonl, csv; a file per subtask).
+"""``file`` source: text, jsonl and csv files, bounded (the sink is in :mod:`.file_sink`).
 
 Source splits are byte ranges aligned on line starts: one per file when there are at least as
 many files as subtasks, otherwise files are cut into pieces so every subtask gets work.  The
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import os
 from collections import deque
 from pathlib import Path
@@ -20,10 +19,9 @@ from typing import Any, Mapping
 
 import orjson
 
-from streamlet.connectors.base import END_OF_INPUT, Param, SinkWriterBase, not_json, validate_params
+from streamlet.connectors.base import END_OF_INPUT, Param, validate_params
 from streamlet.connectors.errors import ConnectorError
-from streamlet.errors import DecodeError, PipelineDefinitionError, SinkRecordError
-from streamlet.serde import dumps_lines
+from streamlet.errors import DecodeError, PipelineDefinitionError
 
 _CHUNK = 1 << 22
 _FORMATS = ("text", "jsonl", "csv")
@@ -38,7 +36,8 @@ def _infer_format(paths: list[str]) -> str:
     return "text"
 
 
-def _resolve(base_dir: str, p: str) -> Path:
+def resolve_path(base_dir: str, p: str) -> Path:
+    """``p`` (``~`` expanded) as is when absolute, else relative to ``base_dir`` (the pipeline file's directory)."""
     path = Path(p).expanduser()
     return path if path.is_absolute() else Path(base_dir) / path
 
@@ -76,7 +75,7 @@ class FileSource:
         for p in raw:
             if not isinstance(p, str) or not p:
                 raise PipelineDefinitionError(f"expected a path string, got {p!r}", f"{where}.path")
-            rp = _resolve(base_dir, p)
+            rp = resolve_path(base_dir, p)
             if not rp.exists():
                 raise PipelineDefinitionError(
                     f"input {p!r} does not exist (looked for {str(rp)!r}); relative paths are resolved "
@@ -453,114 +452,3 @@ def _line_number(path: str, offset: int) -> int:
             count += block.count(b"\n")
             offset -= len(block)
     return count + 1
-
-
-class FileSink(SinkWriterBase):
-    """Writes records to ``<path>/part-<subtask>.<jsonl|csv>`` (one file per parallel subtask).
-
-    Output is buffered and written off the event loop in 4 MiB blocks; ``finish`` writes the rest.
-    Existing part files of the same subtask are replaced.
-    """
-
-    PARAMS = {
-        "path": Param("str", "output directory (created if missing)", required=True),
-        "format": Param("str", "jsonl or csv", "jsonl", choices=("jsonl", "csv")),
-        "delimiter": Param("str", "csv field delimiter", ","),
-        "header": Param("bool", "csv: write the field names first", True),
-    }
-
-    @classmethod
-    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
-        out = validate_params(params, cls.PARAMS, where, ("type", "input", "parallelism", "partition"))
-        out["path"] = str(_resolve(base_dir, out["path"]).resolve())
-        if Path(out["path"]).is_file():
-            raise PipelineDefinitionError(f"{out['path']!r} is a file; the file sink writes a directory",
-                                          f"{where}.path")
-        return out
-
-    @classmethod
-    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> FileSink:
-        return cls(params, ctx.subtask_index)
-
-    def __init__(self, params: Mapping[str, Any], subtask_index: int) -> None:
-        self._format = params["format"]
-        self._delimiter = params["delimiter"]
-        self._header = params["header"]
-        self._file = Path(params["path"]) / f"part-{subtask_index}.{self._format}"
-        self._fh: Any = None
-        self._buf: list[bytes] = []
-        self._size = 0
-        self._fields: list[str] | None = None
-
-    def _open(self) -> None:
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self._file, "wb")  # noqa: SIM115 - closed in close()
-
-    def _write(self, data: bytes) -> None:
-        if self._fh is None:
-            self._open()
-        self._fh.write(data)
-
-    def _encode_csv(self, records: list[Any]) -> bytes:
-        out = io.StringIO()
-        w = csv.writer(out, delimiter=self._delimiter, lineterminator="\n")
-        if self._fields is None:
-            first = records[0]
-            if isinstance(first, dict):
-                _check_csv_record(first, None)
-            self._fields = list(first) if isinstance(first, dict) else []
-            if self._header and self._fields:
-                w.writerow(self._fields)
-        f = self._fields
-        columns = set(f)
-        for r in records:
-            if isinstance(r, dict):
-                if r.keys() != columns:
-                    _check_csv_record(r, columns)
-                w.writerow([r.get(k) for k in f])
-            else:
-                w.writerow(r if isinstance(r, (list, tuple)) else [r])
-        return out.getvalue().encode()
-
-    async def write(self, records: list[Any]) -> None:
-        if not records:
-            return
-        if self._format == "jsonl":
-            try:
-                data = dumps_lines(records)
-            except TypeError as exc:  # orjson: a set, bytes, a non-string key, ...
-                raise not_json(records, exc) from exc
-        else:
-            data = self._encode_csv(records)
-        self._buf.append(data)
-        self._size += len(data)
-        if self._size >= _CHUNK:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        data = b"".join(self._buf)
-        self._buf, self._size = [], 0
-        await asyncio.to_thread(self._write, data)
-
-    async def finish(self) -> None:
-        await self._flush()
-
-    async def close(self) -> None:
-        if self._fh is not None:
-            fh, self._fh = self._fh, None
-            await asyncio.to_thread(fh.close)
-
-
-def _check_csv_record(r: dict[Any, Any], columns: set[str] | None) -> None:
-    """Refuse a map record a csv file cannot hold: a key that is not a string, or (``columns``
-    given) a field the header does not have."""
-    for k in r:
-        if type(k) is not str:
-            raise SinkRecordError(r, f"its key {k!r} is not a string, and csv columns are named by strings",
-                                  "make the keys strings, e.g. map: \"{str(k): v for k, v in r.items()}\", or write "
-                                  "format: jsonl")
-    if columns is not None:
-        extra = [k for k in r if k not in columns]
-        if extra:
-            raise SinkRecordError(r, f"it has fields {extra!r} that the csv header (the first record's fields) has not",
-                                  "give every record the same fields, or write format: jsonl")

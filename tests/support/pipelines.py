@@ -56,14 +56,18 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
 
 
 def read_parts(directory: Path, ext: str = "jsonl") -> dict[int, list[Any]]:
-    """The records of every ``part-<i>.<ext>`` file of a file sink, by subtask index, in file order."""
+    """The records of every committed ``part-<i>-<checkpoint>-<seq>.<ext>`` file of a file sink,
+    by subtask index ``i``, in checkpoint and part order (csv: the lines, headers included)."""
     out: dict[int, list[Any]] = {}
-    for f in sorted(directory.glob(f"part-*.{ext}")):
-        index = int(f.name.split(".")[0].removeprefix("part-"))
+    files = sorted(directory.glob(f"part-*-*-*.{ext}"),
+                   key=lambda f: tuple(int(x) for x in f.name.split(".")[0].split("-")[1:]))
+    for f in files:
+        index = int(f.name.split("-")[1])
+        part = out.setdefault(index, [])
         if ext == "jsonl":
-            out[index] = [orjson.loads(line) for line in f.read_bytes().splitlines() if line]
+            part += [orjson.loads(line) for line in f.read_bytes().splitlines() if line]
         else:
-            out[index] = f.read_text().splitlines()
+            part += f.read_text().splitlines()
     return out
 
 

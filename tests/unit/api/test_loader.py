@@ -57,7 +57,8 @@ def test_minimal_pipeline_defaults(data_dir: Path) -> None:
     assert p.transforms[0].function == FunctionDef(expr="dict(r, a=r['a'] * 2)")
     sink = p.sinks[0]
     assert (sink.id, sink.type, sink.input) == ("out", "file", "big")
-    assert sink.params == {"path": str(data_dir / "out"), "format": "jsonl", "delimiter": ",", "header": True}
+    assert sink.params == {"path": str(data_dir / "out"), "format": "jsonl", "delimiter": ",", "header": True,
+                           "rolling": None}
     assert p.transforms[1].where == "p.yaml: transforms.big"
 
 
