@@ -54,6 +54,7 @@ def split_key(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def decode_namespace(ns_bytes: bytes) -> Namespace:
+    """The namespace of a RocksDB key's namespace part (hashable again)."""
     return VOID if not ns_bytes else thaw(_loads(ns_bytes))
 
 
@@ -76,11 +77,13 @@ class RocksState:
     # -- encoding -----------------------------------------------------------------------------
 
     def encode_value(self, stored: Any) -> bytes:
+        """The RocksDB value of a stored entry (called by flushes, in a thread)."""
         if self._is_map:
             stored = [list(stored[0].items()), stored[1]] if self._ttl_ms is not None else list(stored.items())
         return _dumps(stored)
 
     def decode_value(self, data: bytes) -> Any:
+        """A stored entry from its RocksDB value (user keys and TTL tuples restored)."""
         stored = _loads(data)
         if self._is_map:
             if self._ttl_ms is not None:
@@ -96,9 +99,11 @@ class RocksState:
             yield key, ns, stored
 
     def cache_len(self) -> int:
+        """Entries in this state's write cache."""
         return len(self.cache)
 
     def clear_cache(self) -> None:
+        """Empty the write cache (after a flush wrote it)."""
         self.cache.clear()
 
     # -- raw access ---------------------------------------------------------------------------
