@@ -19,6 +19,8 @@ import pytest
 
 from streamlet.api import registry
 
+pytest_plugins = ["tests.support.services"]
+
 _module_names = itertools.count()
 
 

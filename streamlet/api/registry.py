@@ -16,6 +16,7 @@ SOURCES: dict[str, str] = {
     "file": "streamlet.connectors.files:FileSource",
     "datagen": "streamlet.connectors.generator:DatagenSource",
     "nexmark": "streamlet.connectors.nexmark:NexmarkSource",
+    "kafka": "streamlet.connectors.kafka.source:KafkaSource",
 }
 SINKS: dict[str, str] = {
     "print": "streamlet.connectors.stdio:PrintSink",
