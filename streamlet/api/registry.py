@@ -22,6 +22,7 @@ SINKS: dict[str, str] = {
     "print": "streamlet.connectors.stdio:PrintSink",
     "blackhole": "streamlet.connectors.stdio:BlackholeSink",
     "file": "streamlet.connectors.file_sink:FileSink",
+    "kafka": "streamlet.connectors.kafka.sink:KafkaSink",
 }
 
 

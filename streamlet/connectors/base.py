@@ -169,6 +169,12 @@ class SourceReader(Protocol):
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is durable (e.g. commit offsets back to Kafka for monitoring)."""
 
+    # optional: ``active_splits() -> list[str]``, the ids of the splits whose records may come in
+    # any order from now on (read together, as Kafka partitions are); the task then keeps a
+    # watermark generator for each from the start, so a split that has not delivered yet holds
+    # the watermark back (until the watermark's idle_timeout), and a split that left the list
+    # (finished) leaves the minimum.  Without it, a split counts from its first batch.
+
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         """An optional ``(expression over r, globals)`` turning raw elements into records.
 

@@ -42,6 +42,22 @@ def base_config(bootstrap: str, properties: Mapping[str, Any]) -> dict[str, Any]
     return cfg
 
 
+def make_client(kind: str, cfg: Mapping[str, Any], what: str) -> Any:
+    """``confluent_kafka.<kind>(cfg)`` (Consumer, Producer, AdminClient); a property librdkafka
+    refuses is a ConnectorError naming it (a typo in ``properties:``)."""
+    ck = client_module()
+    if kind == "AdminClient":
+        from confluent_kafka.admin import AdminClient as cls
+    else:
+        cls = getattr(ck, kind)
+    try:
+        return cls(dict(cfg))
+    except (ck.KafkaException, ValueError, TypeError) as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if hasattr(err, "str") else str(err)
+        raise ConnectorError(f"{what}: invalid kafka client configuration: {text}; fix properties:") from None
+
+
 def is_pattern(topic: str) -> bool:
     """A subscription by regular expression: the name starts with ``^`` (librdkafka's rule)."""
     return topic.startswith("^")

@@ -180,11 +180,9 @@ def _what(params: Mapping[str, Any]) -> str:
 
 def _enumerate(params: Mapping[str, Any]) -> list[dict[str, Any]]:
     ck = common.client_module()
-    from confluent_kafka.admin import AdminClient
-
     what, bootstrap = _what(params), params["bootstrap"]
     cfg = common.base_config(bootstrap, params["properties"])
-    admin = AdminClient(cfg)
+    admin = common.make_client("AdminClient", cfg, what)
     existing = common.list_topics(admin, what, bootstrap, min(common.METADATA_TIMEOUT, params["broker_timeout"] / 1000))
     missing = [t for t in params["topic"] if not common.is_pattern(t) and t not in existing]
     if missing:
@@ -396,7 +394,7 @@ class KafkaReader:
             "error_cb": self._on_client_error,
         }
         cfg.update(common.base_config(self._bootstrap, p["properties"]))  # the user's properties win
-        self._consumer = ck.Consumer(cfg)
+        self._consumer = common.make_client("Consumer", cfg, self._what)
         try:
             self._consumer.list_topics(timeout=min(common.METADATA_TIMEOUT, p["broker_timeout"] / 1000))
         except ck.KafkaException as exc:
@@ -479,6 +477,11 @@ class KafkaReader:
         if offsets:
             ck = self._ck
             self._ops.append(("commit", [ck.TopicPartition(t, p, o) for t, p, o in offsets]))
+
+    def active_splits(self) -> list[str]:
+        """Ids of the partitions being read (all at once, so each holds the watermark back from the
+        start; finished bounded partitions leave the minimum).  Called by the source task."""
+        return [sp.id for sp in self._splits.values() if not sp.done]
 
     def decode_stage(self) -> None:
         """Values are decoded in :meth:`poll` (one call per run)."""
@@ -784,7 +787,8 @@ class KafkaReader:
                 fh.write(b"".join(orjson.dumps(d) + b"\n" for d in dead))
             return
         if self._dlq is None:
-            self._dlq = self._ck.Producer(common.base_config(self._bootstrap, self._params["properties"]))
+            self._dlq = common.make_client("Producer", common.base_config(self._bootstrap, self._params["properties"]),
+                                           self._what)
         for d in dead:
             while True:
                 try:

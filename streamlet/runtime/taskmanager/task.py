@@ -318,6 +318,7 @@ class Task:
             await chain.reader.open()
             chain.reader.add_splits(chain.splits)
             if self._strategy is not None:
+                self._track_active_splits()
                 self.timers.every(self.config.watermark_interval, self._emit_source_watermark)
 
     async def _close(self) -> None:
@@ -445,12 +446,31 @@ class Task:
             self._generators.append(self._strategy.create_generator())
         return self._generators[index]
 
+    def _track_active_splits(self) -> set[int] | None:
+        """A reader reading its splits together (``active_splits()``, e.g. Kafka partitions) gets a
+        generator per split from the start, so a split that has not delivered yet holds the watermark
+        back (until its ``idle_timeout``); returns the indexes of splits no longer active (finished),
+        which leave the minimum.  None for readers without the hook (splits count from their first batch)."""
+        active = getattr(self.chain.reader, "active_splits", None)
+        if active is None:
+            return None
+        ids = active()
+        for split_id in ids:
+            self._generator(split_id)
+        live = {self._split_index[i] for i in ids}
+        return {i for i in range(len(self._generators)) if i not in live}
+
     async def _emit_source_watermark(self) -> None:
         """Periodic: the minimum over the source's active splits, sent when it advanced."""
         now = self.clock.time_ms()
         tracker = self._split_tracker
         advanced = None
+        finished = self._track_active_splits() or ()
         for i, gen in enumerate(self._generators):
+            if i in finished:
+                if not tracker.is_idle(i):
+                    advanced = tracker.set_idle(i, True) or advanced
+                continue
             wm = gen.current(now)
             if wm is IDLE:
                 advanced = tracker.set_idle(i, True) or advanced
