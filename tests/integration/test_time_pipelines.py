@@ -76,8 +76,11 @@ def test_windows_of_out_of_order_input(tmp_path: Path, p: int, kind: str) -> Non
 
 @parallelisms
 def test_late_records_are_counted_and_sent_to_the_side_output(tmp_path: Path, p: int) -> None:
-    # 20,000 records in order (jitter within the bound), then 100 from far behind: by then the
-    # watermark (emitted every millisecond while the bulk is read) has passed their windows
+    # 20,000 records in order (jitter within the bound), then 100 from far behind, read by one
+    # source subtask: its watermark (emitted every millisecond while the bulk is read) reaches
+    # every window subtask on the same channel ahead of them, so they are late at any window
+    # parallelism.  With a parallel source they would not always be: a window subtask's watermark
+    # is the minimum over every source subtask, and one that lags (scheduled late) holds it back
     recs = jittered(20_000, seed=10 + p, jitter=40)
     rng = random.Random(p)
     behind = [{"id": 100_000 + i, "user": f"u{rng.randrange(7)}", "value": i, "ts": 1_000_000 - 1000 + i}
@@ -86,7 +89,8 @@ def test_late_records_are_counted_and_sent_to_the_side_output(tmp_path: Path, p:
     run(tmp_path, """
         batch_size: 20
         sources:
-          events: {type: file, path: events.jsonl, timestamp: ts, watermark: {max_out_of_orderness: 100ms}}
+          events: {type: file, path: events.jsonl, parallelism: 1, timestamp: ts,
+                   watermark: {max_out_of_orderness: 100ms}}
         transforms:
           w:
             input: events
