@@ -21,8 +21,9 @@ from aiohttp import web
 from streamlet.errors import ConfigError, PipelineDefinitionError, PipelineLimitError, StreamletError
 from streamlet.rest.base import NotFoundError, RestGateway, UnavailableError
 from streamlet.rest.limits import RestLimits
-from streamlet.rest.responses import GATEWAY, LIMITS, error_response
+from streamlet.rest.responses import GATEWAY, LIMITS, ROUTE_TABLE, error_response
 from streamlet.rest.routes import ROUTES
+from streamlet.rest.spec import as_route
 from streamlet.rpc.auth import bearer_ok
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,11 @@ def _auth(token: str | None) -> Any:
     return auth
 
 
-def create_app(gateway: RestGateway, token: str | None = None, limits: RestLimits | None = None) -> web.Application:
+def create_app(gateway: RestGateway, token: str | None = None, limits: RestLimits | None = None,
+               routes: list[Any] | None = None) -> web.Application:
     """The REST application serving ``gateway``, refusing requests past ``limits``.
+
+    ``routes`` is the route table (default: every route of :mod:`streamlet.rest.routes`).
 
     Example (tests use a fake gateway the same way)::
 
@@ -84,7 +88,9 @@ def create_app(gateway: RestGateway, token: str | None = None, limits: RestLimit
     app = web.Application(middlewares=[_errors, _auth(token)], client_max_size=limits.max_content_length)
     app[GATEWAY] = gateway
     app[LIMITS] = limits
+    table = [as_route(r) for r in (ROUTES if routes is None else routes)]
+    app[ROUTE_TABLE] = table
     for prefix in ("", "/v1"):
-        for method, path, handler in ROUTES:
-            app.router.add_route(method, prefix + path, handler)
+        for route in table:
+            app.router.add_route(route.method, prefix + route.path, route.handler)
     return app

@@ -12,6 +12,8 @@ from streamlet.rest.limits import RestLimits
 
 GATEWAY: web.AppKey[Any] = web.AppKey("gateway", object)
 LIMITS: web.AppKey[RestLimits] = web.AppKey("limits", RestLimits)
+#: the route table the app mounted (:class:`streamlet.rest.spec.Route` entries), for ``/openapi.json``
+ROUTE_TABLE: web.AppKey[Any] = web.AppKey("routes", object)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

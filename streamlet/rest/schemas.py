@@ -282,3 +282,86 @@ class VertexBackpressure:
         worst = max((s.ratio for s in self.subtasks), default=0.0)
         return {"status": "ok", "backpressure-level": backpressure_level(worst),
                 "end-timestamp": self.end_timestamp, "subtasks": [s.to_json() for s in self.subtasks]}
+
+
+# -- JSON Schemas of the bodies above (rendered into the OpenAPI document by rest.spec) ----------
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """An object schema; every listed property is required unless ``required`` says otherwise."""
+    return {"type": "object", "properties": props, "required": list(props if required is None else required)}
+
+
+def _arr(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+def _null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_S: dict[str, Any] = {"type": "string"}
+_I: dict[str, Any] = {"type": "integer"}
+_N: dict[str, Any] = {"type": "number"}
+_B: dict[str, Any] = {"type": "boolean"}
+_O: dict[str, Any] = {"type": "object"}
+_JOB_STATE: dict[str, Any] = {"type": "string", "enum": ["INITIALIZING", "CREATED", "RUNNING", "FAILING", "FAILED",
+                                                         "CANCELLING", "CANCELED", "FINISHED", "RESTARTING",
+                                                         "SUSPENDED"]}
+_EXEC_STATE: dict[str, Any] = {"type": "string", "enum": list(EXECUTION_STATES)}
+_LEVEL: dict[str, Any] = {"type": "string", "enum": ["ok", "low", "high"]}
+
+OVERVIEW_SCHEMA = _obj({"taskmanagers": _I, "slots-total": _I, "slots-available": _I, "jobs-running": _I,
+                        "jobs-finished": _I, "jobs-cancelled": _I, "jobs-failed": _I, "flink-version": _S,
+                        "flink-commit": _S, "streamlet-version": _S})
+_TASK_MANAGER = _obj({"id": _S, "path": _S, "address": _S, "dataPort": _I, "jmxPort": _I,
+                      "timeSinceLastHeartbeat": _I, "slotsNumber": _I, "freeSlots": _I, "totalResource": _O,
+                      "freeResource": _O, "hardware": _O, "blocked": _B,
+                      "allocatedSlots": _arr(_O), "resources": _O},
+                     required=("id", "address", "slotsNumber", "freeSlots", "timeSinceLastHeartbeat"))
+TASK_MANAGERS_SCHEMA = _obj({"taskmanagers": _arr(_TASK_MANAGER)})
+TASK_MANAGER_SCHEMA = _TASK_MANAGER
+DASHBOARD_CONFIG_SCHEMA = _obj({"refresh-interval": _I, "timezone-name": _S, "timezone-offset": _I,
+                                "flink-version": _S, "flink-revision": _S, "features": _O},
+                               required=("refresh-interval", "flink-version", "features"))
+CONFIG_ENTRIES_SCHEMA = _arr(_obj({"key": _S, "value": _S}))
+JOB_IDS_SCHEMA = _obj({"jobs": _arr(_obj({"id": _S, "status": _JOB_STATE}))})
+_TASK_COUNTS = {"type": "object", "additionalProperties": _I}
+_JOB_OVERVIEW = _obj({"jid": _S, "name": _S, "state": _JOB_STATE, "start-time": _I, "end-time": _I, "duration": _I,
+                      "last-modification": _I, "pending-operators": _I, "tasks": _TASK_COUNTS})
+JOBS_OVERVIEW_SCHEMA = _obj({"jobs": _arr(_JOB_OVERVIEW)})
+_METRICS = _obj({"read-bytes": _I, "read-records": _I, "write-bytes": _I, "write-records": _I,
+                 "accumulated-backpressured-time": _I, "accumulated-idle-time": _I, "accumulated-busy-time": _N,
+                 "read-records-per-second": _N, "write-records-per-second": _N, "busy-time-ms-per-second": _N,
+                 "idle-time-ms-per-second": _N, "backpressured-time-ms-per-second": _N,
+                 "input-progress": _null(_N)},
+                required=("read-records", "write-records", "read-records-per-second", "write-records-per-second",
+                          "busy-time-ms-per-second", "idle-time-ms-per-second",
+                          "backpressured-time-ms-per-second"))
+_VERTEX = _obj({"id": _S, "name": _S, "maxParallelism": _I, "parallelism": _I, "status": _EXEC_STATE,
+                "start-time": _I, "end-time": _I, "duration": _I, "tasks": _TASK_COUNTS, "metrics": _METRICS})
+JOB_DETAILS_SCHEMA = _obj({"jid": _S, "name": _S, "isStoppable": _B, "state": _JOB_STATE,
+                           "job-type": {"type": "string", "enum": ["BATCH", "STREAMING"]}, "start-time": _I,
+                           "end-time": _I, "duration": _I, "maxParallelism": _I, "now": _I,
+                           "timestamps": {"type": "object", "additionalProperties": _I},
+                           "vertices": _arr(_VERTEX), "status-counts": _TASK_COUNTS, "plan": _O,
+                           "pending-reason": _null(_S)})
+PLAN_SCHEMA = _obj({"plan": _obj({"jid": _S, "name": _S, "type": _S, "nodes": _arr(_O)})})
+_SUBTASK = _obj({"subtask": _I, "status": _EXEC_STATE, "attempt": _I, "attempt-id": _S, "endpoint": _null(_S),
+                 "host": _null(_S), "taskmanager-id": _null(_S), "start-time": _I, "end-time": _I, "duration": _I,
+                 "metrics": _METRICS, "failure-cause": _null(_S)})
+VERTEX_DETAILS_SCHEMA = _obj({"id": _S, "name": _S, "parallelism": _I, "maxParallelism": _I, "now": _I,
+                              "subtasks": _arr(_SUBTASK)})
+_HISTORY_ENTRY = _obj({"exceptionName": _S, "stacktrace": _S, "timestamp": _I, "taskName": _null(_S),
+                       "endpoint": _null(_S), "taskManagerId": _null(_S), "failureLabels": _O,
+                       "concurrentExceptions": _arr(_O)})
+EXCEPTIONS_SCHEMA = _obj({"root-exception": _null(_S), "timestamp": _null(_I),
+                          "all-exceptions": _arr(_obj({"exception": _S, "task": _null(_S), "location": _null(_S),
+                                                       "timestamp": _I, "taskManagerId": _null(_S)})),
+                          "truncated": _B,
+                          "exceptionHistory": _obj({"entries": _arr(_HISTORY_ENTRY), "truncated": _B})})
+BACKPRESSURE_SCHEMA = _obj({"status": {"type": "string", "enum": ["ok", "deprecated"]}, "backpressure-level": _LEVEL,
+                            "end-timestamp": _I,
+                            "subtasks": _arr(_obj({"subtask": _I, "attempt-number": _I, "backpressure-level": _LEVEL,
+                                                   "ratio": _N, "idleRatio": _N, "busyRatio": _N}))})
+SUBMIT_RESPONSE_SCHEMA = _obj({"jobUrl": _S, "jid": _S})
+EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "maxProperties": 0}

@@ -1,7 +1,9 @@
-"""Every REST route: ``(method, path, handler)``; :func:`streamlet.rest.app.create_app` mounts them."""
+"""Every REST route, as :class:`streamlet.rest.spec.Route` entries; :func:`streamlet.rest.app.create_app`
+mounts them and ``GET /openapi.json`` renders them (a plain ``(method, path, handler)`` tuple is
+accepted too and documented without a schema)."""
 
 from __future__ import annotations
 
-from streamlet.rest.routes import cluster, jobs
+from streamlet.rest.routes import cluster, jobs, meta
 
-ROUTES = [*cluster.ROUTES, *jobs.ROUTES]
+ROUTES = [*cluster.ROUTES, *jobs.ROUTES, *meta.ROUTES]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from streamlet.version import __version__
+from streamlet.rest import schemas
 from streamlet.rest.responses import gateway_of, json_response
+from streamlet.rest.spec import Route
 
 
 async def overview(request: web.Request) -> web.StreamResponse:
@@ -38,9 +40,14 @@ async def jobmanager_config(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES = [
-    ("GET", "/overview", overview),
-    ("GET", "/taskmanagers", task_managers),
-    ("GET", "/taskmanagers/{tmid}", task_manager),
-    ("GET", "/config", dashboard_config),
-    ("GET", "/jobmanager/config", jobmanager_config),
+    Route("GET", "/overview", overview, "Cluster totals: TaskManagers, slots, jobs", schemas.OVERVIEW_SCHEMA,
+          tag="cluster"),
+    Route("GET", "/taskmanagers", task_managers, "Every registered TaskManager", schemas.TASK_MANAGERS_SCHEMA,
+          tag="cluster"),
+    Route("GET", "/taskmanagers/{tmid}", task_manager, "One TaskManager with its allocated slots",
+          schemas.TASK_MANAGER_SCHEMA, errors=(404,), tag="cluster"),
+    Route("GET", "/config", dashboard_config, "What Flink's web dashboard reads first",
+          schemas.DASHBOARD_CONFIG_SCHEMA, tag="cluster"),
+    Route("GET", "/jobmanager/config", jobmanager_config, "The effective configuration (secrets hidden)",
+          schemas.CONFIG_ENTRIES_SCHEMA, tag="cluster"),
 ]

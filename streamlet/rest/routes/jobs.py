@@ -32,7 +32,9 @@ from streamlet.errors import PipelineDefinitionError, PipelineLimitError
 from streamlet.rest.base import NotFoundError
 from streamlet.rest.limits import RestLimits
 from streamlet.rest.responses import gateway_of, json_response, limits_of
+from streamlet.rest import schemas
 from streamlet.rest.schemas import JobSubmission
+from streamlet.rest.spec import ID_SCHEMA, Param, Route
 
 
 async def list_jobs(request: web.Request) -> web.StreamResponse:
@@ -221,14 +223,41 @@ async def submit_job(request: web.Request) -> web.StreamResponse:
     return json_response({"jobUrl": f"/jobs/{job_id}", "jid": job_id}, status=202)
 
 
+_JOB = {"jobid": ID_SCHEMA}
+_VERTEX = {"jobid": ID_SCHEMA, "vertexid": ID_SCHEMA}
+_YAML = {"type": "string", "minLength": 1}
+
 ROUTES = [
-    ("GET", "/jobs", list_jobs),
-    ("POST", "/jobs", submit_job),
-    ("GET", "/jobs/overview", jobs_overview),
-    ("GET", "/jobs/{jobid}", job_details),
-    ("PATCH", "/jobs/{jobid}", cancel_job),
-    ("GET", "/jobs/{jobid}/plan", job_plan),
-    ("GET", "/jobs/{jobid}/exceptions", job_exceptions),
-    ("GET", "/jobs/{jobid}/vertices/{vertexid}", vertex_details),
-    ("GET", "/jobs/{jobid}/vertices/{vertexid}/backpressure", vertex_backpressure),
+    Route("GET", "/jobs", list_jobs, "Ids and states of every job", schemas.JOB_IDS_SCHEMA, tag="jobs"),
+    Route("POST", "/jobs", submit_job, "Submit a pipeline (YAML, multipart with files, or a planned job graph)",
+          schemas.SUBMIT_RESPONSE_SCHEMA, status=202, errors=(400, 408, 413, 503), tag="jobs",
+          params=(Param("base-dir", "absolute directory relative path: values resolve against"),
+                  Param("parallelism", "default parallelism of nodes that set none",
+                        {"type": "integer", "minimum": 1}),
+                  Param("filename", "name of the pipeline shown in errors")),
+          request={"application/x-yaml": _YAML, "text/plain": _YAML,
+                   "multipart/form-data": {"type": "object", "required": ["pipeline"],
+                                           "properties": {"pipeline": {"type": "string", "format": "binary"},
+                                                          "file": {"type": "array",
+                                                                   "items": {"type": "string", "format": "binary"}},
+                                                          "base-dir": {"type": "string"},
+                                                          "parallelism": {"type": "string"}}},
+                   "application/json": {"type": "object", "required": ["job-graph"],
+                                        "properties": {"job-graph": {"type": "object"}}}}),
+    Route("GET", "/jobs/overview", jobs_overview, "Every job with its state, times and task counts",
+          schemas.JOBS_OVERVIEW_SCHEMA, tag="jobs"),
+    Route("GET", "/jobs/{jobid}", job_details, "One job: state, timestamps, vertices with metrics, plan",
+          schemas.JOB_DETAILS_SCHEMA, errors=(404,), path_params=_JOB, tag="jobs"),
+    Route("PATCH", "/jobs/{jobid}", cancel_job, "Cancel a job", schemas.EMPTY_SCHEMA, status=202,
+          errors=(400, 404), path_params=_JOB, tag="jobs",
+          params=(Param("mode", "only cancel", {"type": "string", "enum": ["cancel"]}),)),
+    Route("GET", "/jobs/{jobid}/plan", job_plan, "The job's plan (Flink's plan JSON)", schemas.PLAN_SCHEMA,
+          errors=(404,), path_params=_JOB, tag="jobs"),
+    Route("GET", "/jobs/{jobid}/exceptions", job_exceptions, "Failures of the job, root cause first",
+          schemas.EXCEPTIONS_SCHEMA, errors=(404,), path_params=_JOB, tag="jobs"),
+    Route("GET", "/jobs/{jobid}/vertices/{vertexid}", vertex_details, "One vertex with its subtasks",
+          schemas.VERTEX_DETAILS_SCHEMA, errors=(404,), path_params=_VERTEX, tag="jobs"),
+    Route("GET", "/jobs/{jobid}/vertices/{vertexid}/backpressure", vertex_backpressure,
+          "Back pressure of a vertex's subtasks (ok/low/high)", schemas.BACKPRESSURE_SCHEMA, errors=(404,),
+          path_params=_VERTEX, tag="jobs"),
 ]
