@@ -23,6 +23,7 @@ SINKS: dict[str, str] = {
     "blackhole": "streamlet.connectors.stdio:BlackholeSink",
     "file": "streamlet.connectors.file_sink:FileSink",
     "kafka": "streamlet.connectors.kafka.sink:KafkaSink",
+    "postgres": "streamlet.connectors.postgres.sink:PostgresSink",
 }
 
 
