@@ -8,7 +8,8 @@ Flink's clients call).  Middlewares, outermost first:
    pipelines 400, wrong methods 405, a JobManager not accepting work 503, unexpected failures 500
    with a one-line reason (never a stack trace, which goes to the log);
 2. auth: with a token configured, a request without ``Authorization: Bearer <token>`` is
-   answered 401 (compared in constant time; the token is never logged).
+   answered 401 (compared in constant time; the token is never logged).  The dashboard's own
+   files (``GET /``, ``/static/*``) need no token: they hold no data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from streamlet.errors import ConfigError, PipelineDefinitionError, PipelineLimit
 from streamlet.rest.base import NotFoundError, RestGateway, UnavailableError
 from streamlet.rest.limits import RestLimits
 from streamlet.rest.responses import GATEWAY, LIMITS, ROUTE_TABLE, error_response
-from streamlet.rest.routes import ROUTES
+from streamlet.rest.routes import ROUTES, dashboard
 from streamlet.rest.spec import as_route
 from streamlet.rpc.auth import bearer_ok
 
@@ -64,7 +65,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _auth(token: str | None) -> Any:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not bearer_ok(request.headers.get("Authorization"), token):
+        if not dashboard.is_public(request) and not bearer_ok(request.headers.get("Authorization"), token):
             return error_response(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>' "
                                        "(the CLI sends security.auth.token or STREAMLET_TOKEN)",
                                   headers={"WWW-Authenticate": "Bearer"})
@@ -93,4 +94,7 @@ def create_app(gateway: RestGateway, token: str | None = None, limits: RestLimit
     for prefix in ("", "/v1"):
         for route in table:
             app.router.add_route(route.method, prefix + route.path, route.handler)
+    # the web dashboard (not an API route: not under /v1/, not in the route table)
+    for method, path, handler in dashboard.ROUTES:
+        app.router.add_route(method, path, handler)
     return app

@@ -49,6 +49,9 @@ class RestGateway(Protocol):
     async def submit(self, submission: JobSubmission) -> str:
         """Accept a job and return its id; raises PipelineDefinitionError for an invalid pipeline."""
 
+    async def validate(self, submission: JobSubmission) -> dict[str, Any]:
+        """Plan a submission without running it: Flink's ``plan`` JSON; raises PipelineDefinitionError."""
+
     def cancel(self, job_id: str) -> None:
         """Start cancelling a job (a terminal job is left as it is)."""
 

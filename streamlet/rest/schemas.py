@@ -147,6 +147,8 @@ class JobInfo:
     plan: dict[str, Any]
     pending_reason: str | None = None
     now: int = 0
+    #: times the job restarted (Flink's ``numRestarts`` metric; shown as ``numRestarts``)
+    restarts: int = 0
 
     def _duration(self) -> int:
         return (self.end_time if self.end_time > 0 else self.now) - self.start_time
@@ -166,7 +168,8 @@ class JobInfo:
         pending = sum(1 for v in self.vertices if v.status in ("CREATED", "SCHEDULED", "DEPLOYING"))
         return {"jid": self.jid, "name": self.name, "state": self.state, "start-time": self.start_time,
                 "end-time": self.end_time, "duration": self._duration(),
-                "last-modification": self.last_modification, "pending-operators": pending, "tasks": tasks}
+                "last-modification": self.last_modification, "pending-operators": pending, "tasks": tasks,
+                "numRestarts": self.restarts}
 
     def to_details_json(self) -> dict[str, Any]:
         return {"jid": self.jid, "name": self.name, "isStoppable": False, "state": self.state,
@@ -174,7 +177,7 @@ class JobInfo:
                 "start-time": self.start_time, "end-time": self.end_time, "duration": self._duration(),
                 "maxParallelism": self.max_parallelism, "now": self.now, "timestamps": self.timestamps,
                 "vertices": [v.to_json(self.now) for v in self.vertices], "status-counts": self.task_counts(),
-                "plan": self.plan, "pending-reason": self.pending_reason}
+                "plan": self.plan, "pending-reason": self.pending_reason, "numRestarts": self.restarts}
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,8 @@ class TaskManagerInfo:
     time_since_last_heartbeat: int
     resources: dict[str, Any]
     allocated: list[dict[str, Any]]
+    #: ``{rss_bytes, cpu_load}`` from the last heartbeat (empty before the first)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self, details: bool = False) -> dict[str, Any]:
         host, _, port = self.data_address.rpartition(":")
@@ -231,6 +236,9 @@ class TaskManagerInfo:
                          "physicalMemory": self.resources.get("physical_memory", -1),
                          "freeMemory": -1, "managedMemory": 0},
             "blocked": False,
+            # streamlet extensions: the process's resident memory (bytes) and CPU load (fraction
+            # of one core) at its last heartbeat; -1 / null before the first
+            "memoryRss": self.stats.get("rss_bytes", -1), "cpuLoad": self.stats.get("cpu_load"),
         }
         if details:
             out["allocatedSlots"] = self.allocated
@@ -316,6 +324,7 @@ OVERVIEW_SCHEMA = _obj({"taskmanagers": _I, "slots-total": _I, "slots-available"
 _TASK_MANAGER = _obj({"id": _S, "path": _S, "address": _S, "dataPort": _I, "jmxPort": _I,
                       "timeSinceLastHeartbeat": _I, "slotsNumber": _I, "freeSlots": _I, "totalResource": _O,
                       "freeResource": _O, "hardware": _O, "blocked": _B,
+                      "memoryRss": _I, "cpuLoad": _null(_N),
                       "allocatedSlots": _arr(_O), "resources": _O},
                      required=("id", "address", "slotsNumber", "freeSlots", "timeSinceLastHeartbeat"))
 TASK_MANAGERS_SCHEMA = _obj({"taskmanagers": _arr(_TASK_MANAGER)})
@@ -327,7 +336,10 @@ CONFIG_ENTRIES_SCHEMA = _arr(_obj({"key": _S, "value": _S}))
 JOB_IDS_SCHEMA = _obj({"jobs": _arr(_obj({"id": _S, "status": _JOB_STATE}))})
 _TASK_COUNTS = {"type": "object", "additionalProperties": _I}
 _JOB_OVERVIEW = _obj({"jid": _S, "name": _S, "state": _JOB_STATE, "start-time": _I, "end-time": _I, "duration": _I,
-                      "last-modification": _I, "pending-operators": _I, "tasks": _TASK_COUNTS})
+                      "last-modification": _I, "pending-operators": _I, "tasks": _TASK_COUNTS,
+                      "numRestarts": _I},
+                     required=("jid", "name", "state", "start-time", "end-time", "duration", "last-modification",
+                               "pending-operators", "tasks"))
 JOBS_OVERVIEW_SCHEMA = _obj({"jobs": _arr(_JOB_OVERVIEW)})
 _METRICS = _obj({"read-bytes": _I, "read-records": _I, "write-bytes": _I, "write-records": _I,
                  "accumulated-backpressured-time": _I, "accumulated-idle-time": _I, "accumulated-busy-time": _N,
@@ -344,7 +356,10 @@ JOB_DETAILS_SCHEMA = _obj({"jid": _S, "name": _S, "isStoppable": _B, "state": _J
                            "end-time": _I, "duration": _I, "maxParallelism": _I, "now": _I,
                            "timestamps": {"type": "object", "additionalProperties": _I},
                            "vertices": _arr(_VERTEX), "status-counts": _TASK_COUNTS, "plan": _O,
-                           "pending-reason": _null(_S)})
+                           "pending-reason": _null(_S), "numRestarts": _I},
+                          required=("jid", "name", "isStoppable", "state", "job-type", "start-time", "end-time",
+                                    "duration", "maxParallelism", "now", "timestamps", "vertices", "status-counts",
+                                    "plan", "pending-reason"))
 PLAN_SCHEMA = _obj({"plan": _obj({"jid": _S, "name": _S, "type": _S, "nodes": _arr(_O)})})
 _SUBTASK = _obj({"subtask": _I, "status": _EXEC_STATE, "attempt": _I, "attempt-id": _S, "endpoint": _null(_S),
                  "host": _null(_S), "taskmanager-id": _null(_S), "start-time": _I, "end-time": _I, "duration": _I,
@@ -364,4 +379,5 @@ BACKPRESSURE_SCHEMA = _obj({"status": {"type": "string", "enum": ["ok", "depreca
                             "subtasks": _arr(_obj({"subtask": _I, "attempt-number": _I, "backpressure-level": _LEVEL,
                                                    "ratio": _N, "idleRatio": _N, "busyRatio": _N}))})
 SUBMIT_RESPONSE_SCHEMA = _obj({"jobUrl": _S, "jid": _S})
+VALIDATE_RESPONSE_SCHEMA = _obj({"plan": _obj({"jid": {"type": "null"}, "name": _S, "type": _S, "nodes": _arr(_O)})})
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "maxProperties": 0}

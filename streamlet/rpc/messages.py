@@ -147,11 +147,13 @@ class RegistrationRefused(Message):
 
 @dataclass(frozen=True)
 class Heartbeat(Message):
-    """The TaskManager is alive; ``slots`` is its slot report (``[{index, job_id}]``)."""
+    """The TaskManager is alive; ``slots`` is its slot report (``[{index, job_id}]``), ``stats``
+    what the process uses (``{rss_bytes, cpu_load}``, shown by ``GET /taskmanagers``)."""
 
     TYPE: ClassVar[str] = "Heartbeat"
     task_manager_id: str
     slots: list[dict[str, Any]] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,8 @@ async def _read_submission(request: web.Request, limits: RestLimits) -> JobSubmi
                          filename=request.query.get("filename", "<rest>"))
 
 
-async def submit_job(request: web.Request) -> web.StreamResponse:
-    """``POST /jobs`` (see the module docstring)."""
+async def _submission(request: web.Request) -> JobSubmission:
+    """The submission a ``POST /jobs`` (or ``/jobs/validate``) request carries, within the limits."""
     limits = limits_of(request)
     size = request.content_length
     if size is not None and size > limits.max_content_length:
@@ -214,13 +214,48 @@ async def submit_job(request: web.Request) -> web.StreamResponse:
         raise _too_large("the pipeline YAML", str(size), limits.max_yaml_bytes, "pipeline.yaml.max-bytes")
     try:
         async with asyncio.timeout(limits.read_timeout):
-            submission = await _read_submission(request, limits)
+            return await _read_submission(request, limits)
     except TimeoutError:
         raise web.HTTPRequestTimeout(
             text=f"the request body did not arrive within {limits.read_timeout:g}s (rest.server.read-timeout); "
                  "send it faster, or raise rest.server.read-timeout in the jobmanager's configuration") from None
-    job_id = await gateway_of(request).submit(submission)
+
+
+async def submit_job(request: web.Request) -> web.StreamResponse:
+    """``POST /jobs`` (see the module docstring)."""
+    job_id = await gateway_of(request).submit(await _submission(request))
     return json_response({"jobUrl": f"/jobs/{job_id}", "jid": job_id}, status=202)
+
+
+def error_details(exc: PipelineDefinitionError) -> dict[str, Any]:
+    """Where a definition error is: ``{file, path, node, key, message}`` from its ``where``
+    (``"pipeline.yaml: transforms.counts.key_by"``: file ``pipeline.yaml``, node ``counts``, key
+    ``key_by``); parts the error does not name are None."""
+    where = exc.where or ""
+    file, sep, path = where.partition(": ")
+    if not sep:
+        file, path = (where, "") if where.endswith((".yaml", ".yml", ">")) else ("", where)
+    parts = path.split(".") if path else []
+    node = parts[1] if len(parts) > 1 and parts[0] in ("sources", "transforms", "sinks") else None
+    key = ".".join(parts[2:]) if node is not None and len(parts) > 2 else (path if node is None and path else None)
+    return {"file": file or None, "path": path or None, "node": node, "key": key or None,
+            "message": exc.message}
+
+
+async def validate_job(request: web.Request) -> web.StreamResponse:
+    """``POST /jobs/validate``: what ``streamlet validate`` does, over REST (the dashboard's submit page).
+
+    Takes the bodies ``POST /jobs`` takes; plans the pipeline without running it and answers 200
+    ``{"plan": <the plan JSON of GET /jobs/:id/plan, jid null>}``, or 400 ``{"errors": [message],
+    "details": [{file, path, node, key, message}]}`` naming where the pipeline is wrong.
+    """
+    try:
+        plan = await gateway_of(request).validate(await _submission(request))
+    except PipelineLimitError:
+        raise
+    except PipelineDefinitionError as exc:
+        return json_response({"errors": [str(exc)], "details": [error_details(exc)]}, status=400)
+    return json_response({"plan": plan})
 
 
 _JOB = {"jobid": ID_SCHEMA}
@@ -244,6 +279,13 @@ ROUTES = [
                                                           "parallelism": {"type": "string"}}},
                    "application/json": {"type": "object", "required": ["job-graph"],
                                         "properties": {"job-graph": {"type": "object"}}}}),
+    Route("POST", "/jobs/validate", validate_job, "Plan a pipeline without running it (streamlet validate)",
+          schemas.VALIDATE_RESPONSE_SCHEMA, errors=(400, 408, 413, 503), tag="jobs",
+          params=(Param("base-dir", "absolute directory relative path: values resolve against"),
+                  Param("parallelism", "default parallelism of nodes that set none",
+                        {"type": "integer", "minimum": 1}),
+                  Param("filename", "name of the pipeline shown in errors")),
+          request={"application/x-yaml": _YAML, "text/plain": _YAML}),
     Route("GET", "/jobs/overview", jobs_overview, "Every job with its state, times and task counts",
           schemas.JOBS_OVERVIEW_SCHEMA, tag="jobs"),
     Route("GET", "/jobs/{jobid}", job_details, "One job: state, timestamps, vertices with metrics, plan",

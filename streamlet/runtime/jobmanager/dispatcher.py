@@ -215,12 +215,29 @@ class Dispatcher:
 
     async def submit(self, submission: JobSubmission) -> str:
         """Plan the submission and start its JobMaster; raises PipelineDefinitionError for bad input."""
+        job_id = new_id()
+        graph, job_dir = await self._plan(submission, job_id)
+        if self._tg is None or self._stopping.is_set():  # shut down while planning
+            if job_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, job_dir, True)
+            raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
+        return self._start_job(job_id, graph, submission.files, job_dir)
+
+    async def validate(self, submission: JobSubmission) -> dict[str, Any]:
+        """Plan the submission as :meth:`submit` would and return its plan (Flink's ``plan`` JSON,
+        ``jid`` None) without starting anything; raises PipelineDefinitionError for bad input."""
+        graph, job_dir = await self._plan(submission, f"validate-{new_id()}")
+        if job_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, job_dir, True)
+        return views.graph_plan(graph, None)
+
+    async def _plan(self, submission: JobSubmission, job_id: str) -> tuple[JobGraph, Path | None]:
+        """The submission's JobGraph (planned in the planner thread) and the directory holding its files."""
         if self._tg is None or self._stopping.is_set():
             raise UnavailableError("the jobmanager is not accepting jobs (starting or shutting down); retry later")
         if submission.job_graph is not None and submission.parallelism is not None:
             raise PipelineDefinitionError("parallelism is fixed in a submitted job graph; plan it with "
                                           "the wanted parallelism instead", submission.filename)
-        job_id = new_id()
         job_dir = self.upload_dir / job_id if submission.files else None
         try:
             if job_dir is not None:
@@ -231,11 +248,7 @@ class Dispatcher:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
             raise
-        if self._tg is None or self._stopping.is_set():  # shut down while planning
-            if job_dir is not None:
-                await asyncio.to_thread(shutil.rmtree, job_dir, True)
-            raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
-        return self._start_job(job_id, graph, submission.files, job_dir)
+        return graph, job_dir
 
     async def submit_graph(self, graph: JobGraph) -> str:
         """Start a job from a JobGraph this process planned (``streamlet run``, the Python API).

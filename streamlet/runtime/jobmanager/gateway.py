@@ -31,7 +31,7 @@ class ResourceManagerLike(Protocol):
         ...
 
     def heartbeat(self, task_manager_id: str, registration_id: str,
-                  slots: list[dict] | None = None) -> bool: ...
+                  slots: list[dict] | None = None, stats: dict | None = None) -> bool: ...
 
     def is_registered(self, task_manager_id: str, registration_id: str) -> bool: ...
 
@@ -89,7 +89,7 @@ class TaskManagerSession(RpcEndpoint):
     @rpc(Heartbeat)
     async def on_heartbeat(self, msg: Heartbeat) -> Message:
         assert self.task_manager_id is not None and self.registration_id is not None
-        self.resource_manager.heartbeat(self.task_manager_id, self.registration_id, msg.slots)
+        self.resource_manager.heartbeat(self.task_manager_id, self.registration_id, msg.slots, msg.stats)
         return HeartbeatAck()
 
     @rpc(TaskStateUpdates)
@@ -145,7 +145,7 @@ class LocalJobManagerGateway:
 
     async def heartbeat(self, msg: Heartbeat) -> None:
         tm, reg = self._check()
-        self.resource_manager.heartbeat(tm, reg, msg.slots)
+        self.resource_manager.heartbeat(tm, reg, msg.slots, msg.stats)
 
     async def update_task_states(self, msg: TaskStateUpdates) -> None:
         tm, _ = self._check()

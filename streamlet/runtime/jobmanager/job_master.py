@@ -89,6 +89,8 @@ class JobMaster:
         self.timestamps: dict[str, int] = {J.INITIALIZING.value: clock.time_ms()}
         self.executions: list[Execution] = []
         self.exceptions: list[ExceptionEntry] = []
+        #: times the job went RESTARTING (Flink's ``numRestarts``)
+        self.num_restarts = 0
         self._by_key: dict[tuple[str, int], Execution] = {}
         self._terminal = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -342,6 +344,8 @@ class JobMaster:
     def _set_status(self, target: JobStatus) -> None:
         self.status = transition(self.status, target, f"job {self.job_id}")
         self.timestamps[target.value] = self.clock.time_ms()
+        if target is J.RESTARTING:
+            self.num_restarts += 1
         logger.info("job %s (%s) is %s", self.job_id, self.graph.name, target.value)
         if target.is_terminal:
             self._terminal.set()

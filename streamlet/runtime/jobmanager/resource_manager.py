@@ -61,6 +61,8 @@ class TaskManagerRecord:
     reported: dict[int, str] = field(default_factory=dict)
     #: jobs whose ReleaseJob the ResourceManager sent and that did not answer yet
     releasing: set[str] = field(default_factory=set)
+    #: what the process uses, from its last heartbeat (``{rss_bytes, cpu_load}``)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def busy(self) -> set[int]:
         """Slot indexes not to offer: allocated here or still held on the TaskManager."""
@@ -121,10 +123,10 @@ class ResourceManager:
         return rec is not None and rec.registration_id == registration_id
 
     def heartbeat(self, task_manager_id: str, registration_id: str,
-                  slots: list[dict[str, Any]] | None = None) -> bool:
+                  slots: list[dict[str, Any]] | None = None, stats: dict[str, Any] | None = None) -> bool:
         """Record a heartbeat; False when the registration is unknown (the TaskManager must re-register).
 
-        ``slots`` is the TaskManager's slot report (``[{index, state, job_id}]``); it reconciles the pool:
+        ``stats`` (RSS, CPU load) is kept for the REST API.  ``slots`` is the TaskManager's slot report (``[{index, state, job_id}]``); it reconciles the pool:
 
         1. a slot the TaskManager reports held is not offered, whatever this side believes;
         2. a job it holds slots for but that has no allocation here any more (its release was
@@ -135,6 +137,8 @@ class ResourceManager:
         if rec is None or rec.registration_id != registration_id:
             return False
         rec.last_heartbeat = self.clock.monotonic()
+        if stats:
+            rec.stats = dict(stats)
         if slots is not None:
             rec.reported = {int(s["index"]): str(s["job_id"]) for s in slots
                             if s.get("job_id") and 0 <= int(s.get("index", -1)) < rec.slots}
@@ -307,7 +311,8 @@ class ResourceManager:
         now = self.clock.monotonic()
         return [TaskManagerInfo(r.id, r.data_address, r.slots, r.free_slots, int((now - r.last_heartbeat) * 1000),
                                 dict(r.resources),
-                                [{"index": i, "jobId": j} for i, j in sorted(r.allocations.items())])
+                                [{"index": i, "jobId": j} for i, j in sorted(r.allocations.items())],
+                                dict(r.stats))
                 for r in self._task_managers.values()]
 
     def task_manager_ids(self) -> list[str]:

@@ -18,6 +18,7 @@ from streamlet.rest.schemas import (
 from streamlet.runtime.jobmanager.job_status import ExecutionState, JobStatus
 
 if TYPE_CHECKING:
+    from streamlet.graph.job_graph import JobGraph
     from streamlet.runtime.jobmanager.job_master import JobMaster
     from streamlet.runtime.jobmanager.scheduler import Execution
 
@@ -38,7 +39,8 @@ def job_info(jm: JobMaster) -> JobInfo:
     reason = jm.resources.pending_reason(jm.job_id) if jm.status is J.CREATED else None
     return JobInfo(jm.job_id, jm.graph.name, jm.status.value, jm.graph.mode,
                    jm.timestamps[J.INITIALIZING.value], end, max(jm.timestamps.values()),
-                   jm.graph.max_parallelism, dict(jm.timestamps), vertices, job_plan(jm), reason, now)
+                   jm.graph.max_parallelism, dict(jm.timestamps), vertices, job_plan(jm), reason, now,
+                   jm.num_restarts)
 
 
 def _vertex_info(jm: JobMaster, vid: str, name: str, parallelism: int, operators: Any,
@@ -81,18 +83,28 @@ def _vertex_info(jm: JobMaster, vid: str, name: str, parallelism: int, operators
 
 
 def job_plan(jm: JobMaster) -> dict[str, Any]:
-    """Flink's ``plan`` JSON: one node per vertex with its inputs and ship strategies."""
-    graph = jm.graph
+    """Flink's ``plan`` JSON of the job (see :func:`graph_plan`)."""
+    return graph_plan(jm.graph, jm.job_id)
+
+
+def graph_plan(graph: JobGraph, job_id: str | None) -> dict[str, Any]:
+    """Flink's ``plan`` JSON: one node per vertex with its inputs and ship strategies.
+
+    Each node also lists its chained ``operators`` (``[{id, kind}]``, a streamlet extension the
+    dashboard draws).  ``POST /jobs/validate`` answers the same shape for a pipeline not yet
+    submitted (``jid`` None).
+    """
     nodes = []
     for v in graph.vertices:
         inputs = [{"num": i, "id": e.source, "ship_strategy": e.partitioner.upper(),
                    "exchange": "pipelined_bounded"} for i, e in enumerate(graph.inputs_of(v.id))]
         node: dict[str, Any] = {"id": v.id, "parallelism": v.parallelism, "operator": "",
-                                "operator_strategy": "", "description": v.name, "optimizer_properties": {}}
+                                "operator_strategy": "", "description": v.name, "optimizer_properties": {},
+                                "operators": [{"id": op.id, "kind": op.KIND} for op in v.operators]}
         if inputs:
             node["inputs"] = inputs
         nodes.append(node)
-    return {"jid": jm.job_id, "name": graph.name, "type": "BATCH" if graph.mode == "batch" else "STREAMING",
+    return {"jid": job_id, "name": graph.name, "type": "BATCH" if graph.mode == "batch" else "STREAMING",
             "nodes": nodes}
 
 

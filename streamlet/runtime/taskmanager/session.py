@@ -25,6 +25,7 @@ from streamlet.rpc.messages import (
     Heartbeat, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused, TaskStateUpdates,
 )
 from streamlet.runtime.taskmanager.executor import TaskExecutor
+from streamlet.runtime.taskmanager.process_stats import ProcessStats
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +80,11 @@ class JobManagerSession:
 
     async def _heartbeats(self, interval: float, timeout: float) -> None:
         last_ack = self.clock.monotonic()
+        stats = ProcessStats()
         while True:
             try:
                 await self.gateway.heartbeat(Heartbeat(self.registration.task_manager_id,
-                                                       self.executor.slots.report()))
+                                                       self.executor.slots.report(), await stats.sample()))
                 last_ack = self.clock.monotonic()
             except RetryableError as exc:
                 if getattr(exc, "retryable", False) or self.clock.monotonic() - last_ack > timeout:
