@@ -19,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="configuration file (YAML)")
 DefineOpt = typer.Option(None, "-D", help="config override key=value (repeatable)")
+LogFormatOpt = typer.Option(None, "--log-format", help="log lines as text or json (one object per line); "
+                                                        "as -D log.format=...")
 SetOpt = typer.Option(None, "--set", help="pipeline variable NAME=VALUE for ${NAME} in the YAML (repeatable; "
                                           "overrides the environment)")
 
@@ -38,10 +40,13 @@ def _guard(fn: Callable[[], Any]) -> Any:
         _fail(str(exc), 1)
 
 
-def _config(config: Optional[Path], define: Optional[List[str]]) -> Any:
+def _config(config: Optional[Path], define: Optional[List[str]], log_format: Optional[str] = None) -> Any:
     from streamlet import config as cfg
 
-    return cfg.load(config, cfg.parse_overrides(define or []))
+    overrides = cfg.parse_overrides(define or [])
+    if log_format is not None:
+        overrides["log.format"] = log_format
+    return cfg.load(config, overrides)
 
 
 def _variables(sets: Optional[List[str]]) -> dict[str, str]:
@@ -92,12 +97,16 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                 help="serve the REST API and dashboard on this port while the job "
                                                      "runs (as -D rest.port=P; 0 picks a free port)"),
         config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
-        sets: Optional[List[str]] = SetOpt) -> None:
+        sets: Optional[List[str]] = SetOpt, log_format: Optional[str] = LogFormatOpt) -> None:
     """Run a pipeline on an embedded mini-cluster until it ends (Ctrl-C cancels)."""
     from streamlet.client.progress import LiveConsole, make_reporter, summary
 
     def go() -> None:
-        conf = _config(config, define)
+        conf = _config(config, define, log_format)
+        if "log.format" in conf.explicit or "log.level" in conf.explicit:
+            from streamlet.logging import configure_logging
+
+            configure_logging(conf["log.level"], conf["log.format"])
         if rest_port is not None:
             conf = conf.with_overrides({"rest.port": rest_port})
         graph = _plan(pipeline, conf, parallelism, sets)
@@ -161,11 +170,12 @@ def _rest_guard(fn: Callable[[], Any]) -> Any:
 
 
 @app.command()
-def jobmanager(config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+def jobmanager(config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
+               log_format: Optional[str] = LogFormatOpt) -> None:
     """Start the JobManager: REST API on rest.port, RPC for TaskManagers on jobmanager.rpc.port."""
     from streamlet.runtime.jobmanager.process import run_jobmanager
 
-    code = _guard(lambda: run_jobmanager(_config(config, define)))
+    code = _guard(lambda: run_jobmanager(_config(config, define, log_format)))
     raise typer.Exit(code or 0)
 
 
@@ -176,12 +186,13 @@ def taskmanager(jobmanager: Optional[str] = typer.Option(
                          "(default: jobmanager.rpc.address:jobmanager.rpc.port)"),
                 slots: Optional[int] = typer.Option(None, "--slots", "-s", min=1,
                                                     help="slots offered (default: taskmanager.numberOfTaskSlots)"),
-                config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+                config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
+                log_format: Optional[str] = LogFormatOpt) -> None:
     """Start a TaskManager that registers with the JobManager (retrying until it is up) and runs subtasks."""
     from streamlet.runtime.taskmanager.process import run_taskmanager
 
     def go() -> int:
-        conf = _config(config, define)
+        conf = _config(config, define, log_format)
         address = jobmanager or f"{conf['jobmanager.rpc.address']}:{conf['jobmanager.rpc.port']}"
         return run_taskmanager(conf, address, slots)
 

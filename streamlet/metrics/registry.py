@@ -18,6 +18,7 @@ reading), so tests drive sampling without sleeping.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Iterator
 
@@ -109,7 +110,45 @@ class TimeMeter:
         return self.rate
 
 
-Metric = Counter | Gauge | Meter | TimeMeter
+class Histogram:
+    """The distribution of the last ``size`` values (a sliding window, as Flink's
+    DescriptiveStatisticsHistogram), e.g. latency-marker latencies in ms.
+
+    :meth:`update` is O(1) (a ring buffer); quantiles are computed only when reported.
+    """
+
+    __slots__ = ("_values", "_next", "_size", "count", "sum")
+
+    def __init__(self, size: int = 128) -> None:
+        self._values: list[float] = []
+        self._next = 0
+        self._size = size if size > 0 else 1
+        #: values ever recorded and their sum (Prometheus summaries carry both)
+        self.count = 0
+        self.sum = 0.0
+
+    def update(self, value: float) -> None:
+        if len(self._values) < self._size:
+            self._values.append(value)
+        else:
+            self._values[self._next] = value
+            self._next = (self._next + 1) % self._size
+        self.count += 1
+        self.sum += value
+
+    def quantiles(self, qs: tuple[float, ...] = (0.5, 0.75, 0.95, 0.98, 0.99, 0.999)) -> dict[float, float]:
+        """Each quantile of the window (nearest rank); empty when nothing was recorded."""
+        values = sorted(self._values)
+        if not values:
+            return {}
+        n = len(values)
+        return {q: values[min(n - 1, max(0, math.ceil(q * n) - 1))] for q in qs}
+
+    def value(self) -> dict[str, Any]:
+        return {"count": self.count, "sum": self.sum, **{str(q): v for q, v in self.quantiles().items()}}
+
+
+Metric = Counter | Gauge | Meter | TimeMeter | Histogram
 
 
 class MetricGroup:
@@ -123,8 +162,11 @@ class MetricGroup:
         task.sample(perf()); task.values()["numRecordsInPerSecond"]
     """
 
-    def __init__(self, scope: dict[str, str] | None = None) -> None:
+    def __init__(self, scope: dict[str, str] | None = None, name: str = "") -> None:
         self.scope = dict(scope or {})
+        #: Flink's scope name, the middle of the exported metric name: ``taskmanager_job_task`` gives
+        #: ``flink_taskmanager_job_task_numRecordsIn`` (see :mod:`streamlet.metrics.reporters`)
+        self.name = name
         self._metrics: dict[str, Metric] = {}
         self._children: list[MetricGroup] = []
 
@@ -147,10 +189,31 @@ class MetricGroup:
         return self._add(name, TimeMeter())
 
     def group(self, **labels: str) -> MetricGroup:
-        """A child group: this scope plus ``labels`` (e.g. ``operator_name``)."""
-        child = MetricGroup({**self.scope, **labels})
+        """A child group of the same scope name: this scope plus ``labels``."""
+        child = MetricGroup({**self.scope, **labels}, self.name)
         self._children.append(child)
         return child
+
+    def child(self, name: str, **labels: str) -> MetricGroup:
+        """A child scope ``<this name>_<name>`` with this scope's labels plus ``labels``
+        (``job_task`` under ``taskmanager``, ``operator`` under ``taskmanager_job_task``)."""
+        child = MetricGroup({**self.scope, **labels}, f"{self.name}_{name}" if self.name else name)
+        self._children.append(child)
+        return child
+
+    def histogram(self, name: str, size: int = 128) -> Histogram:
+        return self._add(name, Histogram(size))
+
+    def remove(self, child: MetricGroup) -> None:
+        """Drop a child group (a subtask or job that ended); unknown groups are ignored."""
+        try:
+            self._children.remove(child)
+        except ValueError:
+            pass
+
+    def items(self) -> Iterator[tuple[str, Metric]]:
+        """This group's metrics by name (children not included), without reading them."""
+        return iter(self._metrics.items())
 
     def sample(self, now: float) -> None:
         """Advance every meter of this group and its children to ``now`` (monotonic seconds)."""

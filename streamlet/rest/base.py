@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from streamlet.errors import StreamletError
+from streamlet.metrics.registry import MetricGroup
 from streamlet.rest.schemas import (
     ClusterOverview, JobExceptions, JobInfo, JobSubmission, TaskManagerInfo, VertexBackpressure,
 )
@@ -46,6 +47,9 @@ class RestGateway(Protocol):
     def vertex_backpressure(self, job_id: str, vertex_id: str) -> VertexBackpressure:
         """Back pressure of one vertex's subtasks."""
 
+    def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[dict[str, str]]:
+        """Input and output watermarks of one vertex's subtasks (Flink's metric list)."""
+
     async def submit(self, submission: JobSubmission) -> str:
         """Accept a job and return its id; raises PipelineDefinitionError for an invalid pipeline."""
 
@@ -57,3 +61,7 @@ class RestGateway(Protocol):
 
     def configuration(self) -> dict[str, Any]:
         """The effective configuration, secrets removed."""
+
+    def metric_groups(self) -> list[MetricGroup]:
+        """The roots of every metric ``GET /metrics`` exports (the JobManager's, and those of a
+        TaskManager running in the same process)."""

@@ -381,3 +381,5 @@ BACKPRESSURE_SCHEMA = _obj({"status": {"type": "string", "enum": ["ok", "depreca
 SUBMIT_RESPONSE_SCHEMA = _obj({"jobUrl": _S, "jid": _S})
 VALIDATE_RESPONSE_SCHEMA = _obj({"plan": _obj({"jid": {"type": "null"}, "name": _S, "type": _S, "nodes": _arr(_O)})})
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "maxProperties": 0}
+WATERMARKS_SCHEMA = _arr(_obj({"id": {"type": "string", "pattern": r"^\d+\.current(Input|Output)Watermark$"},
+                               "value": {"type": "string", "pattern": r"^-?\d+$"}}))

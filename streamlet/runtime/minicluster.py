@@ -119,6 +119,8 @@ class MiniCluster:
             state_options(conf))
         rm = self.jobmanager.resource_manager
         assert rm is not None
+        # one process: its GET /metrics shows this TaskManager's metrics beside the JobManager's
+        self.dispatcher.metric_roots.append(executor.metrics)
         gateway = LocalJobManagerGateway(rm, self.dispatcher, LocalTaskManagerGateway(executor))
         resources = {"hostname": socket.gethostname(), "pid": os.getpid(), "cpu_cores": os.cpu_count() or 1,
                      "slots": self.slots, "in_process": True}
@@ -154,7 +156,8 @@ class MiniCluster:
         for i in range(self.taskmanagers):
             await asyncio.to_thread(procs.start, f"taskmanager-{i}", [
                 "taskmanager", "--config", conf_file, "-D", "log.level=WARNING", "--jobmanager", address,
-                "--slots", str(self.slots), "-D", "taskmanager.data.address=127.0.0.1"])
+                "--slots", str(self.slots), "-D", "taskmanager.data.address=127.0.0.1",
+                "-D", "metrics.port=0"])
         rm = self.jobmanager.resource_manager
         assert rm is not None
         deadline = self.clock.monotonic() + 60.0

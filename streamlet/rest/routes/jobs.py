@@ -68,6 +68,14 @@ async def vertex_backpressure(request: web.Request) -> web.StreamResponse:
     return json_response(gw.vertex_backpressure(request.match_info["jobid"], request.match_info["vertexid"]).to_json())
 
 
+async def vertex_watermarks(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/:jobid/vertices/:vertexid/watermarks``: ``[{"id": "<subtask>.currentInputWatermark",
+    "value": "<ms>"}]`` (and ``.currentOutputWatermark``), Flink's metric list; -9223372036854775808
+    means no watermark yet."""
+    gw = gateway_of(request)
+    return json_response(gw.vertex_watermarks(request.match_info["jobid"], request.match_info["vertexid"]))
+
+
 async def vertex_details(request: web.Request) -> web.StreamResponse:
     """``GET /jobs/:jobid/vertices/:vertexid``: the vertex's subtasks, where they run, their metrics."""
     gw = gateway_of(request)
@@ -301,5 +309,8 @@ ROUTES = [
           schemas.VERTEX_DETAILS_SCHEMA, errors=(404,), path_params=_VERTEX, tag="jobs"),
     Route("GET", "/jobs/{jobid}/vertices/{vertexid}/backpressure", vertex_backpressure,
           "Back pressure of a vertex's subtasks (ok/low/high)", schemas.BACKPRESSURE_SCHEMA, errors=(404,),
+          path_params=_VERTEX, tag="jobs"),
+    Route("GET", "/jobs/{jobid}/vertices/{vertexid}/watermarks", vertex_watermarks,
+          "Input and output watermarks of a vertex's subtasks", schemas.WATERMARKS_SCHEMA, errors=(404,),
           path_params=_VERTEX, tag="jobs"),
 ]

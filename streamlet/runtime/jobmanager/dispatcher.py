@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ from streamlet.rest.schemas import (
     ClusterOverview, JobExceptions, JobInfo, JobSubmission, TaskManagerInfo, VertexBackpressure,
 )
 from streamlet.runtime.job_files import job_modules, write_job_files
+from streamlet.logging import set_log_context
+from streamlet.metrics.registry import MetricGroup
 from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
+from streamlet.runtime.jobmanager.job_metrics import register_job_metrics
 from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 from streamlet.runtime.jobmanager import views
@@ -185,6 +189,17 @@ class Dispatcher:
         self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamlet-planner")
         #: set once :meth:`run` can take submissions
         self.started = asyncio.Event()
+        #: the JobManager's metrics (Flink's ``jobmanager`` scope, a ``job`` child per kept job)
+        self.metrics = MetricGroup({"host": socket.gethostname()}, "jobmanager")
+        rm = resource_manager
+        self.metrics.gauge("numRegisteredTaskManagers", lambda: len(rm.task_manager_ids()))
+        self.metrics.gauge("taskSlotsTotal", lambda: rm.slots_total)
+        self.metrics.gauge("taskSlotsAvailable", lambda: rm.slots_free)
+        self.metrics.gauge("numRunningJobs", lambda: sum(1 for jm in self._jobs.values() if not jm.is_terminal))
+        #: what ``GET /metrics`` exports: these metrics, plus those of a TaskManager in this
+        #: process (``streamlet run`` adds its executor's)
+        self.metric_roots: list[MetricGroup] = [self.metrics]
+        self._job_metrics: dict[str, MetricGroup] = {}
         resource_manager.on_task_manager_lost = self.on_task_manager_lost
 
     async def run(self) -> None:
@@ -264,6 +279,8 @@ class Dispatcher:
         assert self._tg is not None
         jm = JobMaster(job_id, graph, self.resource_manager, self.clock, self.job_config, files)
         self._jobs[job_id] = jm
+        group = self._job_metrics[job_id] = self.metrics.child("job", job_id=job_id, job_name=graph.name)
+        register_job_metrics(group, jm)
         self._tg.create_task(self._run_job(jm, job_dir), name=f"job-{job_id}")
         logger.info("job %s (%s) submitted: %d vertices, needs %d slot(s)", job_id, graph.name,
                     len(graph.vertices), graph.max_vertex_parallelism)
@@ -271,6 +288,7 @@ class Dispatcher:
         return job_id
 
     async def _run_job(self, jm: JobMaster, job_dir: Path | None) -> None:
+        set_log_context(jm.job_id)  # the job master's task (and the tasks it starts) log with the job id
         try:
             await jm.run()
         finally:
@@ -282,6 +300,7 @@ class Dispatcher:
         done = [jid for jid, jm in self._jobs.items() if jm.is_terminal]
         for jid in done[:max(0, len(done) - cap)]:
             del self._jobs[jid]
+            self.metrics.remove(self._job_metrics.pop(jid))
 
     # -- reports from TaskManagers (via TaskManagerSession) ---------------------------------
 
@@ -355,8 +374,17 @@ class Dispatcher:
             raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
         return bp
 
+    def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[dict[str, str]]:
+        wms = views.vertex_watermarks(self._job(job_id), vertex_id)
+        if wms is None:
+            raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
+        return wms
+
     def cancel(self, job_id: str) -> None:
         self._job(job_id).cancel()
+
+    def metric_groups(self) -> list[MetricGroup]:
+        return list(self.metric_roots)
 
     def configuration(self) -> dict[str, Any]:
         return {k: ("******" if k in SECRET_KEYS and v is not None else v) for k, v in self.config.items()}

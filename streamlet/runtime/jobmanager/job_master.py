@@ -33,6 +33,7 @@ from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import JobGraph
 from streamlet.rest.schemas import ExceptionEntry
 from streamlet.rpc.messages import DeployTasks
+from streamlet.runtime.jobmanager.job_metrics import CheckpointCounts
 from streamlet.runtime.jobmanager.job_status import ExecutionState, IllegalTransitionError, JobStatus, transition
 from streamlet.runtime.jobmanager.resource_manager import SlotAssignment
 from streamlet.runtime.jobmanager.source_coordinator import SourceCoordinator
@@ -96,6 +97,32 @@ class JobMaster:
         self._tg: asyncio.TaskGroup | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deployed_to: set[str] = set()
+        #: restarts by the restart strategy (shown as numRestarts)
+        self.num_restarts = 0
+
+    # -- metrics (see job_metrics.py) -------------------------------------------------------
+
+    def checkpoint_counts(self) -> CheckpointCounts:
+        """Counts of this job's checkpoints, from its checkpoint coordinator when it has one."""
+        coordinator = getattr(self, "checkpoint_coordinator", None)
+        counts = getattr(coordinator, "counts", None)
+        return counts() if callable(counts) else CheckpointCounts()
+
+    def uptime_ms(self) -> int:
+        """Milliseconds in RUNNING since the job last started running; 0 before, -1 once terminal."""
+        if self.is_terminal:
+            return -1
+        since = self.timestamps.get(J.RUNNING.value)
+        if self.status is not J.RUNNING or since is None:
+            return 0
+        return max(0, self.clock.time_ms() - since)
+
+    def downtime_ms(self) -> int:
+        """Milliseconds since the job began failing or restarting, while it does; else 0."""
+        if self.status not in (J.FAILING, J.RESTARTING):
+            return 0
+        since = self.timestamps.get(self.status.value)
+        return max(0, self.clock.time_ms() - since) if since is not None else 0
 
     # -- life cycle -------------------------------------------------------------------------
 

@@ -122,7 +122,7 @@ class JobManagerProcess:
 
 def run_jobmanager(config: Configuration) -> int:
     """Entry of ``streamlet jobmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging(config["log.level"])
+    configure_logging(config["log.level"], config["log.format"])
     process = JobManagerProcess(config)
 
     async def main() -> int:

@@ -16,6 +16,7 @@ from streamlet.rest.schemas import (
     VertexInfo,
 )
 from streamlet.runtime.jobmanager.job_status import ExecutionState, JobStatus
+from streamlet.time.watermarks import MIN_WATERMARK
 
 if TYPE_CHECKING:
     from streamlet.graph.job_graph import JobGraph
@@ -131,6 +132,23 @@ def vertex_backpressure(jm: JobMaster, vertex_id: str) -> VertexBackpressure | N
                                             min(1.0, m.idle_ms_per_second / 1000),
                                             min(1.0, m.busy_ms_per_second / 1000)))
     return VertexBackpressure(jm.clock.time_ms(), subtasks)
+
+
+def vertex_watermarks(jm: JobMaster, vertex_id: str) -> list[dict[str, str]] | None:
+    """``GET .../vertices/:vid/watermarks``: Flink's metric list, ``<subtask>.currentInputWatermark``
+    (and ``.currentOutputWatermark``) with the value as a string, from the last metrics report;
+    None when the job has no such vertex."""
+    executions = _subtasks_of(jm, vertex_id)
+    if executions is None:
+        return None
+    out = []
+    for ex in sorted(executions, key=lambda e: e.tdd.subtask_index):
+        m = ex.metrics or {}
+        out.append({"id": f"{ex.tdd.subtask_index}.currentInputWatermark",
+                    "value": str(m.get("input_watermark", MIN_WATERMARK))})
+        out.append({"id": f"{ex.tdd.subtask_index}.currentOutputWatermark",
+                    "value": str(m.get("watermark", MIN_WATERMARK))})
+    return out
 
 
 def task_metrics(m: dict[str, Any] | None, complete: bool) -> TaskMetricsInfo:

@@ -36,8 +36,9 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
     """
     ensure_on_path(tdd.sys_path)
     name = subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism)
-    group = metrics or MetricGroup({"job_id": tdd.job_id, "task_name": tdd.vertex_name,
-                                    "subtask_index": str(tdd.subtask_index)})
+    group = metrics or MetricGroup({"job_id": tdd.job_id, "job_name": tdd.job_name, "task_id": tdd.vertex_id,
+                                    "task_name": tdd.vertex_name, "subtask_index": str(tdd.subtask_index)},
+                                   "taskmanager_job_task")
     io = TaskIOMetrics(group)
     side = SideOutputs({})
     ctx = RuntimeContext(job_name=tdd.job_name, vertex_name=tdd.vertex_name, subtask_index=tdd.subtask_index,
@@ -63,4 +64,8 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
         main.append(SinkOutput(chain.writer, io))
     task = Task(name, chain, gate, main, io, clock, config, state, side)
     holder.append(task)
+    # a chain's operators share the task's watermarks (they run in one step over each batch)
+    for g in chain.operator_groups:
+        g.gauge("currentInputWatermark", lambda: task.input_watermark)
+        g.gauge("currentOutputWatermark", lambda: task.output_watermark)
     return task

@@ -25,6 +25,7 @@ import asyncio
 import base64
 import logging
 import shutil
+import socket
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -32,9 +33,10 @@ from typing import Any, Mapping, Protocol
 from streamlet.clock import Clock
 from streamlet.errors import StreamletError
 from streamlet.ids import subtask_name
-from streamlet.metrics.registry import perf
+from streamlet.metrics.registry import MetricGroup, perf
 from streamlet.graph.execution_graph import TaskDeploymentDescriptor
 from streamlet.keys import KeyGroupRange
+from streamlet.logging import set_log_context
 from streamlet.rpc.messages import DeployTasks
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
@@ -95,6 +97,8 @@ class _Job:
     #: the slots the deployment took
     slots: list[int] = field(default_factory=list)
     subtasks: list[_Subtask] = field(default_factory=list)
+    #: the metric groups of its subtasks here (removed from the TaskManager's when it is dropped)
+    metric_groups: list[MetricGroup] = field(default_factory=list)
     #: released by the JobManager (or the connection was lost): slots are freed as their tasks end
     dropped: bool = False
 
@@ -149,6 +153,11 @@ class TaskExecutor:
         # at most a few entries per deployed subtask: bounded by the slots' subtasks
         self._updates: list[dict[str, Any]] = []
         self.updates_ready = asyncio.Event()
+        #: every metric of this TaskManager (Flink's ``taskmanager`` scope; subtasks are its
+        #: ``job_task`` children while their job is here): what ``GET /metrics`` exports
+        self.metrics = MetricGroup({"host": socket.gethostname(), "tm_id": task_manager_id}, "taskmanager")
+        self.metrics.gauge("numRunningTasks", lambda: sum(
+            1 for j in self._jobs.values() for st in j.subtasks if st.runner is not None and not st.runner.done()))
 
     def bind(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
@@ -221,6 +230,10 @@ class TaskExecutor:
                 inputs[i.channel_id] = ch
         wired = []
         for t, tdd in tdds:
+            group = self.metrics.child("job_task", job_id=msg.job_id, job_name=msg.job_name, task_id=tdd.vertex_id,
+                                       task_name=tdd.vertex_name, subtask_index=str(tdd.subtask_index),
+                                       task_attempt_id=t["attempt_id"])
+            job.metric_groups.append(group)
             outputs: dict[str, OutputChannel] = {}
             for o in tdd.outputs:
                 where = msg.locations[o.target_vertex]
@@ -229,12 +242,12 @@ class TaskExecutor:
                     outputs[cid] = (LocalOutputChannel(inputs[cid]) if tm == me
                                     else self.network.output_channel(msg.job_id, cid, msg.addresses[tm]))
             gate = InputGate([inputs[i.channel_id] for i in tdd.inputs]) if tdd.inputs else None
-            wired.append((t, tdd, gate, outputs))
+            wired.append((t, tdd, gate, outputs, group))
 
         def create_tasks() -> list[_Subtask]:
             out = []
             with job_modules(job.job_dir, keep_on_path=True):
-                for t, tdd, gate, outputs in wired:
+                for t, tdd, gate, outputs, group in wired:
                     name = subtask_name(tdd.vertex_name, tdd.subtask_index, tdd.parallelism)
                     state = create_backend(
                         tdd.state_backend,
@@ -242,13 +255,14 @@ class TaskExecutor:
                         tdd.max_parallelism, clock=self.clock, name=name,
                         options=self.state_options.get(tdd.state_backend))
                     config = replace(self.task_config, checkpointing_mode=tdd.checkpointing_mode)
-                    task = build_task(tdd, gate, outputs, self.clock, state, self.console, config)
+                    task = build_task(tdd, gate, outputs, self.clock, state, self.console, config, group)
                     out.append(_Subtask(tdd, t["attempt_id"], t["slot"], task))
             return out
 
         job.subtasks.extend(await asyncio.to_thread(create_tasks))
 
     async def _run(self, job_id: str, st: _Subtask) -> None:
+        set_log_context(job_id, st.name)  # this task's own context: its log lines name the subtask
         self._report(job_id, st, "RUNNING")
         try:
             await st.task.run()
@@ -311,6 +325,8 @@ class TaskExecutor:
             # a cancelled task closes its files and sockets in its finally blocks; wait, but boundedly
             await asyncio.wait(runners, timeout=self.drop_timeout)
         self.network.unregister_job(job.job_id)
+        for group in job.metric_groups:
+            self.metrics.remove(group)
         # slots whose tasks still run are freed by the tasks' done callbacks, not here
         self._free_idle_slots(job)
         if job.job_dir is not None:
@@ -351,4 +367,5 @@ class TaskExecutor:
         now = perf()
         m.sample(now)
         return {"job_id": job_id, "vertex_id": st.tdd.vertex_id, "subtask_index": st.tdd.subtask_index,
-                "attempt_id": st.attempt_id, **m.report(now), "watermark": st.task.output_watermark}
+                "attempt_id": st.attempt_id, **m.report(now), "watermark": st.task.output_watermark,
+                "input_watermark": st.task.input_watermark}

@@ -100,9 +100,18 @@ class OperatorChain:
         self.json_output = all(s.JSON_OUTPUT for s in specs if not isinstance(s, SinkSpec))
         group = metrics or MetricGroup()
         self._counters: list[tuple[Counter, Counter]] = []
+        #: one group per operator (Flink's operator scope), plus the source's and the sink's
+        self.operator_groups: list[MetricGroup] = []
+        if self.source is not None:
+            self.operator_groups.append(group.child("operator", operator_id=self.source.id,
+                                                    operator_name=self.source.id))
         for op in self.operators:
-            g = group.group(operator_name=" -> ".join(op.node_ids) or type(op).__name__)
+            name = " -> ".join(op.node_ids) or type(op).__name__
+            g = group.child("operator", operator_id=op.node_ids[0] if op.node_ids else name, operator_name=name)
+            self.operator_groups.append(g)
             self._counters.append((g.counter("numRecordsIn"), g.counter("numRecordsOut")))
+        if sink_spec is not None:
+            self.operator_groups.append(group.child("operator", operator_id=sink_spec.id, operator_name=sink_spec.id))
         self._ops = list(zip(self.operators, self._counters))
 
     # -- life cycle -------------------------------------------------------------------------

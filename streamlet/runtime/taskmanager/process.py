@@ -42,6 +42,7 @@ from streamlet.logging import configure_logging
 from streamlet.runtime.eventloop import new_event_loop
 from streamlet.runtime.taskmanager.executor import TaskExecutor, state_options, task_config
 from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
+from streamlet.runtime.taskmanager.metrics_server import MetricsServer
 from streamlet.runtime.taskmanager.session import JobManagerSession
 from streamlet.runtime.taskmanager.slots import SlotTable
 
@@ -50,13 +51,13 @@ logger = logging.getLogger(__name__)
 _TLS_RESETS = 3
 
 
-def _resources(slots: int) -> dict[str, Any]:
+def _resources(slots: int, metrics_port: int | None = None) -> dict[str, Any]:
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = -1
     return {"hostname": socket.gethostname(), "pid": os.getpid(), "cpu_cores": os.cpu_count() or 1,
-            "physical_memory": memory, "slots": slots}
+            "physical_memory": memory, "slots": slots, "metrics_port": metrics_port}
 
 
 class TaskManagerProcess:
@@ -77,6 +78,8 @@ class TaskManagerProcess:
         #: why the JobManager refused this TaskManager (then :meth:`run` returns)
         self.refusal: str | None = None
         self._tls: Any = None
+        #: ``GET /metrics`` of this TaskManager (``metrics.port``), once started
+        self.metrics_server: MetricsServer | None = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (cancels running subtasks)."""
@@ -106,6 +109,10 @@ class TaskManagerProcess:
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
                                              conf["taskmanager.network.queue-capacity"], task_config(conf),
                                              state_options=state_options(conf))
+                executor = self.executor
+                self.metrics_server = MetricsServer(conf["metrics.address"], conf["metrics.port"],
+                                                    lambda: [executor.metrics], self.token)
+                await self.metrics_server.start()
                 async with asyncio.TaskGroup() as tg:
                     self.executor.bind(tg)
                     try:
@@ -113,6 +120,8 @@ class TaskManagerProcess:
                     finally:
                         await self.executor.reset()
             finally:
+                if self.metrics_server is not None:
+                    await self.metrics_server.stop()
                 await self.network.stop()
         finally:
             await asyncio.to_thread(shutil.rmtree, job_root, True)
@@ -203,7 +212,9 @@ class TaskManagerProcess:
         """One registered session over ``conn``; returns whether registration succeeded."""
         session = JobManagerSession(
             RemoteJobManagerGateway(conn), executor,
-            RegisterTaskManager(self.id, len(self.slots), self.network.address, _resources(len(self.slots))),
+            RegisterTaskManager(self.id, len(self.slots), self.network.address, _resources(len(self.slots),
+                                                                                  self.metrics_server.port
+                                                                                  if self.metrics_server else None)),
             self.clock, self.config["taskmanager.metrics.interval"], on_end=conn.close,
             name=f"jobmanager {self.jobmanager_address}")
         async with asyncio.TaskGroup() as tg:
@@ -225,7 +236,7 @@ class TaskManagerProcess:
 
 def run_taskmanager(config: Configuration, jobmanager_address: str, slots: int | None = None) -> int:
     """Entry of ``streamlet taskmanager``: run on uvloop until SIGTERM/SIGINT; returns the exit status."""
-    configure_logging(config["log.level"])
+    configure_logging(config["log.level"], config["log.format"])
     process = TaskManagerProcess(config, jobmanager_address, slots)
 
     async def main() -> int:

@@ -269,8 +269,10 @@ class Task:
         #: restored operator states (by node id) and sink state, set before run() on a restore
         self.restored_operators: dict[str, Any] = {}
         self.restored_sink: Any = None
-        #: the watermark this task last sent downstream
+        #: the watermark this task last sent downstream, and the combined watermark of its inputs
+        #: (a source's: what its splits' generators gave) that produced it
         self.output_watermark = MIN_WATERMARK
+        self.input_watermark = MIN_WATERMARK
         self._idle_out = False
         self._flush_armed = False
         self._alignment: _Alignment | None = None
@@ -493,6 +495,7 @@ class Task:
         """The combined input watermark advanced: fire what it fires, then send it downstream."""
         if watermark <= self.output_watermark:
             return
+        self.input_watermark = watermark
         if self._idle_out:
             await self._set_idle_out(False)
         t0 = perf()

@@ -209,6 +209,7 @@ class _Stubborn:
 
         self.metrics = TaskIOMetrics(MetricGroup())
         self.output_watermark = 0
+        self.input_watermark = 0
         self.done = asyncio.Event()
 
     async def run(self) -> None:
