@@ -97,8 +97,6 @@ class JobMaster:
         self._tg: asyncio.TaskGroup | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deployed_to: set[str] = set()
-        #: restarts by the restart strategy (shown as numRestarts)
-        self.num_restarts = 0
 
     # -- metrics (see job_metrics.py) -------------------------------------------------------
 
