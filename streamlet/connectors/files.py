@@ -21,6 +21,7 @@ import orjson
 
 from streamlet.connectors.base import END_OF_INPUT, Param, validate_params
 from streamlet.connectors.errors import ConnectorError
+from streamlet.connectors.pacing import paced_reader, positive_rate
 from streamlet.errors import DecodeError, PipelineDefinitionError
 
 _CHUNK = 1 << 22
@@ -65,11 +66,14 @@ class FileSource:
         "pattern": Param("str", "glob of files taken from directories", "*"),
         "delimiter": Param("str", "csv field delimiter", ","),
         "header": Param("bool", "csv: the first line names the fields (records are maps)", True),
+        "rate": Param("number", "records per second for the whole source, divided over its subtasks (omit: as "
+                                "fast as possible)"),
     }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
         out = validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
+        positive_rate(out["rate"], f"{where}.rate")
         raw = out["path"] if isinstance(out["path"], list) else [out["path"]]
         paths = []
         for p in raw:
@@ -127,8 +131,9 @@ class FileSource:
         return splits
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> FileReader:
-        return FileReader(params, ctx)
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> Any:
+        """A :class:`FileReader`, paced when ``rate`` is set."""
+        return paced_reader(FileReader, params, ctx)
 
 
 class _FileSplit:

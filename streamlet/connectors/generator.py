@@ -23,86 +23,23 @@ batch size, and a restored reader remakes the block it stopped in.  A block is b
 column (one comprehension per field) and zipped into dicts, so the per-row cost is a few C-level
 list operations.
 
-This module also holds :class:`RateLimiter`, the pacing shared by the generator sources.
+Pacing (``rate:``) uses :class:`~streamlet.connectors.pacing.RateLimiter`.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 import random
 from typing import Any, Callable, Mapping
 
 from streamlet.connectors.base import Param, slice_splits, validate_params
+from streamlet.connectors.pacing import RateLimiter
 from streamlet.errors import PipelineDefinitionError
 
 #: default epoch milliseconds of row 0's ``timestamp`` field without a rate (2023-11-14T22:13:20Z)
 DEFAULT_BASE_TIME = 1_700_000_000_000
 _COMMON = ("type", "parallelism")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_MAX_BACKLOG = 1.0  # seconds of arrears a paced source may catch up in a burst
-
-
-class RateLimiter:
-    """Paces one subtask to ``rate`` units (records or events) per second on an injected clock.
-
-    Non-blocking, for :meth:`SourceReader.poll`: unit ``k`` (0-based) is due at ``t0 + k / rate``
-    (``t0``: the first :meth:`delay`).  A reader
-
-    1. asks :meth:`delay` before a chunk: 0 means the chunk may go now;
-    2. then emits at most :attr:`chunk` units and reports them with :meth:`take`;
-    3. otherwise returns ``[]`` from ``poll``, and its ``wait_available`` awaits :meth:`wait`.
-
-    Chunks are about 10 ms worth of units, so records leave the source at most ~10 ms early and
-    latency stays low at small rates.  A subtask that fell behind (e.g. under backpressure) catches
-    up at most one second's worth in a burst, as Guava's limiter caps stored permits; older
-    arrears are forgiven.  Example::
-
-        limiter = RateLimiter(100, clock, max_chunk=1024)   # chunk == 1
-        if limiter.delay() == 0:
-            limiter.take(1)                                 # one record went out
-    """
-
-    def __init__(self, rate: float, clock: Any, max_chunk: int) -> None:
-        self._clock = clock
-        self._max_chunk = max_chunk
-        self._t0: float | None = None
-        self._sent = 0
-        self.rate = 1.0
-        #: units to release per chunk (about 10 ms worth, at least 1)
-        self.chunk = 1
-        self.set_rate(rate)
-
-    def set_rate(self, rate: float) -> None:
-        """Change the rate (a reader took over more splits); the next unit stays due when it was."""
-        rate = float(rate)
-        if self._t0 is not None:
-            due = self._t0 + self._sent / self.rate
-            self._t0 = due - self._sent / rate
-        self.rate = rate
-        self.chunk = max(1, min(self._max_chunk, math.ceil(rate / 100)))
-
-    def delay(self) -> float:
-        """Seconds of the clock until the next unit is due; 0 when it may go now."""
-        now = self._clock.monotonic()
-        if self._t0 is None:
-            self._t0 = now
-        due = self._t0 + self._sent / self.rate
-        if now - due > _MAX_BACKLOG:
-            self._t0 = now - _MAX_BACKLOG - self._sent / self.rate
-            return 0.0
-        wait = due - now
-        return wait if wait > 1e-9 else 0.0  # below a nanosecond is float noise, not a reason to wait
-
-    def take(self, n: int) -> None:
-        """Count ``n`` units as released."""
-        self._sent += n
-
-    async def wait(self) -> None:
-        """Wait on the clock until the next unit is due (at once when it is)."""
-        d = self.delay()
-        if d > 0:
-            await self._clock.sleep(d)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 from streamlet.connectors.base import Param, slice_splits, validate_params
-from streamlet.connectors.generator import DEFAULT_BASE_TIME, RateLimiter
+from streamlet.connectors.generator import DEFAULT_BASE_TIME
+from streamlet.connectors.pacing import RateLimiter
 from streamlet.errors import PipelineDefinitionError
 
 FIRST_PERSON_ID = 1000

@@ -54,3 +54,28 @@ async def read_batches(reader: Any, max_records: int | None = None) -> list[list
         out.append(batch)
         seen += len(batch)
     return out
+
+
+async def read_paced(reader: Any, clock: ManualClock, seconds: float, step: float = 0.01) -> list[tuple[float, int]]:
+    """Drive a paced reader (``rate:``, a :class:`~streamlet.connectors.pacing.PacedReader`) for
+    ``seconds`` of ``clock`` time; returns ``(clock seconds since the start, records)`` per batch.
+
+    While the limiter holds records back the clock advances by ``step``; while the wrapped reader
+    waits for I/O (a file read, a Kafka fetch) the clock stands still and the test awaits it, so
+    nothing sleeps.  Stops early at ``END_OF_INPUT``.  Example::
+
+        got = await read_paced(FileSource.create_reader(params, TestingSourceContext(clock=clock)), clock, 2.0)
+    """
+    out: list[tuple[float, int]] = []
+    start = clock.monotonic()
+    while clock.monotonic() - start <= seconds + 1e-9:
+        batch = reader.poll()
+        if batch is None:
+            break
+        if batch:
+            out.append((clock.monotonic() - start, len(batch)))
+        elif reader.limiter.delay() > 0:
+            await clock.advance(step)
+        else:
+            await reader.wait_available()
+    return out

@@ -362,3 +362,33 @@ def test_bounded_kafka_pipeline_with_event_time_windows(kafka_broker: Broker, tm
     expected = Counter((b["auction"], b["dateTime"] // 10_000 * 10_000) for b in bids)
     got = {(r["auction"], r["window_start"]): r["num"] for r in read_output(tmp_path / "out")}
     assert got == dict(expected)
+
+
+def test_rate_paces_the_source_on_the_clock_split_over_subtasks(kafka_broker: Broker) -> None:
+    from streamlet.testing.sources import read_paced
+
+    topic = kafka_broker.create_topic("paced", 2)
+    recs = _fill(kafka_broker, topic, 2, 4000)
+    params = _params(kafka_broker, topic, bounded=True, rate=1000)  # 500/s per subtask of 2
+    splits = KafkaSource.enumerate_splits(params, 2)
+    seconds = 1.5
+
+    async def run(sub: int) -> tuple[list[tuple[float, int]], list[dict[str, Any]]]:
+        clock = ManualClock()
+        reader = await _open(params, [splits[sub]], batch_size=500, clock=clock, sub=sub, parallelism=2)
+        try:
+            return await read_paced(reader, clock, seconds), reader.snapshot_state(1)
+        finally:
+            await reader.close()
+
+    for sub in range(2):
+        batches, state = asyncio.run(run(sub))
+        sent = 0
+        for t, n in batches:
+            assert sent <= 500 * t + 1e-6  # record k leaves at the earliest at k / 500 s
+            assert n <= 5  # ~10 ms worth per batch
+            sent += n
+        assert 500 * seconds <= sent <= 500 * seconds + 5
+        # the offset in the snapshot is the next record not handed out, as unpaced
+        assert state[0]["offset"] == sent
+    assert len(recs) == 4000

@@ -15,6 +15,7 @@ YAML::
         properties: {fetch.min.bytes: 1}    # librdkafka properties, passed through
         timestamp: ts
         watermark: {max_out_of_orderness: 2s, idle_timeout: 10s}
+        rate: 5000                      # optional: records/s for the whole source (as read: not the broker's pace)
 
 **Splits.**  The JobMaster's enumeration (:meth:`KafkaSource.enumerate_splits`) makes one split per
 topic partition, id ``"<topic>:<partition>"``, with its start turned into a concrete offset where
@@ -48,6 +49,7 @@ import orjson
 from streamlet.connectors.base import END_OF_INPUT, Param, validate_params
 from streamlet.connectors.errors import ConnectorError
 from streamlet.connectors.kafka import common
+from streamlet.connectors.pacing import paced_reader, positive_rate
 from streamlet.errors import DecodeError, PipelineDefinitionError
 from streamlet.time.durations import duration_ms
 
@@ -122,6 +124,8 @@ class KafkaSource:
         "partitions": Param("int", "partitions of a topic made by create_topic", 1),
         "discovery_interval": Param("any", "how often to look for new partitions and topics (0: never)", "10s"),
         "broker_timeout": Param("any", "fail once no broker answered for this long", "30s"),
+        "rate": Param("number", "records per second for the whole source, divided over its subtasks (omit: as "
+                                "fast as possible)"),
     }
 
     @classmethod
@@ -129,6 +133,7 @@ class KafkaSource:
         """Check and normalize the keys (no broker is contacted here: that happens in the JobMaster)."""
         out = validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
         out["topic"] = common.validate_topics(out["topic"], where)
+        positive_rate(out["rate"], f"{where}.rate")
         out["starting_offsets"] = _starting_offsets(out["starting_offsets"], where)
         if out["starting_offsets"] == "committed" and not out["group_id"]:
             raise PipelineDefinitionError("starting_offsets: committed needs group_id (the group whose offsets "
@@ -169,9 +174,10 @@ class KafkaSource:
             raise PipelineDefinitionError(str(exc)) from None
 
     @classmethod
-    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> KafkaReader:
-        """The reader of one subtask (its splits come with ``add_splits``)."""
-        return KafkaReader(params, ctx)
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> Any:
+        """The :class:`KafkaReader` of one subtask (its splits come with ``add_splits``), paced when
+        ``rate`` is set."""
+        return paced_reader(KafkaReader, params, ctx)
 
 
 def _what(params: Mapping[str, Any]) -> str:

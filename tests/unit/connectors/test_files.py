@@ -265,3 +265,121 @@ def test_a_finished_split_state_reads_nothing(tmp_path: Path) -> None:
     assert (first, rest) == ([{"a": 1}, {"a": 2}], [])
     assert states == [{"id": f"{path}:0-18", "path": str(path), "start": 0, "end": 18, "header": None,
                        "offset": 18, "done": True}]
+
+
+# -- rate: -----------------------------------------------------------------------------------
+
+
+def _paced_lines(tmp_path: Path, n: int) -> tuple[Path, list[dict[str, Any]]]:
+    recs = [{"id": i, "pad": "x" * (i % 7)} for i in range(n)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    return path, recs
+
+
+def _never_early(batches: list[tuple[float, int]], rate: float) -> None:
+    """Record k (0-based) of a subtask paced to ``rate``/s leaves at the earliest at k / rate."""
+    sent = 0
+    for t, n in batches:
+        assert sent <= rate * t + 1e-6, (sent, t)
+        sent += n
+
+
+@pytest.mark.parametrize(("rate", "parallelism"), [(200, 1), (1000, 2), (50_000, 1)])
+def test_rate_paces_each_subtask_to_its_share_on_the_clock(tmp_path: Path, rate: int, parallelism: int) -> None:
+    from streamlet.clock import ManualClock
+    from streamlet.testing.sources import read_paced
+
+    path, _ = _paced_lines(tmp_path, 120_000)
+    params = _params(path, "jsonl", rate=rate)
+    splits = FileSource.enumerate_splits(params, parallelism)
+    seconds = 2.0
+    share = rate / parallelism
+    chunk = max(1, -(-int(share) // 100))  # about 10 ms worth per batch
+
+    async def run(sub: int) -> list[tuple[float, int]]:
+        clock = ManualClock()
+        ctx = TestingSourceContext(sub, parallelism, 512, clock=clock, node_id="src")
+        reader = FileSource.create_reader(params, ctx)
+        await reader.open()
+        reader.add_splits([s for i, s in enumerate(splits) if i % parallelism == sub])
+        try:
+            return await read_paced(reader, clock, seconds)
+        finally:
+            await reader.close()
+
+    for sub in range(parallelism):
+        batches = asyncio.run(run(sub))
+        _never_early(batches, share)
+        total = sum(n for _, n in batches)
+        # records 0..share*seconds are due by then; a run is cut by an estimate of its bytes, so a
+        # batch may be a few lines longer than its chunk
+        slack = chunk // 10 + 2
+        assert share * seconds <= total <= share * seconds + chunk + slack, (total, share)
+        assert max(n for _, n in batches) <= chunk + slack
+
+
+def test_a_paced_reader_reads_every_line_once_and_restores_from_its_snapshot(tmp_path: Path) -> None:
+    from streamlet.clock import ManualClock
+    from streamlet.testing.sources import read_paced
+
+    path, recs = _paced_lines(tmp_path, 3000)
+    params = _params(path, "jsonl", rate=1000)
+    splits = FileSource.enumerate_splits(params, 1)
+
+    async def first() -> tuple[list[Any], list[dict[str, Any]]]:
+        clock = ManualClock()
+        reader = FileSource.create_reader(params, TestingSourceContext(batch_size=512, clock=clock, node_id="src"))
+        await reader.open()
+        reader.add_splits(splits)
+        got: list[Any] = []
+        try:
+            while len(got) < 1000:
+                batch = reader.poll()
+                assert batch is not None
+                if batch:
+                    got.extend(batch)
+                elif reader.limiter.delay() > 0:
+                    await clock.advance(0.01)
+                else:
+                    await reader.wait_available()
+            return got, reader.snapshot_state(1)
+        finally:
+            await reader.close()
+
+    async def rest(state: list[dict[str, Any]]) -> tuple[list[Any], list[tuple[float, int]]]:
+        clock = ManualClock()
+        reader = FileSource.create_reader(params, TestingSourceContext(batch_size=512, clock=clock, node_id="src"))
+        await reader.open()
+        reader.add_splits(state)
+        out: list[Any] = []
+        times: list[tuple[float, int]] = []
+        try:
+            while (batch := reader.poll()) is not None:
+                if batch:
+                    out.extend(batch)
+                    times.append((clock.monotonic(), len(batch)))
+                elif reader.limiter.delay() > 0:
+                    await clock.advance(0.01)
+                else:
+                    await reader.wait_available()
+            return out, times
+        finally:
+            await reader.close()
+
+    got, state = asyncio.run(first())
+    assert len(got) >= 1000
+    assert got == recs[:len(got)]
+    again, times = asyncio.run(rest(state))
+    assert again == recs[len(got):]  # exactly the rest, from where the snapshot says
+    _never_early(times, 1000)  # and still paced
+    assert times[-1][0] == pytest.approx(len(again) / 1000, abs=0.03)
+
+
+def test_rate_must_be_positive(tmp_path: Path) -> None:
+    from streamlet.errors import PipelineDefinitionError
+
+    path, _ = _paced_lines(tmp_path, 3)
+    with pytest.raises(PipelineDefinitionError, match="positive") as info:
+        _params(path, "jsonl", rate=0)
+    assert "sources.src.rate" in str(info.value)
