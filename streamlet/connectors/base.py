@@ -41,7 +41,8 @@ def validate_params(params: Mapping[str, Any], spec: Mapping[str, Param], where:
     """Check ``params`` against ``spec``; return them with defaults filled in.
 
     ``common`` lists keys handled elsewhere (``type``, ``input``, ``parallelism``) that are
-    skipped here.  Errors name the key, the allowed keys or values, and a close match.
+    skipped here.  An optional key without a default may be given as null (unset): validated
+    params hold such keys, and a client-planned JobGraph is validated again by the JobManager.  Errors name the key, the allowed keys or values, and a close match.
     """
     out: dict[str, Any] = {}
     for key, value in params.items():
@@ -54,6 +55,9 @@ def validate_params(params: Mapping[str, Any], spec: Mapping[str, Param], where:
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise PipelineDefinitionError(
                 f"unknown key {key!r}; {hint}allowed keys: {', '.join(allowed)}", f"{where}.{key}")
+        if value is None and p.default is None and not p.required:
+            out[key] = None  # an optional key written as null is unset (validated params carry them so)
+            continue
         types = _TYPES[p.type]
         if (not isinstance(value, types)) or (isinstance(value, bool) and bool not in types
                                                and p.type != "any"):

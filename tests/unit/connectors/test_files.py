@@ -383,3 +383,11 @@ def test_rate_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(PipelineDefinitionError, match="positive") as info:
         _params(path, "jsonl", rate=0)
     assert "sources.src.rate" in str(info.value)
+
+
+def test_validated_params_validate_again(tmp_path: Path) -> None:
+    """The JobManager validates a client-planned JobGraph's params again: unset keys are null there."""
+    path, _ = _paced_lines(tmp_path, 3)
+    params = _params(path, "jsonl")
+    assert params["rate"] is None
+    assert FileSource.validate(params, "test: sources.src", str(tmp_path)) == params
