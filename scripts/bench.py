@@ -147,7 +147,8 @@ def make_input(records: int) -> Path:
 
 # ---------------------------------------------------------------- measured in a child process
 
-def child_streamlet(workload: str, records: int, events: int, parallelism: int, taskmanagers: int) -> dict:
+def child_streamlet(workload: str, records: int, events: int, parallelism: int, taskmanagers: int,
+                    defines: list[str] | None = None) -> dict:
     from streamlet import config as cfg
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
@@ -164,8 +165,10 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
         base, variables = str(ROOT), {}
     t0 = time.perf_counter()
     graph = plan(loads(text, "bench.yaml", base, variables=variables), parallelism_override=parallelism)
-    conf = cfg.load()
-    result = minicluster.execute(graph, conf, taskmanagers=taskmanagers)
+    conf = cfg.load(overrides=dict(d.split("=", 1) for d in defines or []))
+    started: list = []
+    result = minicluster.execute(graph, conf, taskmanagers=taskmanagers,
+                                 on_started=lambda cluster, job: started.append((cluster, job)))
     t1 = time.perf_counter()
     if result.state != "FINISHED":
         raise SystemExit(f"{workload} {result.state}: {result.error}")
@@ -174,9 +177,18 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
     n = events if workload.startswith("q") else src.records_in
     # with --taskmanagers the work runs in child processes: report the largest of them
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"records": n, "startup_s": round(t1 - t0 - result.run_seconds, 3), "run_s": round(result.run_seconds, 3),
-            "rate": n / result.run_seconds, "peak_rss_mb": peak / 1024,
-            "out_records": result.vertices[-1].records_out}
+    out = {"records": n, "startup_s": round(t1 - t0 - result.run_seconds, 3), "run_s": round(result.run_seconds, 3),
+           "rate": n / result.run_seconds, "peak_rss_mb": peak / 1024,
+           "out_records": result.vertices[-1].records_out}
+    cluster, job = started[0]
+    stats = cluster.dispatcher.checkpoint_stats(job)
+    if stats["counts"]["completed"]:
+        d, size = stats["summary"]["end_to_end_duration"], stats["summary"]["checkpointed_size"]
+        out["checkpoints"] = {"completed": stats["counts"]["completed"], "failed": stats["counts"]["failed"],
+                              "duration_ms_p50": d["p50"], "duration_ms_p99": d["p99"], "duration_ms_max": d["max"],
+                              "state_bytes_max": stats["summary"]["state_size"]["max"],
+                              "uploaded_bytes_avg": size["avg"]}
+    return out
 
 
 def child_hand(workload: str, records: int, events: int) -> dict:
@@ -239,7 +251,7 @@ def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict | None
     events = args.nexmark_events if workload in NEXMARK_QUERIES else args.events
     cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
            "--events", str(events), "--parallelism", str(args.parallelism),
-           "--taskmanagers", str(args.taskmanagers)]
+           "--taskmanagers", str(args.taskmanagers), *[f"-D{d}" for d in args.define]]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {workload} failed:\n{proc.stderr[-3000:]}")
@@ -256,13 +268,16 @@ def main() -> None:
     ap.add_argument("--parallelism", type=int, default=1)
     ap.add_argument("--taskmanagers", type=int, default=0)
     ap.add_argument("--no-hand", action="store_true", help="skip the hand-written loops")
+    ap.add_argument("-D", dest="define", action="append", default=[], metavar="KEY=VALUE",
+                    help="configuration override for streamlet, e.g. -D execution.checkpointing.interval=1s "
+                         "-D state.backend.type=rocksdb (checkpoint figures are then reported)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "WORKLOAD"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.child:
         kind, workload = args.child
         if kind == "streamlet":
-            res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers)
+            res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers, args.define)
         else:
             res = child_hand(workload, args.records, args.events)
         print(json.dumps(res))
@@ -291,6 +306,11 @@ def main() -> None:
         print(f"{w:<12} {s['rate']:>16,.0f} {row['per_core']:>10,.0f} {s['startup_s']:>8.2f}s "
               f"{s['peak_rss_mb']:>8.0f} {(h['rate'] if h else 0):>11,.0f} "
               f"{(row['ratio'] or 0):>6.2f} {(flink or 0):>11,} {vs}", flush=True)
+        if "checkpoints" in s:
+            c = s["checkpoints"]
+            print(f"{'':<12} checkpoints: {c['completed']} completed, {c['failed']} failed; duration p50 "
+                  f"{c['duration_ms_p50']} ms, p99 {c['duration_ms_p99']} ms, max {c['duration_ms_max']} ms; "
+                  f"state {c['state_bytes_max']:,} B, uploaded {c['uploaded_bytes_avg']:,} B/checkpoint", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -65,8 +65,6 @@ def _plan(pipeline: Path, conf: Any, parallelism: Optional[int], sets: Optional[
 
     limits = PipelineLimits.from_config(conf)
     pdef = load(pipeline, limits, variables=_variables(sets))
-    for key in pdef.unimplemented:
-        typer.echo(f"warning: {pipeline.name}: {key}: not implemented in this version; ignored", err=True)
     return plan(pdef, default_parallelism=conf["parallelism.default"],
                 max_parallelism=conf["pipeline.max-parallelism"], batch_size=conf["pipeline.batch-size"],
                 parallelism_override=parallelism, limits=limits)
@@ -97,7 +95,13 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                 help="serve the REST API and dashboard on this port while the job "
                                                      "runs (as -D rest.port=P; 0 picks a free port)"),
         config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
-        sets: Optional[List[str]] = SetOpt, log_format: Optional[str] = LogFormatOpt) -> None:
+        sets: Optional[List[str]] = SetOpt, log_format: Optional[str] = LogFormatOpt,
+        from_savepoint: Optional[str] = typer.Option(None, "--from-savepoint", "-s",
+                                                     help="restore from this savepoint or retained checkpoint "
+                                                          "(directory or its _metadata file)"),
+        allow_non_restored_state: bool = typer.Option(False, "--allow-non-restored-state", "-n",
+                                                      help="drop savepoint state of operators the pipeline "
+                                                           "does not have")) -> None:
     """Run a pipeline on an embedded mini-cluster until it ends (Ctrl-C cancels)."""
     from streamlet.client.progress import LiveConsole, make_reporter, summary
 
@@ -122,7 +126,8 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
 
         result = execute(graph, conf, taskmanagers=taskmanagers or 0, on_progress=reporter.update,
                          progress_interval=0.5 if is_tty else None, console=console,
-                         rest="rest.port" in conf.explicit, on_started=started)
+                         rest="rest.port" in conf.explicit, on_started=started, savepoint_path=from_savepoint,
+                         allow_non_restored_state=allow_non_restored_state)
         typer.echo(summary(result), err=True)
         if result.state != "FINISHED":
             _fail(f"job {result.job_name!r} {result.state}: {result.error}", 1)
@@ -206,7 +211,13 @@ def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                      help="Python file the pipeline's import paths need (repeatable)"),
            parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1),
            config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
-           sets: Optional[List[str]] = SetOpt) -> None:
+           sets: Optional[List[str]] = SetOpt,
+           from_savepoint: Optional[str] = typer.Option(None, "--from-savepoint", "-s",
+                                                        help="restore from this savepoint or retained checkpoint "
+                                                             "(a path the JobManager can read)"),
+           allow_non_restored_state: bool = typer.Option(False, "--allow-non-restored-state", "-n",
+                                                         help="drop savepoint state of operators the pipeline "
+                                                              "does not have")) -> None:
     """Submit a pipeline to a running JobManager; prints the job id.
 
     ``${NAME}`` variables are resolved here, from this shell's environment and ``--set``.
@@ -223,7 +234,9 @@ def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
 
         limits = PipelineLimits.from_config(conf)
         text = resolve_text(read_pipeline_text(pipeline, limits), _variables(sets), pipeline.name, limits)
-        job_id = _client(conf, jobmanager).submit_yaml(pipeline, list(file or []), parallelism, text=text)
+        job_id = _client(conf, jobmanager).submit_yaml(pipeline, list(file or []), parallelism, text=text,
+                                                       savepoint_path=from_savepoint,
+                                                       allow_non_restored_state=allow_non_restored_state)
         typer.echo(f"Job has been submitted with JobID {job_id}")
 
     _rest_guard(go)
@@ -286,5 +299,39 @@ def cancel(job: str = typer.Argument(..., help="job id"), jobmanager: Optional[s
     def go() -> None:
         _client(_config(config, define), jobmanager).cancel(job)
         typer.echo(f"Cancelled job {job}.")
+
+    _rest_guard(go)
+
+
+@app.command()
+def savepoint(job: str = typer.Argument(..., help="job id"),
+              target: Optional[str] = typer.Argument(None, help="target directory (default: "
+                                                     "execution.checkpointing.savepoint-dir of the JobManager)"),
+              jobmanager: Optional[str] = JobManagerOpt, config: Optional[Path] = ConfigOpt,
+              define: Optional[List[str]] = DefineOpt) -> None:
+    """Take a savepoint of a running job; prints its path (for run/submit --from-savepoint)."""
+
+    def go() -> None:
+        location = _client(_config(config, define), jobmanager).savepoint(job, target)
+        typer.echo(f"Savepoint completed. Path: {location}")
+
+    _rest_guard(go)
+
+
+@app.command()
+def stop(job: str = typer.Argument(..., help="job id"),
+         savepoint_dir: Optional[str] = typer.Option(None, "--savepoint-dir", "-p",
+                                                     help="target directory of the savepoint (default: "
+                                                          "execution.checkpointing.savepoint-dir)"),
+         drain: bool = typer.Option(False, "--drain", "-d",
+                                    help="end the sources' input after the savepoint, so windows fire (for a "
+                                         "job that will not be resumed)"),
+         jobmanager: Optional[str] = JobManagerOpt, config: Optional[Path] = ConfigOpt,
+         define: Optional[List[str]] = DefineOpt) -> None:
+    """Stop a job with a savepoint; the job ends FINISHED; prints the savepoint's path."""
+
+    def go() -> None:
+        location = _client(_config(config, define), jobmanager).stop(job, savepoint_dir, drain)
+        typer.echo(f"Savepoint completed. Path: {location}")
 
     _rest_guard(go)

@@ -252,7 +252,9 @@ def plan(pipeline: PipelineDef, default_parallelism: int = 1, max_parallelism: i
                                  input=i.input))
     return JobGraph(name=pipeline.name, vertices=tuple(vertices), edges=tuple(edges), mode=pipeline.mode,
                     max_parallelism=max_p, batch_size=pipeline.batch_size or batch_size or DEFAULT_BATCH_SIZE,
-                    base_dir=pipeline.base_dir, sys_path=paths, state_backend=pipeline.state_backend)
+                    base_dir=pipeline.base_dir, sys_path=paths, state_backend=pipeline.state_backend,
+                    checkpointing=dict(pipeline.checkpointing) if pipeline.checkpointing is not None else None,
+                    restart=dict(pipeline.restart) if pipeline.restart is not None else None)
 
 
 def _check_size(pipeline: PipelineDef, nodes: dict[str, NodeDef], chains: dict[str, list[str]],

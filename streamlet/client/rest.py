@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import json
+import time
 import ssl
 import urllib.error
 import urllib.parse
@@ -136,13 +137,43 @@ class RestClient:
     def cancel(self, job_id: str) -> None:
         self.request("PATCH", f"/jobs/{job_id}", query={"mode": "cancel"})
 
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}/checkpoints")
+
+    def _wait_operation(self, path: str, trigger: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.request("GET", f"{path}/{trigger}")
+            if answer["status"]["id"] == "COMPLETED":
+                op = answer["operation"] or {}
+                if "failure-cause" in op:
+                    raise StreamletError(op["failure-cause"].get("stack-trace") or "the savepoint failed")
+                return op
+            if time.monotonic() > deadline:
+                raise StreamletError(f"no answer within {timeout:g}s (trigger {trigger}); ask again with "
+                                     f"GET {path}/{trigger}")
+            time.sleep(0.2)
+
+    def savepoint(self, job_id: str, target: str | None, timeout: float = 600.0) -> str:
+        """Take a savepoint and wait for it; returns its location."""
+        body = json.dumps({"target-directory": target, "cancel-job": False}).encode()
+        trigger = self.request("POST", f"/jobs/{job_id}/savepoints", body, "application/json")["request-id"]
+        return self._wait_operation(f"/jobs/{job_id}/savepoints", trigger, timeout)["location"]
+
+    def stop(self, job_id: str, target: str | None, drain: bool = False, timeout: float = 600.0) -> str:
+        """Stop the job with a savepoint and wait for it; returns its location."""
+        body = json.dumps({"targetDirectory": target, "drain": drain}).encode()
+        trigger = self.request("POST", f"/jobs/{job_id}/stop", body, "application/json")["request-id"]
+        return self._wait_operation(f"/jobs/{job_id}/savepoints", trigger, timeout)["location"]
+
     def submit_graph(self, graph_json: dict[str, Any]) -> str:
         """Submit a planned JobGraph; returns the job id."""
         body = json.dumps({"job-graph": graph_json}).encode()
         return self.request("POST", "/jobs", body, "application/json")["jid"]
 
     def submit_yaml(self, pipeline: Path, files: list[Path] | None = None, parallelism: int | None = None,
-                    text: str | None = None) -> str:
+                    text: str | None = None, savepoint_path: str | None = None,
+                    allow_non_restored_state: bool = False) -> str:
         """Submit a pipeline file (and job files) as multipart; returns the job id.
 
         ``text``, when given, is sent instead of the file's contents (the CLI sends the pipeline
@@ -156,6 +187,10 @@ class RestClient:
         fields = {"base-dir": str(base)}
         if parallelism is not None:
             fields["parallelism"] = str(parallelism)
+        if savepoint_path is not None:
+            fields["savepointPath"] = savepoint_path
+        if allow_non_restored_state:
+            fields["allowNonRestoredState"] = "true"
         parts = [("pipeline", pipeline.name, pipeline.read_bytes() if text is None else text.encode())]
         for f in files or []:
             parts.append(("file", job_file_name(f), f.read_bytes()))

@@ -63,6 +63,11 @@ class TaskDeploymentDescriptor:
     #: the keyed-state backend kind (``state.backend.type`` or the pipeline's ``state:``)
     state_backend: str = "heap"
     checkpointing_mode: str = "exactly_once"
+    #: URI of the job's checkpoint storage (``<checkpoint dir>/<job id>``); None: no checkpoints
+    checkpoint_storage: str | None = None
+    #: what this subtask restores: ``{storage, keyed: [handles], operators, sink, committables,
+    #: external}`` (see runtime/jobmanager/checkpoint/restore.py); None: a fresh start
+    restore: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -89,6 +89,10 @@ class JobGraph:
     sys_path: tuple[str, ...] = field(default_factory=tuple)
     #: the keyed-state backend the job asks for; None: the cluster's ``state.backend.type``
     state_backend: str | None = None
+    #: the pipeline's ``checkpointing:`` / ``restart:`` maps (streamlet.graph.settings; None: the
+    #: cluster's ``execution.checkpointing.*`` / ``restart-strategy.*`` keys)
+    checkpointing: dict[str, Any] | None = None
+    restart: dict[str, Any] | None = None
 
     def vertex(self, vertex_id: str) -> JobVertex:
         for v in self.vertices:
@@ -124,4 +128,5 @@ class JobGraph:
             mode=data["mode"], max_parallelism=data["max_parallelism"], batch_size=data["batch_size"],
             base_dir=data["base_dir"], sys_path=tuple(data.get("sys_path", ())),
             state_backend=data.get("state_backend"),
+            checkpointing=data.get("checkpointing"), restart=data.get("restart"),
         )

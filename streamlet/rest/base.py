@@ -65,3 +65,19 @@ class RestGateway(Protocol):
     def metric_groups(self) -> list[MetricGroup]:
         """The roots of every metric ``GET /metrics`` exports (the JobManager's, and those of a
         TaskManager running in the same process)."""
+
+    def checkpoint_stats(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/:id/checkpoints`` (Flink's shape)."""
+
+    def checkpoint_config(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/:id/checkpoints/config``."""
+
+    def trigger_checkpoint(self, job_id: str) -> str:
+        """Start a checkpoint; returns the trigger id for :meth:`operation_status`."""
+
+    def trigger_savepoint(self, job_id: str, target: str | None, stop: bool = False, drain: bool = False) -> str:
+        """Start a savepoint (and with ``stop`` end the job after it); returns the trigger id.
+        Raises PipelineDefinitionError when no target directory is known."""
+
+    def operation_status(self, job_id: str, trigger_id: str) -> dict[str, Any]:
+        """Status of a checkpoint or savepoint trigger (Flink's asynchronous operation shape)."""

@@ -44,6 +44,10 @@ class JobSubmission:
     base_dir: str | None = None
     parallelism: int | None = None
     filename: str = "<rest>"
+    #: start from this savepoint or retained checkpoint (Flink's ``savepointPath``)
+    savepoint_path: str | None = None
+    #: drop savepoint state of operators the job does not have (``allowNonRestoredState``)
+    allow_non_restored_state: bool = False
 
 
 @dataclass

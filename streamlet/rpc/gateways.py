@@ -19,8 +19,9 @@ from typing import Protocol
 
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.messages import (
-    CancelJob, DeployTasks, Heartbeat, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused,
-    ReleaseJob, TaskStateUpdates,
+    AcknowledgeCheckpoint, CancelJob, DeclineCheckpoint, DeployTasks, Heartbeat, MetricsReport,
+    NotifyCheckpointComplete, RegisterTaskManager, RegistrationAck, RegistrationRefused, ReleaseJob, TaskStateUpdates,
+    TriggerCheckpoint,
 )
 
 
@@ -32,6 +33,12 @@ class TaskManagerGateway(Protocol):
 
     async def cancel_job(self, job_id: str) -> None:
         """Cancel the job's subtasks; each reports CANCELED (or the state it reached first)."""
+
+    async def trigger_checkpoint(self, msg: TriggerCheckpoint) -> None:
+        """Start a checkpoint of the job's subtasks here (sources inject its barrier)."""
+
+    async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
+        """A checkpoint of the job is complete: its subtasks here commit."""
 
     async def release_job(self, job_id: str) -> None:
         """Free the job's slots, channels and files (after the job reached a terminal state)."""
@@ -52,6 +59,12 @@ class JobManagerGateway(Protocol):
     async def report_metrics(self, msg: MetricsReport) -> None:
         """Report per-subtask metrics."""
 
+    async def acknowledge_checkpoint(self, msg: AcknowledgeCheckpoint) -> None:
+        """A subtask's part of a checkpoint is persisted."""
+
+    async def decline_checkpoint(self, msg: DeclineCheckpoint) -> None:
+        """A subtask could not take its part of a checkpoint."""
+
 
 class RemoteTaskManagerGateway:
     """:class:`TaskManagerGateway` over the TaskManager's RPC connection."""
@@ -68,6 +81,12 @@ class RemoteTaskManagerGateway:
 
     async def release_job(self, job_id: str) -> None:
         await self.connection.request(ReleaseJob(job_id))
+
+    async def trigger_checkpoint(self, msg: TriggerCheckpoint) -> None:
+        await self.connection.request(msg)
+
+    async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
+        await self.connection.request(msg)
 
 
 class RemoteJobManagerGateway:
@@ -89,4 +108,10 @@ class RemoteJobManagerGateway:
         await self.connection.request(msg)
 
     async def report_metrics(self, msg: MetricsReport) -> None:
+        await self.connection.request(msg)
+
+    async def acknowledge_checkpoint(self, msg: AcknowledgeCheckpoint) -> None:
+        await self.connection.request(msg)
+
+    async def decline_checkpoint(self, msg: DeclineCheckpoint) -> None:
         await self.connection.request(msg)

@@ -14,9 +14,13 @@ TaskManager             RegisterTaskManager        RegistrationAck | Registratio
 TaskManager             Heartbeat                  HeartbeatAck
 TaskManager             TaskStateUpdates           Ack
 TaskManager             MetricsReport              Ack
+TaskManager             AcknowledgeCheckpoint      Ack
+TaskManager             DeclineCheckpoint          Ack
 JobManager              DeployTasks                Ack
 JobManager              CancelJob                  Ack
 JobManager              ReleaseJob                 Ack
+JobManager              TriggerCheckpoint          Ack
+JobManager              NotifyCheckpointComplete   Ack
 either                  (any, on failure)          Error
 ======================  =========================  ==========================================
 
@@ -191,6 +195,40 @@ class MetricsReport(Message):
     tasks: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class AcknowledgeCheckpoint(Message):
+    """One subtask took its part of checkpoint ``checkpoint_id`` and its state is persisted.
+
+    ``state`` is ``{operators, splits, sink, committables, keyed}`` (JSON; ``keyed`` the keyed-state
+    backend's handle or None); ``metrics`` is ``{alignment_ms, sync_ms, async_ms, state_size,
+    checkpointed_size}``.
+    """
+
+    TYPE: ClassVar[str] = "AcknowledgeCheckpoint"
+    task_manager_id: str
+    job_id: str
+    vertex_id: str
+    subtask_index: int
+    attempt_id: str
+    checkpoint_id: int
+    state: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeclineCheckpoint(Message):
+    """One subtask could not take its part of checkpoint ``checkpoint_id`` (``reason`` says why)."""
+
+    TYPE: ClassVar[str] = "DeclineCheckpoint"
+    task_manager_id: str
+    job_id: str
+    vertex_id: str
+    subtask_index: int
+    attempt_id: str
+    checkpoint_id: int
+    reason: str
+
+
 # -- JobManager -> TaskManager -----------------------------------------------------------------
 
 
@@ -230,9 +268,39 @@ class ReleaseJob(Message):
     job_id: str
 
 
+@dataclass(frozen=True)
+class TriggerCheckpoint(Message):
+    """Checkpoint ``checkpoint_id`` of ``job_id`` starts: sent to every TaskManager running the job.
+
+    Source subtasks here inject its barrier; every subtask here persists its state below
+    ``storage`` (a URI, the job-scoped checkpoint storage) in ``directory`` (its exclusive files);
+    ``savepoint``: a self-contained snapshot (no shared files); ``drain``: sources end their input
+    after it (stop --drain).
+    """
+
+    TYPE: ClassVar[str] = "TriggerCheckpoint"
+    job_id: str
+    checkpoint_id: int
+    timestamp: int
+    storage: str
+    directory: str
+    savepoint: bool = False
+    drain: bool = False
+
+
+@dataclass(frozen=True)
+class NotifyCheckpointComplete(Message):
+    """Checkpoint ``checkpoint_id`` of ``job_id`` is complete: commit what it covers."""
+
+    TYPE: ClassVar[str] = "NotifyCheckpointComplete"
+    job_id: str
+    checkpoint_id: int
+
+
 MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (
         Ack, Error, RegisterTaskManager, RegistrationAck, RegistrationRefused, Heartbeat, HeartbeatAck,
-        TaskStateUpdates, MetricsReport, DeployTasks, CancelJob, ReleaseJob,
+        TaskStateUpdates, MetricsReport, AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, CancelJob,
+        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete,
     )
 }

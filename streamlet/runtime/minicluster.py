@@ -116,7 +116,7 @@ class MiniCluster:
         executor = self.task_executor = TaskExecutor(
             tm_id, SlotTable(self.slots), LocalOnlyNetwork(), self.clock, job_root,
             conf["taskmanager.network.queue-capacity"], task_config(conf), self.console,
-            state_options(conf))
+            state_options(conf), storage_config=conf)
         rm = self.jobmanager.resource_manager
         assert rm is not None
         # one process: its GET /metrics shows this TaskManager's metrics beside the JobManager's
@@ -173,9 +173,10 @@ class MiniCluster:
         """Where the TaskManager processes log (None without processes)."""
         return self._processes.log_dir if self._processes is not None else None
 
-    async def submit(self, graph: JobGraph) -> str:
-        """Start ``graph`` as a job; returns its id."""
-        return await self.dispatcher.submit_graph(graph)
+    async def submit(self, graph: JobGraph, savepoint_path: str | None = None,
+                     allow_non_restored_state: bool = False) -> str:
+        """Start ``graph`` as a job (restored from ``savepoint_path`` when given); returns its id."""
+        return await self.dispatcher.submit_graph(graph, savepoint_path, allow_non_restored_state)
 
     async def wait(self, job_id: str, on_progress: Callable[[JobInfo], None] | None = None,
                    interval: float = 5.0) -> JobInfo:
@@ -223,11 +224,13 @@ async def _first(waiter: Any, task: asyncio.Task[Any], what: str, timeout: float
 async def execute_async(graph: JobGraph, config: Configuration, taskmanagers: int = 0,
                         on_progress: Callable[[Progress], None] | None = None, progress_interval: float | None = None,
                         console: Any = None, rest: bool = False,
-                        on_started: Callable[[MiniCluster, str], None] | None = None) -> JobResult:
+                        on_started: Callable[[MiniCluster, str], None] | None = None,
+                        savepoint_path: str | None = None, allow_non_restored_state: bool = False) -> JobResult:
     """Run ``graph`` on a fresh MiniCluster until it ends; never raises for a job that failed.
 
     ``progress_interval`` defaults to ``execution.progress-interval``; ``rest`` serves the REST API
-    on ``rest.port`` meanwhile; ``on_started(cluster, job_id)`` is called once the job is submitted.
+    on ``rest.port`` meanwhile; ``on_started(cluster, job_id)`` is called once the job is submitted;
+    ``savepoint_path`` restores the job from a savepoint or retained checkpoint.
     A cancellation (Ctrl-C) cancels the job before the cluster stops.
     """
     t0 = time.perf_counter()
@@ -237,7 +240,7 @@ async def execute_async(graph: JobGraph, config: Configuration, taskmanagers: in
     if on_progress is not None and interval < config["taskmanager.metrics.interval"]:
         config = config.with_overrides({"taskmanager.metrics.interval": f"{int(interval * 1000)}ms"})
     async with MiniCluster(config, taskmanagers, slots, console=console, rest=rest) as cluster:
-        job_id = await cluster.submit(graph)
+        job_id = await cluster.submit(graph, savepoint_path, allow_non_restored_state)
         if on_started is not None:
             on_started(cluster, job_id)
 

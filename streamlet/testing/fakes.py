@@ -32,6 +32,7 @@ class TestingTaskManagerGateway:
         self.deployments: list[DeployTasks] = []
         self.cancelled: list[str] = []
         self.released: list[str] = []
+        self.checkpoint_calls: list[Any] = []
         self.deploy_hook: Hook = None
         self.cancel_hook: Hook = None
         self.release_hook: Hook = None
@@ -51,6 +52,12 @@ class TestingTaskManagerGateway:
         if self.release_hook is not None:
             await self.release_hook(job_id)
 
+    async def trigger_checkpoint(self, msg: Any) -> None:
+        self.checkpoint_calls.append(msg)
+
+    async def notify_checkpoint_complete(self, msg: Any) -> None:
+        self.checkpoint_calls.append(msg)
+
 
 class TestingJobManagerGateway:
     """A JobManagerGateway that records what a TaskManager sends; registration is acknowledged."""
@@ -64,6 +71,7 @@ class TestingJobManagerGateway:
         self.heartbeats: list[Heartbeat] = []
         self.state_updates: list[dict[str, Any]] = []
         self.metrics: list[MetricsReport] = []
+        self.checkpoint_reports: list[Any] = []
         self.register_hook: Hook = None
         self.heartbeat_hook: Hook = None
         self.update_hook: Hook = None
@@ -88,3 +96,9 @@ class TestingJobManagerGateway:
 
     async def report_metrics(self, msg: MetricsReport) -> None:
         self.metrics.append(msg)
+
+    async def acknowledge_checkpoint(self, msg: Any) -> None:
+        self.checkpoint_reports.append(msg)
+
+    async def decline_checkpoint(self, msg: Any) -> None:
+        self.checkpoint_reports.append(msg)

@@ -10,6 +10,7 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
+from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet import config as cfg
 from streamlet.clock import ManualClock
 from streamlet.connectors.file_sink import FileSink, FileWriter
@@ -105,7 +106,7 @@ def test_a_checkpoint_hides_then_commits_the_file_of_a_running_job(tmp_path: Pat
             await _until(lambda: written.is_set(), written, "the first row at the sink")
             for task in executor.tasks(job):
                 task.checkpoints = acks
-            assert executor.trigger_checkpoint(job, 1, clock.time_ms()) == 1
+            assert executor.trigger_checkpoint(TriggerCheckpoint(job, 1, clock.time_ms(), "unused://", "chk-1")) == 1
             await _until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
             sink_ack = next(a for a in acks.acks if a.committables)
             assert sink_ack.committables == [{"pending": ".part-0-1-0.jsonl.pending", "final": "part-0-1-0.jsonl"}]

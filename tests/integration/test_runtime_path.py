@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Iterator
 
 import pytest
 
+from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet import config as cfg
 from streamlet.clock import ManualClock
 from streamlet.graph.job_graph import JobGraph
@@ -96,7 +97,7 @@ def test_a_barrier_reaches_a_waiting_source_and_its_completion_the_sink_without_
                 task.checkpoints = acks
             writes_before = list(COMMIT_LOG.events)
 
-            assert executor.trigger_checkpoint(job, 1, clock.time_ms()) == 1  # one source subtask
+            assert executor.trigger_checkpoint(TriggerCheckpoint(job, 1, clock.time_ms(), "unused://", "chk-1")) == 1  # one source subtask
             await _until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
             assert sorted(n for _, n in acks.acks) == [1, 1]
             assert COMMIT_LOG.events == writes_before + [("prepare", 1)]
@@ -189,7 +190,7 @@ def test_watermarks_and_barriers_flow_in_order_with_the_records(tmp_path: Path, 
                 if not triggered and len(COMMIT_LOG.events) >= rows // 3:
                     # mid-way: a checkpoint through the source's mailbox
                     assert cluster.task_executor is not None
-                    assert cluster.task_executor.trigger_checkpoint(job, 7, clock.time_ms()) == 1
+                    assert cluster.task_executor.trigger_checkpoint(TriggerCheckpoint(job, 7, clock.time_ms(), "unused://", "chk-7")) == 1
                     triggered = True
                 await clock.advance(0.01)
                 for _ in range(20):

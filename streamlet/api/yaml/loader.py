@@ -24,11 +24,10 @@ from streamlet.time.watermarks import WatermarkStrategy
 from streamlet.api.expressions import compile_expression, looks_like_import_path
 from streamlet.api.limits import DEFAULT_LIMITS, PipelineLimits
 from streamlet.errors import PipelineDefinitionError
+from streamlet.graph.settings import parse_checkpointing, parse_restart
 
 TOP_LEVEL_KEYS = ("name", "parallelism", "max_parallelism", "mode", "batch_size", "checkpointing",
                   "state", "restart", "sources", "transforms", "sinks")
-#: accepted top-level keys whose feature arrives with a later issue; a warning is printed
-UNIMPLEMENTED_TOP_LEVEL = ("checkpointing", "restart")
 #: backends of the pipeline-level ``state: {backend: ...}``
 STATE_BACKENDS = ("heap", "rocksdb")
 SOURCE_COMMON = ("type", "parallelism", "timestamp", "watermark")
@@ -557,7 +556,8 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
     parallelism = _positive_int(data["parallelism"], f"{f}: parallelism") if "parallelism" in data else None
     max_par = _positive_int(data["max_parallelism"], f"{f}: max_parallelism") if "max_parallelism" in data else None
     batch_size = _positive_int(data["batch_size"], f"{f}: batch_size") if "batch_size" in data else None
-    unimplemented = {k: data[k] for k in UNIMPLEMENTED_TOP_LEVEL if k in data}
+    checkpointing = parse_checkpointing(data["checkpointing"], f"{f}: checkpointing") if "checkpointing" in data else None
+    restart = parse_restart(data["restart"], f"{f}: restart") if "restart" in data else None
     state_backend = _state_backend(data["state"], f"{f}: state") if "state" in data else None
 
     sections: dict[str, dict[str, Any]] = {}
@@ -612,8 +612,8 @@ def parse_document(data: Any, source_file: str = "<pipeline>", base_dir: str = "
         sinks.append(SinkDef(node_id, kind, inp, clean, par, partition, where))
     return PipelineDef(name=name, sources=tuple(sources), transforms=tuple(transforms), sinks=tuple(sinks),
                        parallelism=parallelism, max_parallelism=max_par, mode=mode, batch_size=batch_size,
-                       base_dir=base_dir, source_file=source_file, unimplemented=unimplemented,
-                       state_backend=state_backend)
+                       base_dir=base_dir, source_file=source_file, state_backend=state_backend,
+                       checkpointing=checkpointing, restart=restart)
 
 
 def _state_backend(value: Any, where: str) -> str:

@@ -188,6 +188,8 @@ class PipelineDef:
     batch_size: int | None = None
     base_dir: str = "."
     source_file: str = "<pipeline>"
-    unimplemented: Mapping[str, Any] = field(default_factory=dict)
     #: ``state: {backend: ...}``; None: the cluster's ``state.backend.type``
     state_backend: str | None = None
+    #: ``checkpointing:`` / ``restart:`` as checked by streamlet.graph.settings (None: not given)
+    checkpointing: Mapping[str, Any] | None = None
+    restart: Mapping[str, Any] | None = None

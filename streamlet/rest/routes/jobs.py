@@ -7,7 +7,8 @@
   against; default: the JobManager's working directory) and ``parallelism``;
 * ``multipart/form-data``: a part named ``pipeline`` (the YAML), any number of parts named
   ``file`` whose filenames are relative paths (``udfs.py``, ``mypkg/text.py``), and optional
-  ``base-dir`` / ``parallelism`` fields;
+  ``base-dir`` / ``parallelism`` / ``savepointPath`` / ``allowNonRestoredState`` fields (the same
+  names as query parameters of a YAML body, and as keys of a JSON body);
 * ``application/json``: ``{"job-graph": {...}}``, a JobGraph planned by the client
   (``streamlet run --taskmanagers``).
 
@@ -98,6 +99,14 @@ async def cancel_job(request: web.Request) -> web.StreamResponse:
     return json_response({}, status=202)
 
 
+def _flag(value: str | None, name: str) -> bool:
+    if value in (None, "", "false"):
+        return False
+    if value == "true":
+        return True
+    raise web.HTTPBadRequest(text=f"{name} must be true or false, got {value!r}")
+
+
 def _parallelism(value: Any) -> int | None:
     if value in (None, ""):
         return None
@@ -184,7 +193,9 @@ async def _read_multipart(request: web.Request, limits: RestLimits) -> JobSubmis
     if yaml_text is None:
         raise web.HTTPBadRequest(text="the multipart body has no 'pipeline' part; send the YAML as part 'pipeline'")
     return JobSubmission(pipeline_yaml=yaml_text, files=files, base_dir=fields.get("base-dir") or None,
-                         parallelism=_parallelism(fields.get("parallelism")), filename=filename)
+                         parallelism=_parallelism(fields.get("parallelism")), filename=filename,
+                         savepoint_path=fields.get("savepointPath") or None,
+                         allow_non_restored_state=_flag(fields.get("allowNonRestoredState"), "allowNonRestoredState"))
 
 
 async def _read_submission(request: web.Request, limits: RestLimits) -> JobSubmission:
@@ -200,7 +211,14 @@ async def _read_submission(request: web.Request, limits: RestLimits) -> JobSubmi
             raise web.HTTPBadRequest(text=f"the body is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or not isinstance(body.get("job-graph"), dict):
             raise web.HTTPBadRequest(text='a JSON body must be {"job-graph": {...}}; send YAML as application/x-yaml')
-        return JobSubmission(job_graph=body["job-graph"], filename="<job graph>")
+        savepoint = body.get("savepointPath")
+        if savepoint is not None and not isinstance(savepoint, str):
+            raise web.HTTPBadRequest(text=f"savepointPath must be a string, got {savepoint!r}")
+        allow = body.get("allowNonRestoredState", False)
+        if not isinstance(allow, bool):
+            raise web.HTTPBadRequest(text=f"allowNonRestoredState must be true or false, got {allow!r}")
+        return JobSubmission(job_graph=body["job-graph"], filename="<job graph>", savepoint_path=savepoint,
+                             allow_non_restored_state=allow)
     limit = min(limits.max_yaml_bytes, limits.max_content_length)
     key = "pipeline.yaml.max-bytes" if limit == limits.max_yaml_bytes else "rest.server.max-content-length"
     data = await _read_limited(request.content.read, limit, key, "the pipeline YAML")
@@ -208,7 +226,10 @@ async def _read_submission(request: web.Request, limits: RestLimits) -> JobSubmi
         raise web.HTTPBadRequest(text="empty request body; send the pipeline YAML (or multipart with 'pipeline')")
     return JobSubmission(pipeline_yaml=_text(data, "the body"), base_dir=request.query.get("base-dir"),
                          parallelism=_parallelism(request.query.get("parallelism")),
-                         filename=request.query.get("filename", "<rest>"))
+                         filename=request.query.get("filename", "<rest>"),
+                         savepoint_path=request.query.get("savepointPath") or None,
+                         allow_non_restored_state=_flag(request.query.get("allowNonRestoredState"),
+                                                        "allowNonRestoredState"))
 
 
 async def _submission(request: web.Request) -> JobSubmission:
@@ -277,16 +298,23 @@ ROUTES = [
           params=(Param("base-dir", "absolute directory relative path: values resolve against"),
                   Param("parallelism", "default parallelism of nodes that set none",
                         {"type": "integer", "minimum": 1}),
-                  Param("filename", "name of the pipeline shown in errors")),
+                  Param("filename", "name of the pipeline shown in errors"),
+                  Param("savepointPath", "start from this savepoint or retained checkpoint"),
+                  Param("allowNonRestoredState", "drop savepoint state of operators the pipeline lacks",
+                        {"type": "string", "enum": ["true", "false"]})),
           request={"application/x-yaml": _YAML, "text/plain": _YAML,
                    "multipart/form-data": {"type": "object", "required": ["pipeline"],
                                            "properties": {"pipeline": {"type": "string", "format": "binary"},
                                                           "file": {"type": "array",
                                                                    "items": {"type": "string", "format": "binary"}},
                                                           "base-dir": {"type": "string"},
-                                                          "parallelism": {"type": "string"}}},
+                                                          "parallelism": {"type": "string"},
+                                                          "savepointPath": {"type": "string"},
+                                                          "allowNonRestoredState": {"type": "string"}}},
                    "application/json": {"type": "object", "required": ["job-graph"],
-                                        "properties": {"job-graph": {"type": "object"}}}}),
+                                        "properties": {"job-graph": {"type": "object"},
+                                                       "savepointPath": {"type": "string"},
+                                                       "allowNonRestoredState": {"type": "boolean"}}}}),
     Route("POST", "/jobs/validate", validate_job, "Plan a pipeline without running it (streamlet validate)",
           schemas.VALIDATE_RESPONSE_SCHEMA, errors=(400, 408, 413, 503), tag="jobs",
           params=(Param("base-dir", "absolute directory relative path: values resolve against"),

@@ -36,7 +36,7 @@ from streamlet.version import __version__
 from streamlet.api.limits import PipelineLimits
 from streamlet.clock import Clock
 from streamlet.config import SECRET_KEYS, Configuration
-from streamlet.errors import PipelineDefinitionError
+from streamlet.errors import PipelineDefinitionError, StreamletError
 from streamlet.graph.job_graph import BROADCAST, FORWARD, HASH, REBALANCE, JobGraph
 from streamlet.graph.operators import KeySpec, OpSpec, SinkSpec, SourceSpec
 from streamlet.ids import new_id
@@ -47,8 +47,12 @@ from streamlet.rest.schemas import (
 from streamlet.runtime.job_files import job_modules, write_job_files
 from streamlet.logging import set_log_context
 from streamlet.metrics.registry import MetricGroup
-from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_metrics import register_job_metrics
+from streamlet.runtime.jobmanager.checkpoint.coordinator import CheckpointAbortedError
+from streamlet.runtime.jobmanager.checkpoint.metadata import CompletedCheckpoint, read_metadata
+from streamlet.runtime.jobmanager.ha import JobStore
+from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
+from streamlet.state.storage import storage_options
 from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 from streamlet.runtime.jobmanager import views
@@ -180,7 +184,12 @@ class Dispatcher:
         self.clock = clock
         self.upload_dir = upload_dir
         self.job_config = JobMasterConfig(config["jobmanager.slot-request.timeout"],
-                                          config["taskmanager.cancel.timeout"], config["state.backend.type"])
+                                          config["taskmanager.cancel.timeout"], config["state.backend.type"], config)
+        #: trigger id -> (job id, the checkpoint/savepoint operation); the latest _OPERATIONS_KEPT
+        self._operations: dict[str, tuple[str, asyncio.Task[Any]]] = {}
+        ha_dir = config["high-availability.storageDir"]
+        #: recovery metadata (``high-availability.storageDir``), or None
+        self.job_store = JobStore(ha_dir) if ha_dir else None
         self._jobs: dict[str, JobMaster] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._stopping = asyncio.Event()
@@ -207,6 +216,7 @@ class Dispatcher:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                await self._recover()
                 self.started.set()
                 await self._stopping.wait()
                 for jm in self._jobs.values():
@@ -232,11 +242,18 @@ class Dispatcher:
         """Plan the submission and start its JobMaster; raises PipelineDefinitionError for bad input."""
         job_id = new_id()
         graph, job_dir = await self._plan(submission, job_id)
-        if self._tg is None or self._stopping.is_set():  # shut down while planning
+        try:
+            if self._tg is None or self._stopping.is_set():  # shut down while planning
+                raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
+            restore = await self._read_savepoint(submission.savepoint_path)
+            await self._persist(job_id, graph, submission.files, submission.savepoint_path,
+                                submission.allow_non_restored_state)
+        except BaseException:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
-            raise UnavailableError("the jobmanager shut down while the job was planned; submit it again")
-        return self._start_job(job_id, graph, submission.files, job_dir)
+            raise
+        return self._start_job(job_id, graph, submission.files, job_dir, restore,
+                               submission.allow_non_restored_state)
 
     async def validate(self, submission: JobSubmission) -> dict[str, Any]:
         """Plan the submission as :meth:`submit` would and return its plan (Flink's ``plan`` JSON,
@@ -265,7 +282,14 @@ class Dispatcher:
             raise
         return graph, job_dir
 
-    async def submit_graph(self, graph: JobGraph) -> str:
+    async def _read_savepoint(self, path: str | None) -> CompletedCheckpoint | None:
+        """The savepoint (or retained checkpoint) at ``path``; raises CheckpointMetadataError."""
+        if path is None:
+            return None
+        return await asyncio.to_thread(read_metadata, path, storage_options(path, self.config))
+
+    async def submit_graph(self, graph: JobGraph, savepoint_path: str | None = None,
+                           allow_non_restored_state: bool = False) -> str:
         """Start a job from a JobGraph this process planned (``streamlet run``, the Python API).
 
         The graph is trusted as planned (no JSON round trip, no re-validation): a MiniCluster
@@ -273,11 +297,50 @@ class Dispatcher:
         """
         if self._tg is None or self._stopping.is_set():
             raise UnavailableError("the jobmanager is not accepting jobs (starting or shutting down); retry later")
-        return self._start_job(new_id(), graph, {}, None)
+        restore = await self._read_savepoint(savepoint_path)
+        job_id = new_id()
+        await self._persist(job_id, graph, {}, savepoint_path, allow_non_restored_state)
+        return self._start_job(job_id, graph, {}, None, restore, allow_non_restored_state)
 
-    def _start_job(self, job_id: str, graph: JobGraph, files: dict[str, bytes], job_dir: Path | None) -> str:
+    # -- recovery metadata (high-availability.storageDir) -----------------------------------
+
+    async def _persist(self, job_id: str, graph: JobGraph, files: dict[str, bytes], savepoint_path: str | None,
+                       allow: bool) -> None:
+        if self.job_store is not None:
+            await asyncio.to_thread(self.job_store.put_job, job_id, graph.to_json(), files, savepoint_path, allow)
+
+    def _checkpoint_hook(self, job_id: str) -> Any:
+        store = self.job_store
+        if store is None:
+            return None
+
+        async def record(done: CompletedCheckpoint) -> None:
+            await asyncio.to_thread(store.set_checkpoint, job_id, done.location)
+
+        return record
+
+    async def _recover(self) -> None:
+        """Resume the jobs a previous JobManager left in the recovery metadata."""
+        if self.job_store is None:
+            return
+        for job in await asyncio.to_thread(self.job_store.jobs):
+            try:
+                graph = JobGraph.from_json(job.graph)
+                path = job.checkpoint or job.savepoint_path
+                restore = await self._read_savepoint(path)
+            except Exception as exc:  # noqa: BLE001 - one bad entry must not stop the others
+                logger.error("job %s cannot be resumed: %s", job.job_id, exc)
+                continue
+            logger.info("resuming job %s (%s) from %s", job.job_id, graph.name, path or "its start")
+            self._start_job(job.job_id, graph, job.files, None, restore, job.allow_non_restored_state,
+                            restore_external=job.checkpoint is None)
+
+    def _start_job(self, job_id: str, graph: JobGraph, files: dict[str, bytes], job_dir: Path | None,
+                   restore: CompletedCheckpoint | None = None, allow_non_restored_state: bool = False,
+                   restore_external: bool = True) -> str:
         assert self._tg is not None
-        jm = JobMaster(job_id, graph, self.resource_manager, self.clock, self.job_config, files)
+        jm = JobMaster(job_id, graph, self.resource_manager, self.clock, self.job_config, files, restore,
+                       allow_non_restored_state, restore_external, self._checkpoint_hook(job_id))
         self._jobs[job_id] = jm
         group = self._job_metrics[job_id] = self.metrics.child("job", job_id=job_id, job_name=graph.name)
         register_job_metrics(group, jm)
@@ -291,6 +354,8 @@ class Dispatcher:
         set_log_context(jm.job_id)  # the job master's task (and the tasks it starts) log with the job id
         try:
             await jm.run()
+            if self.job_store is not None and jm.status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELED):
+                await asyncio.to_thread(self.job_store.remove_job, jm.job_id)
         finally:
             if job_dir is not None:
                 await asyncio.to_thread(shutil.rmtree, job_dir, True)
@@ -321,6 +386,11 @@ class Dispatcher:
             jm = self._jobs.get(job_id)
             if jm is not None:
                 jm.on_metrics(task_manager_id, ts)
+
+    def on_checkpoint_report(self, task_manager_id: str, msg: Any) -> None:
+        jm = self._jobs.get(msg.job_id)
+        if jm is not None:
+            jm.on_checkpoint_report(msg)
 
     def on_task_manager_lost(self, task_manager_id: str, reason: str) -> None:
         for jm in list(self._jobs.values()):
@@ -386,8 +456,71 @@ class Dispatcher:
     def metric_groups(self) -> list[MetricGroup]:
         return list(self.metric_roots)
 
+    # -- checkpoints and savepoints (RestGateway) -------------------------------------------
+
+    def checkpoint_stats(self, job_id: str) -> dict[str, Any]:
+        return self._job(job_id).coordinator.stats()
+
+    def checkpoint_config(self, job_id: str) -> dict[str, Any]:
+        return self._job(job_id).coordinator.config()
+
+    def _operation(self, job_id: str, aw: Any) -> str:
+        if self._tg is None:
+            aw.close()
+            raise UnavailableError("the jobmanager is shutting down")
+        trigger = new_id()
+        self._operations[trigger] = (job_id, self._tg.create_task(_quiet(aw)))
+        for old in list(self._operations)[:-_OPERATIONS_KEPT]:
+            if self._operations[old][1].done():
+                del self._operations[old]
+        return trigger
+
+    def trigger_checkpoint(self, job_id: str) -> str:
+        jm = self._job(job_id)
+        return self._operation(job_id, jm.trigger_checkpoint())
+
+    def trigger_savepoint(self, job_id: str, target: str | None, stop: bool = False, drain: bool = False) -> str:
+        jm = self._job(job_id)
+        target = target or self.config["execution.checkpointing.savepoint-dir"]
+        if not target:
+            raise PipelineDefinitionError("no target directory for the savepoint: name one (streamlet savepoint JOB DIR, "
+                                          "\"target-directory\" in the request) or set "
+                                          "execution.checkpointing.savepoint-dir")
+        if jm.is_terminal:
+            raise PipelineDefinitionError(f"job {job_id} is {jm.status.value}; only a running job takes a savepoint")
+        return self._operation(job_id, jm.savepoint(target, stop=stop, drain=drain))
+
+    def operation_status(self, job_id: str, trigger_id: str) -> dict[str, Any]:
+        self._job(job_id)
+        op = self._operations.get(trigger_id)
+        if op is None or op[0] != job_id:
+            raise NotFoundError(f"job {job_id} has no checkpoint or savepoint trigger {trigger_id}")
+        task = op[1]
+        if not task.done():
+            return {"status": {"id": "IN_PROGRESS"}, "operation": None}
+        done = task.result() if not task.cancelled() else CheckpointAbortedError("the jobmanager shut down")
+        if isinstance(done, BaseException):
+            return {"status": {"id": "COMPLETED"},
+                    "operation": {"failure-cause": {"class": type(done).__name__, "stack-trace": str(done)}}}
+        return {"status": {"id": "COMPLETED"}, "operation": {"location": done.location, "checkpointId": done.checkpoint_id}}
+
     def configuration(self) -> dict[str, Any]:
         return {k: ("******" if k in SECRET_KEYS and v is not None else v) for k, v in self.config.items()}
+
+
+#: finished checkpoint / savepoint operations kept for their status queries
+_OPERATIONS_KEPT = 1000
+
+
+async def _quiet(aw: Any) -> Any:
+    """Await ``aw``; a failure is returned (kept for the status query), never raised into the TaskGroup."""
+    try:
+        return await aw
+    except (CheckpointAbortedError, StreamletError) as exc:
+        return exc
+    except Exception as exc:  # noqa: BLE001 - a bug in one operation must not stop the dispatcher
+        logger.exception("checkpoint or savepoint operation failed")
+        return exc
 
 
 def _write_files(job_dir: Path, files: dict[str, bytes]) -> None:

@@ -16,7 +16,7 @@ from typing import Protocol
 from streamlet.rpc.endpoint import RpcConnection, RpcEndpoint, rpc
 from streamlet.rpc.errors import RpcError
 from streamlet.rpc.messages import (
-    Ack, Heartbeat, HeartbeatAck, Message, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused,
+    AcknowledgeCheckpoint, DeclineCheckpoint, Ack, Heartbeat, HeartbeatAck, Message, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused,
     TaskStateUpdates,
 )
 from streamlet.rpc.gateways import RemoteTaskManagerGateway, TaskManagerGateway
@@ -46,6 +46,8 @@ class DispatcherLike(Protocol):
     def on_task_states(self, task_manager_id: str, updates: list[dict]) -> None: ...
 
     def on_metrics(self, task_manager_id: str, tasks: list[dict]) -> None: ...
+
+    def on_checkpoint_report(self, task_manager_id: str, msg: AcknowledgeCheckpoint | DeclineCheckpoint) -> None: ...
 
 
 class TaskManagerSession(RpcEndpoint):
@@ -104,6 +106,18 @@ class TaskManagerSession(RpcEndpoint):
         self.dispatcher.on_metrics(self.task_manager_id, msg.tasks)
         return Ack()
 
+    @rpc(AcknowledgeCheckpoint)
+    async def on_acknowledge_checkpoint(self, msg: AcknowledgeCheckpoint) -> Message:
+        assert self.task_manager_id is not None
+        self.dispatcher.on_checkpoint_report(self.task_manager_id, msg)
+        return Ack()
+
+    @rpc(DeclineCheckpoint)
+    async def on_decline_checkpoint(self, msg: DeclineCheckpoint) -> Message:
+        assert self.task_manager_id is not None
+        self.dispatcher.on_checkpoint_report(self.task_manager_id, msg)
+        return Ack()
+
     def on_disconnect(self) -> None:
         if self.task_manager_id is not None and self.registration_id is not None:
             logger.info("taskmanager %s disconnected", self.task_manager_id)
@@ -154,6 +168,14 @@ class LocalJobManagerGateway:
     async def report_metrics(self, msg: MetricsReport) -> None:
         tm, _ = self._check()
         self.dispatcher.on_metrics(tm, msg.tasks)
+
+    async def acknowledge_checkpoint(self, msg: AcknowledgeCheckpoint) -> None:
+        tm, _ = self._check()
+        self.dispatcher.on_checkpoint_report(tm, msg)
+
+    async def decline_checkpoint(self, msg: DeclineCheckpoint) -> None:
+        tm, _ = self._check()
+        self.dispatcher.on_checkpoint_report(tm, msg)
 
     def disconnect(self) -> None:
         """The in-process TaskManager stops (its jobs, if any still run, fail)."""

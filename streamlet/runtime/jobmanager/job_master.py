@@ -26,13 +26,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Collection, Protocol
+from typing import Any, Awaitable, Callable, Collection, Protocol
+
+from dataclasses import replace
 
 from streamlet.clock import Clock
 from streamlet.errors import PipelineDefinitionError
 from streamlet.graph.job_graph import JobGraph
+from streamlet.graph.settings import checkpoint_settings, restart_settings
 from streamlet.rest.schemas import ExceptionEntry
-from streamlet.rpc.messages import DeployTasks
+from streamlet.rpc.messages import (
+    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, NotifyCheckpointComplete, TriggerCheckpoint,
+)
+from streamlet.runtime.jobmanager.checkpoint.coordinator import CheckpointCoordinator, JobView
+from streamlet.runtime.jobmanager.checkpoint.metadata import CompletedCheckpoint
+from streamlet.runtime.jobmanager.checkpoint.restore import match_vertices, split_states, subtask_restore
+from streamlet.runtime.jobmanager.restart import RestartStrategy
+from streamlet.state.storage import storage_options
 from streamlet.runtime.jobmanager.job_metrics import CheckpointCounts
 from streamlet.runtime.jobmanager.job_status import ExecutionState, IllegalTransitionError, JobStatus, transition
 from streamlet.runtime.jobmanager.resource_manager import SlotAssignment
@@ -71,13 +81,18 @@ class JobMasterConfig:
     cancel_timeout: float = 10.0
     #: the keyed-state backend of jobs that name none (``state.backend.type``)
     state_backend: str = "heap"
+    #: the JobManager's configuration: defaults of checkpointing, restarts, storage options
+    config: Any = None
 
 
 class JobMaster:
     """One job (see the module docstring)."""
 
     def __init__(self, job_id: str, graph: JobGraph, resources: SlotProvider, clock: Clock,
-                 config: JobMasterConfig | None = None, files: dict[str, bytes] | None = None) -> None:
+                 config: JobMasterConfig | None = None, files: dict[str, bytes] | None = None,
+                 restore: CompletedCheckpoint | None = None, allow_non_restored_state: bool = False,
+                 restore_external: bool = True,
+                 on_checkpoint: Callable[[CompletedCheckpoint], Awaitable[None]] | None = None) -> None:
         self.job_id = job_id
         self.graph = graph
         #: vertex id -> the coordinator of that source vertex (its splits and their assignment)
@@ -97,14 +112,35 @@ class JobMaster:
         self._tg: asyncio.TaskGroup | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._deployed_to: set[str] = set()
+        conf = self.config.config or {}
+        self.checkpoint_settings = checkpoint_settings(graph.checkpointing, conf)
+        self.restart_settings = restart_settings(graph.restart, conf, self.checkpoint_settings.enabled)
+        self.restart_strategy = RestartStrategy(self.restart_settings)
+        #: the savepoint (or external checkpoint) the job was submitted to start from
+        self.initial_restore = restore
+        self.allow_non_restored_state = allow_non_restored_state
+        #: False: ``restore`` is a checkpoint of this job itself (a recovered JobManager)
+        self.restore_external = restore_external
+        self.coordinator = CheckpointCoordinator(
+            self.checkpoint_settings, JobView(
+                job_id, graph.name, graph.max_parallelism, self._running_subtasks, self._vertex_table,
+                self._can_checkpoint, self._send_trigger, self._send_complete, on_checkpoint),
+            clock, lambda uri: storage_options(uri, conf))
+        self._fresh_assignment: dict[str, list[list[dict[str, Any]]]] = {}
+        self._restarting: asyncio.Task[None] | None = None
+        self._trigger_loop: asyncio.Task[None] | None = None
+        #: stop-with-savepoint: the job ends FINISHED once its subtasks are cancelled
+        self._stopping_with_savepoint = False
 
     # -- metrics (see job_metrics.py) -------------------------------------------------------
 
     def checkpoint_counts(self) -> CheckpointCounts:
-        """Counts of this job's checkpoints, from its checkpoint coordinator when it has one."""
-        coordinator = getattr(self, "checkpoint_coordinator", None)
-        counts = getattr(coordinator, "counts", None)
-        return counts() if callable(counts) else CheckpointCounts()
+        """Counts of this job's checkpoints, from its checkpoint coordinator."""
+        c = self.coordinator
+        last = c.history_latest_completed()
+        return CheckpointCounts(c.counts["completed"], c.counts["failed"], c.counts["in_progress"],
+                                int(last["end_to_end_duration"]) if last else -1,
+                                int(last["checkpointed_size"]) if last else -1)
 
     def uptime_ms(self) -> int:
         """Milliseconds in RUNNING since the job last started running; 0 before, -1 once terminal."""
@@ -140,8 +176,10 @@ class JobMaster:
                 self._tg = tg
                 await self._start()
                 await self._terminal.wait()
-                if self._watchdog is not None:
-                    self._watchdog.cancel()
+                for t in (self._watchdog, self._restarting, self._trigger_loop):
+                    if t is not None:
+                        t.cancel()
+                await self.coordinator.close()
         except Exception as exc:  # noqa: BLE001 - a bug here must fail this job, not the JobManager
             logger.exception("job %s: job master crashed", self.job_id)
             self._record(f"internal error in the job master: {type(exc).__name__}: {exc}")
@@ -154,11 +192,40 @@ class JobMaster:
         try:
             for coordinator in self.source_coordinators.values():
                 await coordinator.start()
+            self._fresh_assignment = {vid: c.snapshot() for vid, c in self.source_coordinators.items()}
+            if self.checkpoint_settings.enabled:
+                await asyncio.to_thread(self._check_checkpoint_storage)
         except PipelineDefinitionError as exc:
             self.fail(str(exc))
             return
         if self.is_terminal:  # cancelled while enumerating
             return
+        await self._schedule(self.initial_restore, external=self.restore_external)
+
+    def _check_checkpoint_storage(self) -> None:
+        try:
+            self.coordinator.check_storage()
+        except Exception as exc:  # noqa: BLE001 - any storage failure: the job cannot checkpoint
+            raise PipelineDefinitionError(
+                f"the checkpoint location {self.coordinator.storage_uri} cannot be written ({type(exc).__name__}: "
+                f"{exc}); set checkpointing.dir (or execution.checkpointing.dir) to a writable directory or "
+                "bucket") from None
+
+    async def _schedule(self, restore: CompletedCheckpoint | None, external: bool) -> None:
+        """Expand, allocate and deploy the job, restoring ``restore`` (None: a fresh start)."""
+        olds: dict[str, list[dict[str, Any]]] = {}
+        if restore is not None:
+            try:
+                olds = match_vertices(restore, self.graph, self.allow_non_restored_state)
+            except PipelineDefinitionError as exc:
+                self.fail(str(exc))
+                return
+            for vid, c in self.source_coordinators.items():
+                c.restore(split_states(olds.get(vid, [])))
+            self.coordinator.restored_from(restore, external)
+        else:
+            for vid, c in self.source_coordinators.items():
+                c.assignment = [list(a) for a in self._fresh_assignment.get(vid, c.assignment)]
         splits = {vid: c.assignment for vid, c in self.source_coordinators.items()}
         # expanding and serialising a big graph takes up to a second: off the loop, so REST and
         # heartbeats stay responsive (the graph is immutable; the thread touches nothing else)
@@ -170,6 +237,12 @@ class JobMaster:
             return
         if self.is_terminal:  # cancelled while expanding
             return
+        storage = self.coordinator.storage_uri
+        mode = self.checkpoint_settings.mode
+        for ex in executions:
+            r = (subtask_restore(restore, olds.get(ex.tdd.vertex_id, []), ex.tdd.subtask_index, ex.tdd.parallelism,
+                                 external) if restore is not None else None)
+            ex.tdd = replace(ex.tdd, checkpoint_storage=storage, checkpointing_mode=mode, restore=r)
         self.executions = executions
         self._by_key = {ex.key: ex for ex in executions}
         self._set_status(J.CREATED)
@@ -192,6 +265,83 @@ class JobMaster:
                     self._set_execution(ex, E.DEPLOYING)
             self._deployed_to.add(tm)
             self._tg.create_task(self._deploy(tm, deployment))
+        if self._trigger_loop is None and self.checkpoint_settings.enabled:
+            self._trigger_loop = self._tg.create_task(self.coordinator.run())
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _running_subtasks(self) -> dict[tuple[str, int], str]:
+        return {ex.key: ex.attempt_id for ex in self.executions if ex.state is not E.FINISHED}
+
+    def _vertex_table(self) -> dict[str, tuple[str, int, list[str]]]:
+        return {v.id: (v.name, v.parallelism, [op.id for op in v.operators]) for v in self.graph.vertices}
+
+    def _can_checkpoint(self) -> bool:
+        return (self.status is J.RUNNING and bool(self.executions)
+                and all(ex.state in (E.RUNNING, E.FINISHED) for ex in self.executions)
+                and any(ex.state is E.RUNNING for ex in self.executions))
+
+    def _job_task_managers(self) -> list[str]:
+        return sorted({ex.slot.task_manager_id for ex in self.executions
+                       if ex.slot is not None and not ex.state.is_terminal})
+
+    async def _send_trigger(self, n: int, timestamp: int, storage: str, directory: str, savepoint: bool,
+                            drain: bool) -> None:
+        msg = TriggerCheckpoint(self.job_id, n, timestamp, storage, directory, savepoint, drain)
+        tms = self._job_task_managers()
+        # every TaskManager learns the target first; sources inject the barrier on arrival (sources
+        # are usually fewer, so TaskManagers without sources are told first)
+        has_source = {ex.slot.task_manager_id for ex in self.executions
+                      if ex.slot is not None and ex.tdd.operators and ex.tdd.vertex_id in self.source_coordinators}
+        for tm in sorted(tms, key=lambda t: t in has_source):
+            gateway = self.resources.gateway(tm)
+            try:
+                if gateway is None:
+                    raise ConnectionError("it is gone")
+                await gateway.trigger_checkpoint(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the checkpoint cannot complete: abort it
+                if self.coordinator.pending is not None and self.coordinator.pending.checkpoint_id == n:
+                    self.coordinator.abort(f"checkpoint {n}: could not reach taskmanager {tm}: {exc}")
+                return
+
+    async def _send_complete(self, n: int) -> None:
+        msg = NotifyCheckpointComplete(self.job_id, n)
+
+        async def one(tm: str) -> None:
+            gateway = self.resources.gateway(tm)
+            try:
+                if gateway is not None:
+                    await gateway.notify_checkpoint_complete(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the sinks commit again after a restore
+                logger.warning("job %s: taskmanager %s did not take the completion of checkpoint %d: %s",
+                               self.job_id, tm, n, exc)
+
+        await asyncio.gather(*(one(tm) for tm in self._job_task_managers()))
+
+    def on_checkpoint_report(self, msg: AcknowledgeCheckpoint | DeclineCheckpoint) -> None:
+        ex = self._by_key.get((msg.vertex_id, msg.subtask_index))
+        if ex is None or ex.attempt_id != msg.attempt_id:
+            return
+        self.coordinator.on_report(msg)
+
+    async def trigger_checkpoint(self) -> CompletedCheckpoint:
+        """A checkpoint now (``POST /jobs/:id/checkpoints``); raises CheckpointAbortedError."""
+        return await self.coordinator.trigger()
+
+    async def savepoint(self, target: str, stop: bool = False, drain: bool = False) -> CompletedCheckpoint:
+        """A savepoint into ``target``; with ``stop`` the job then ends FINISHED (stop-with-savepoint:
+        records after the savepoint are not committed by exactly-once sinks); with ``drain`` the
+        sources end their input after the savepoint instead, so windows fire and the job finishes."""
+        done = await self.coordinator.trigger(savepoint=True, target=target, drain=stop and drain)
+        if stop and not drain and not self.is_terminal and self.status is J.RUNNING:
+            self._stopping_with_savepoint = True
+            self._set_status(J.CANCELLING)
+            self._cancel_executions()
+        return done
 
     async def _off_loop(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in a thread for a big job, inline for a small one (microseconds, and no
@@ -291,8 +441,18 @@ class JobMaster:
              task_manager_id: str | None = None) -> None:
         """Record a failure; the first one fails the job (the rest is cancelled)."""
         self._record(reason, task, location, task_manager_id)
-        if self.is_terminal or self.status in (J.FAILING, J.CANCELLING):
+        if self.is_terminal or self.status in (J.FAILING, J.CANCELLING, J.RESTARTING):
             return
+        self.coordinator.abort(f"the job failed: {reason}")
+        if self.status is J.RUNNING:
+            delay = self.restart_strategy.next_delay(self.clock.monotonic())
+            if delay is not None:
+                logger.info("job %s: restarting in %.3gs (%s, restart %d)", self.job_id, delay,
+                            self.restart_settings.strategy, self.num_restarts + 1)
+                self._restart_delay = delay
+                self._set_status(J.RESTARTING)
+                self._cancel_executions()
+                return
         if self._end_before_running(J.FAILED):
             return
         self._set_status(J.FAILING)
@@ -327,6 +487,11 @@ class JobMaster:
             except IllegalTransitionError as exc:
                 logger.warning("job %s: ignoring report from taskmanager %s: %s", self.job_id, task_manager_id, exc)
                 continue
+            if target is E.FINISHED:
+                self.coordinator.on_subtask_finished(*ex.key)
+                continue
+            if requested and self.status in (J.RESTARTING, J.CANCELLING):
+                continue  # the end of a subtask we cancelled
             if target is E.FAILED:
                 ex.failure = u.get("error") or "subtask failed"
             elif target is E.CANCELED and not requested:
@@ -437,6 +602,8 @@ class JobMaster:
     def _check_done(self) -> None:
         if self.is_terminal or not self.executions:
             return
+        if self.status is J.RESTARTING and self._restarting is not None:
+            return
         if not all(ex.state.is_terminal for ex in self.executions):
             return
         if self.status is J.RUNNING:
@@ -450,4 +617,25 @@ class JobMaster:
         elif self.status is J.FAILING:
             self._set_status(J.FAILED)
         elif self.status is J.CANCELLING:
-            self._set_status(J.CANCELED)
+            self._set_status(J.FINISHED if self._stopping_with_savepoint else J.CANCELED)
+        elif self.status is J.RESTARTING and self._restarting is None and self._tg is not None:
+            self._restarting = self._tg.create_task(self._restart())
+
+    async def _restart(self) -> None:
+        """Every subtask of the failed attempt ended: release them, wait, start again from the
+        latest completed checkpoint (or the initial savepoint, or from scratch)."""
+        try:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
+            await self._release()
+            self._deployed_to.clear()
+            await self.clock.sleep(getattr(self, "_restart_delay", 0.0))
+            if self.status is not J.RESTARTING:
+                return
+            latest = self.coordinator.latest
+            restore, external = ((latest, False) if latest is not None
+                                 else (self.initial_restore, self.restore_external))
+            await self._schedule(restore, external)
+        finally:
+            self._restarting = None

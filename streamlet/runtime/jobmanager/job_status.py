@@ -71,7 +71,8 @@ JOB_TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     J.CREATED: frozenset({J.RUNNING, J.FAILING, J.FAILED, J.CANCELLING, J.CANCELED, J.SUSPENDED}),
     J.RUNNING: frozenset({J.FINISHED, J.FAILING, J.CANCELLING, J.RESTARTING, J.SUSPENDED}),
     J.FAILING: frozenset({J.FAILED, J.RESTARTING, J.CANCELLING}),
-    J.CANCELLING: frozenset({J.CANCELED}),
+    # FINISHED: stop-with-savepoint (the subtasks are cancelled once the savepoint completed)
+    J.CANCELLING: frozenset({J.CANCELED, J.FINISHED}),
     J.RESTARTING: frozenset({J.CREATED, J.RUNNING, J.FAILED, J.CANCELLING, J.CANCELED, J.SUSPENDED}),
     J.FAILED: frozenset(),
     J.CANCELED: frozenset(),

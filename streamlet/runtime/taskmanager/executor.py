@@ -37,13 +37,14 @@ from streamlet.metrics.registry import MetricGroup, perf
 from streamlet.graph.execution_graph import TaskDeploymentDescriptor
 from streamlet.keys import KeyGroupRange
 from streamlet.logging import set_log_context
-from streamlet.rpc.messages import DeployTasks
+from streamlet.rpc.messages import AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, Message, TriggerCheckpoint
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
 from streamlet.runtime.taskmanager.deployment import build_task
-from streamlet.runtime.taskmanager.task import Task, TaskConfig
+from streamlet.runtime.taskmanager.task import Task, TaskConfig, TaskSnapshot
 from streamlet.state.factory import BACKEND_KINDS, backend_options, create_backend
+from streamlet.state.storage import open_storage, storage_options
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,10 @@ class _Job:
     metric_groups: list[MetricGroup] = field(default_factory=list)
     #: released by the JobManager (or the connection was lost): slots are freed as their tasks end
     dropped: bool = False
+    #: checkpoint id -> its TriggerCheckpoint (where this job's subtasks persist it); the latest few
+    targets: dict[int, TriggerCheckpoint] = field(default_factory=dict)
+    #: storage URI -> the opened storage
+    storages: dict[str, Any] = field(default_factory=dict)
 
 
 def _cancel(job: _Job) -> None:
@@ -113,6 +118,33 @@ def _error_text(exc: BaseException) -> str:
     # streamlet's own errors are written for users; anything else needs its type to make sense
     text = str(exc)
     return text if isinstance(exc, StreamletError) and text else f"{type(exc).__name__}: {text}"
+
+
+#: checkpoint targets kept per job (older ones are of checkpoints long aborted or complete)
+_TARGETS_KEPT = 16
+
+
+class _CheckpointReporter:
+    """The :class:`~.task.CheckpointListener` of one deployed subtask: persists the asynchronous
+    part of its snapshot off the task (a task of the executor) and queues the acknowledgement."""
+
+    def __init__(self, executor: TaskExecutor, job: _Job, st: _Subtask) -> None:
+        self.executor = executor
+        self.job = job
+        self.st = st
+
+    def acknowledge(self, task: Task, snapshot: TaskSnapshot) -> None:
+        tg = self.executor._tg
+        if tg is None or self.job.dropped:
+            if snapshot.keyed is not None:
+                snapshot.keyed.discard()
+            return
+        tg.create_task(self.executor._persist(self.job, self.st, snapshot), name=f"persist-{task.name}")
+
+    def decline(self, task: Task, checkpoint_id: int, reason: str) -> None:
+        self.executor._queue_checkpoint_report(self.st, DeclineCheckpoint(
+            self.executor.task_manager_id, self.job.job_id, self.st.tdd.vertex_id, self.st.tdd.subtask_index,
+            self.st.attempt_id, checkpoint_id, f"{task.name}: {reason}"))
 
 
 def state_options(config: Any) -> dict[str, dict[str, Any]]:
@@ -132,7 +164,8 @@ class TaskExecutor:
 
     def __init__(self, task_manager_id: str, slots: SlotTable, network: Network, clock: Clock, job_root: Path,
                  queue_capacity: int, task_config: TaskConfig | None = None, console: Any = None,
-                 state_options: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 state_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 storage_config: Mapping[str, Any] | None = None) -> None:
         self.task_manager_id = task_manager_id
         self.slots = slots
         self.network = network
@@ -144,6 +177,8 @@ class TaskExecutor:
         self.console = console
         #: backend kind -> its options (``state.backend.rocksdb.*``; see state.factory.backend_options)
         self.state_options = dict(state_options or {})
+        #: the configuration checkpoint storage options come from (``s3.*``)
+        self.storage_config: Mapping[str, Any] = storage_config or {}
         #: how long a release waits for cancelled tasks to end before it answers
         self.drop_timeout = 5.0
         self._jobs: dict[str, _Job] = {}
@@ -158,6 +193,9 @@ class TaskExecutor:
         self.metrics = MetricGroup({"host": socket.gethostname(), "tm_id": task_manager_id}, "taskmanager")
         self.metrics.gauge("numRunningTasks", lambda: sum(
             1 for j in self._jobs.values() for st in j.subtasks if st.runner is not None and not st.runner.done()))
+        # acknowledgements and declines of checkpoints, in order (a few per subtask and checkpoint)
+        self._checkpoint_reports: list[Message] = []
+        self.checkpoint_reports_ready = asyncio.Event()
 
     def bind(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
@@ -166,18 +204,77 @@ class TaskExecutor:
     def jobs(self) -> list[str]:
         return list(self._jobs)
 
-    def trigger_checkpoint(self, job_id: str, checkpoint_id: int, timestamp: int) -> int:
-        """Inject checkpoint ``checkpoint_id`` at the job's source tasks here (through their mailboxes);
-        returns how many sources took it."""
-        sources = [t for t in self.tasks(job_id) if t.chain.reader is not None]
+    def trigger_checkpoint(self, msg: TriggerCheckpoint) -> int:
+        """Checkpoint ``msg.checkpoint_id`` starts: remember where the job's subtasks here persist it and
+        inject its barrier at the job's running source tasks (through their mailboxes); returns how
+        many sources took it."""
+        job = self._jobs.get(msg.job_id)
+        if job is None:
+            return 0
+        job.targets[msg.checkpoint_id] = msg
+        for old in sorted(job.targets)[:-_TARGETS_KEPT]:
+            del job.targets[old]
+        sources = [st.task for st in job.subtasks
+                   if st.task.chain.reader is not None and st.runner is not None and not st.runner.done()]
         for t in sources:
-            t.trigger_checkpoint(checkpoint_id, timestamp)
+            t.trigger_checkpoint(msg.checkpoint_id, msg.timestamp, msg.savepoint, msg.drain)
         return len(sources)
 
     def notify_checkpoint_complete(self, job_id: str, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` of the job is complete: every task here commits what it covers."""
         for t in self.tasks(job_id):
             t.notify_checkpoint_complete(checkpoint_id)
+
+    def _storage(self, job: _Job, uri: str) -> Any:
+        storage = job.storages.get(uri)
+        if storage is None:
+            storage = job.storages[uri] = open_storage(uri, storage_options(uri, self.storage_config))
+        return storage
+
+    async def _persist(self, job: _Job, st: _Subtask, snap: TaskSnapshot) -> None:
+        """The asynchronous part of one subtask's checkpoint, then its acknowledgement."""
+        n = snap.checkpoint_id
+        target = job.targets.get(n)
+        tdd = st.tdd
+        t0 = perf()
+        try:
+            if target is not None:
+                uri, directory = target.storage, target.directory
+            elif tdd.checkpoint_storage is not None:
+                uri, directory = tdd.checkpoint_storage, f"chk-{n}"
+            else:
+                raise StreamletError(f"no checkpoint storage is known for checkpoint {n}")
+            handle = None
+            if snap.keyed is not None:
+                storage = await asyncio.to_thread(self._storage, job, uri)
+                handle = await snap.keyed.persist(storage, directory=directory)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is declined; the job goes on
+            logger.warning("job %s: subtask %s could not persist checkpoint %d: %s", job.job_id, st.name, n,
+                           _error_text(exc))
+            self._queue_checkpoint_report(st, DeclineCheckpoint(
+                self.task_manager_id, job.job_id, tdd.vertex_id, tdd.subtask_index, st.attempt_id, n,
+                f"{st.name}: could not write its state: {_error_text(exc)}"))
+            return
+        size = int((handle or {}).get("bytes_total", (handle or {}).get("size", 0)) or 0)
+        uploaded = int((handle or {}).get("bytes_uploaded", size) or 0)
+        state = {"operators": snap.operators, "splits": snap.splits, "sink": snap.sink_state,
+                 "committables": snap.committables, "keyed": handle}
+        metrics = {"alignment_ms": round(snap.alignment_ms, 3), "sync_ms": round(snap.sync_ms, 3),
+                   "async_ms": round((perf() - t0) * 1000, 3), "state_size": size, "checkpointed_size": uploaded}
+        self._queue_checkpoint_report(st, AcknowledgeCheckpoint(
+            self.task_manager_id, job.job_id, tdd.vertex_id, tdd.subtask_index, st.attempt_id, n, state, metrics))
+
+    def _queue_checkpoint_report(self, st: _Subtask, msg: Message) -> None:
+        self._checkpoint_reports.append(msg)
+        self.checkpoint_reports_ready.set()
+
+    def take_checkpoint_reports(self) -> list[Message]:
+        """Checkpoint acknowledgements and declines since the last call, in order."""
+        out, self._checkpoint_reports = self._checkpoint_reports, []
+        self.checkpoint_reports_ready.clear()
+        return out
 
     def tasks(self, job_id: str) -> list[Task]:
         """The deployed tasks of a job here (diagnostics, tests, queryable state)."""
@@ -260,6 +357,22 @@ class TaskExecutor:
             return out
 
         job.subtasks.extend(await asyncio.to_thread(create_tasks))
+        for st in job.subtasks:
+            st.task.checkpoints = _CheckpointReporter(self, job, st)
+            restore = st.tdd.restore
+            if restore is None:
+                continue
+            if st.task.state is not None and restore.get("keyed"):
+                storage = await asyncio.to_thread(self._storage, job, restore["storage"])
+                await st.task.state.restore(restore["keyed"], storage)
+                if restore.get("external"):
+                    # shared files of another job's checkpoint are never referenced by this job's
+                    # checkpoints: the first incremental checkpoint uploads everything
+                    if hasattr(st.task.state, "confirmed_ssts"):
+                        st.task.state.confirmed_ssts = {}
+            st.task.restored_operators = dict(restore.get("operators") or {})
+            st.task.restored_sink = restore.get("sink")
+            st.task.restored_committables = list(restore.get("committables") or [])
 
     async def _run(self, job_id: str, st: _Subtask) -> None:
         set_log_context(job_id, st.name)  # this task's own context: its log lines name the subtask
@@ -340,6 +453,8 @@ class TaskExecutor:
             await self._drop(job)
         self._updates.clear()
         self.updates_ready.clear()
+        self._checkpoint_reports.clear()
+        self.checkpoint_reports_ready.clear()
 
     # -- reports ----------------------------------------------------------------------------
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from streamlet.rpc.endpoint import RpcEndpoint, rpc
-from streamlet.rpc.messages import Ack, CancelJob, DeployTasks, Message, ReleaseJob
+from streamlet.rpc.messages import (
+    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, ReleaseJob, TriggerCheckpoint,
+)
 
 
 class TaskExecutorLike(Protocol):
@@ -21,6 +23,10 @@ class TaskExecutorLike(Protocol):
     def cancel_job(self, job_id: str) -> None: ...
 
     async def release_job(self, job_id: str) -> None: ...
+
+    def trigger_checkpoint(self, msg: TriggerCheckpoint) -> int: ...
+
+    def notify_checkpoint_complete(self, job_id: str, checkpoint_id: int) -> None: ...
 
 
 class TaskManagerEndpoint(RpcEndpoint):
@@ -44,6 +50,16 @@ class TaskManagerEndpoint(RpcEndpoint):
         await self.executor.release_job(msg.job_id)
         return Ack()
 
+    @rpc(TriggerCheckpoint)
+    async def on_trigger_checkpoint(self, msg: TriggerCheckpoint) -> Message:
+        self.executor.trigger_checkpoint(msg)
+        return Ack()
+
+    @rpc(NotifyCheckpointComplete)
+    async def on_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> Message:
+        self.executor.notify_checkpoint_complete(msg.job_id, msg.checkpoint_id)
+        return Ack()
+
 
 class LocalTaskManagerGateway:
     """:class:`~streamlet.rpc.gateways.TaskManagerGateway` of a TaskManager in this process."""
@@ -59,3 +75,9 @@ class LocalTaskManagerGateway:
 
     async def release_job(self, job_id: str) -> None:
         await self.executor.release_job(job_id)
+
+    async def trigger_checkpoint(self, msg: TriggerCheckpoint) -> None:
+        self.executor.trigger_checkpoint(msg)
+
+    async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
+        self.executor.notify_checkpoint_complete(msg.job_id, msg.checkpoint_id)

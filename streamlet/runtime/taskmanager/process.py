@@ -108,7 +108,7 @@ class TaskManagerProcess:
                 await self.network.start()  # OSError when the data port is taken
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
                                              conf["taskmanager.network.queue-capacity"], task_config(conf),
-                                             state_options=state_options(conf))
+                                             state_options=state_options(conf), storage_config=conf)
                 executor = self.executor
                 self.metrics_server = MetricsServer(conf["metrics.address"], conf["metrics.port"],
                                                     lambda: [executor.metrics], self.token)

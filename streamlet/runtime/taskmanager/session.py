@@ -6,7 +6,7 @@ TaskManager (over a direct gateway), so both report the same way:
 1. register (slots, data address, resources); a refusal ends the session with its reason;
 2. then, until the session ends: a heartbeat every ``heartbeat.interval`` (a rejected heartbeat,
    or none acknowledged for ``heartbeat.timeout``, ends it: the TaskManager registers again),
-   subtask state changes as they happen (in order), per-subtask metrics every
+   subtask state changes as they happen (in order), checkpoint acknowledgements, per-subtask metrics every
    ``taskmanager.metrics.interval``;
 3. the session ends when ``until`` completes (the connection closed, the TaskManager stops) or a
    loop above gives up; ``on_end`` is awaited then (closing the connection).
@@ -22,7 +22,7 @@ from streamlet.clock import Clock
 from streamlet.errors import RetryableError
 from streamlet.rpc.gateways import JobManagerGateway
 from streamlet.rpc.messages import (
-    Heartbeat, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused, TaskStateUpdates,
+    AcknowledgeCheckpoint, DeclineCheckpoint, Heartbeat, MetricsReport, RegisterTaskManager, RegistrationAck, RegistrationRefused, TaskStateUpdates,
 )
 from streamlet.runtime.taskmanager.executor import TaskExecutor
 from streamlet.runtime.taskmanager.process_stats import ProcessStats
@@ -66,6 +66,7 @@ class JobManagerSession:
         async with asyncio.TaskGroup() as tg:
             loops = [tg.create_task(self._heartbeats(self.ack.heartbeat_interval, self.ack.heartbeat_timeout)),
                      tg.create_task(self._report_states()),
+                     tg.create_task(self._report_checkpoints()),
                      tg.create_task(self._report_metrics())]
             stopper = tg.create_task(_wait(until))
             ended = tg.create_task(self._ended.wait())
@@ -107,6 +108,21 @@ class JobManagerSession:
                 logger.warning("could not report %d subtask state change(s): %s", len(updates), exc)
                 self._end()
                 return
+
+    async def _report_checkpoints(self) -> None:
+        executor = self.executor
+        while True:
+            await executor.checkpoint_reports_ready.wait()
+            for msg in executor.take_checkpoint_reports():
+                try:
+                    if isinstance(msg, AcknowledgeCheckpoint):
+                        await self.gateway.acknowledge_checkpoint(msg)
+                    else:
+                        assert isinstance(msg, DeclineCheckpoint)
+                        await self.gateway.decline_checkpoint(msg)
+                except RetryableError as exc:
+                    # the checkpoint times out at the JobManager; the job goes on
+                    logger.warning("could not report checkpoint %d of job %s: %s", msg.checkpoint_id, msg.job_id, exc)
 
     async def _report_metrics(self) -> None:
         while True:

@@ -269,6 +269,10 @@ class Task:
         #: restored operator states (by node id) and sink state, set before run() on a restore
         self.restored_operators: dict[str, Any] = {}
         self.restored_sink: Any = None
+        #: committables of the restored checkpoint, committed again (idempotently) at open
+        self.restored_committables: list[Any] = []
+        #: a source ends its input at the next batch boundary (stop --drain after the savepoint)
+        self._end_requested = False
         #: the watermark this task last sent downstream, and the combined watermark of its inputs
         #: (a source's: what its splits' generators gave) that produced it
         self.output_watermark = MIN_WATERMARK
@@ -315,6 +319,8 @@ class Task:
             if self.restored_sink is not None:
                 chain.writer.restore_state(self.restored_sink)
             await chain.writer.open()
+            if self.restored_committables:
+                await chain.writer.commit(self.restored_committables)
         chain.open(self.restored_operators)
         if chain.reader is not None:
             await chain.reader.open()
@@ -403,6 +409,8 @@ class Task:
             while True:
                 if mailbox:
                     await mailbox.serve()
+                if self._end_requested:
+                    break
                 t0 = perf()
                 raw = reader.poll()
                 if raw is None:
@@ -584,12 +592,21 @@ class Task:
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int) -> None:
-        """At a source: take checkpoint ``checkpoint_id`` between two batches and emit its barrier.
+    def trigger_checkpoint(self, checkpoint_id: int, timestamp: int, savepoint: bool = False,
+                           drain: bool = False) -> None:
+        """At a source: take checkpoint ``checkpoint_id`` between two batches and emit its barrier;
+        with ``drain`` the source then ends its input (stop --drain: windows fire, the job finishes).
 
         Called by the TaskExecutor; runs as a mailbox action, so it does not wait for input.
         """
-        self.mailbox.put(lambda: self._take_checkpoint(CheckpointBarrier(checkpoint_id, timestamp), perf()))
+        barrier = CheckpointBarrier(checkpoint_id, timestamp, savepoint)
+
+        async def action() -> None:
+            await self._take_checkpoint(barrier, perf())
+            if drain:
+                self._end_requested = True
+
+        self.mailbox.put(action)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is complete: commit what it covers (a mailbox action)."""
@@ -641,7 +658,8 @@ class Task:
             await self.flush()
             splits = chain.reader.snapshot_state(n) if chain.reader is not None else None
             operators = chain.snapshot_state(n)
-            keyed = await self.state.snapshot(n) if self.state is not None else None
+            keyed = (await self.state.snapshot(n, self_contained=barrier.savepoint)
+                     if self.state is not None else None)
         except Exception as exc:  # noqa: BLE001 - the checkpoint is declined; the job goes on
             logger.warning("task %s: checkpoint %d failed: %s: %s", self.name, n, type(exc).__name__, exc)
             self.checkpoints.decline(self, n, f"{type(exc).__name__}: {exc}")

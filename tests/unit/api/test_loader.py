@@ -74,7 +74,7 @@ def test_top_level_keys(data_dir: Path) -> None:
         sinks: {o: {input: s, type: print, parallelism: 1, partition: rebalance}}
     """.replace("\n        ", "\n"))
     assert (p.name, p.parallelism, p.max_parallelism, p.mode, p.batch_size) == ("job", 3, 64, "batch", 100)
-    assert p.unimplemented == {"checkpointing": {"interval": "10s"}}
+    assert p.checkpointing == {"interval": 10.0}
     assert p.sources[0].parallelism == 2
     assert p.sources[0].params["format"] == "text"
     assert (p.sinks[0].parallelism, p.sinks[0].partition) == (1, "rebalance")

@@ -39,9 +39,13 @@ class _IdleExecutor:
         from streamlet.runtime.taskmanager.slots import SlotTable
 
         self.updates_ready = asyncio.Event()
+        self.checkpoint_reports_ready = asyncio.Event()
         self.slots = SlotTable(1)
 
     def take_updates(self) -> list[dict[str, Any]]:
+        return []
+
+    def take_checkpoint_reports(self) -> list[Any]:
         return []
 
     def sample_metrics(self) -> list[dict[str, Any]]:

@@ -60,9 +60,11 @@ class CheckpointBarrier:
 
     checkpoint_id: int
     timestamp: int
+    #: a savepoint: every task takes a self-contained snapshot (no shared files)
+    savepoint: bool = False
 
     def to_wire(self) -> list[Any]:
-        return ["c", self.checkpoint_id, self.timestamp]
+        return ["c", self.checkpoint_id, self.timestamp, self.savepoint]
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,9 @@ def from_wire(data: list[Any]) -> Any:
             raise ValueError(f"a watermark is an integer, got {data[1]!r}")
         return Watermark(data[1])
     if tag == "c":
-        if type(data[1]) is not int or type(data[2]) is not int:
-            raise ValueError("a checkpoint barrier carries two integers")
-        return CheckpointBarrier(data[1], data[2])
+        if type(data[1]) is not int or type(data[2]) is not int or (len(data) > 3 and type(data[3]) is not bool):
+            raise ValueError("a checkpoint barrier carries two integers and a boolean")
+        return CheckpointBarrier(data[1], data[2], len(data) > 3 and data[3])
     if tag == "e":
         return END_OF_PARTITION
     if tag == "s":
