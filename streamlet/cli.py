@@ -242,14 +242,29 @@ def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
     _rest_guard(go)
 
 
+OutputOpt = typer.Option("table", "--output", "-o", help="table (for people) or json (for scripts)")
+
+
+def _output(value: str) -> str:
+    if value not in ("table", "json"):
+        _fail(f"--output {value!r} is not supported; use table or json", 2)
+    return value
+
+
 @app.command("list")
-def list_jobs(jobmanager: Optional[str] = JobManagerOpt, config: Optional[Path] = ConfigOpt,
-              define: Optional[List[str]] = DefineOpt) -> None:
+def list_jobs(jobmanager: Optional[str] = JobManagerOpt, output: str = OutputOpt,
+              config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
     """List the jobs of a JobManager: id, state, name, start time."""
     import datetime
+    import json
+
+    fmt = _output(output)
 
     def go() -> None:
         jobs = _client(_config(config, define), jobmanager).jobs_overview()
+        if fmt == "json":
+            typer.echo(json.dumps(sorted(jobs, key=lambda j: j["start-time"]), indent=2))
+            return
         if not jobs:
             typer.echo("No jobs.")
             return
@@ -263,30 +278,61 @@ def list_jobs(jobmanager: Optional[str] = JobManagerOpt, config: Optional[Path] 
 
 @app.command()
 def status(job: str = typer.Argument(..., help="job id"), jobmanager: Optional[str] = JobManagerOpt,
-           as_json: bool = typer.Option(False, "--json", help="print GET /jobs/:id as JSON"),
+           output: str = OutputOpt,
+           as_json: bool = typer.Option(False, "--json", help="the same as --output json"),
+           watch: bool = typer.Option(False, "--watch", "-w", help="redraw every --interval until the job ends"),
+           interval: float = typer.Option(2.0, "--interval", min=0.1, help="seconds between redraws with --watch"),
            config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
-    """Show a job: state, vertices with records in/out and back pressure, and its failure cause."""
+    """Show a job: state, and per vertex records in/out, rates, busy/back pressure, watermark; its failure cause."""
     import json
+    import time
+
+    from streamlet.client.status import job_status, render_status
+
+    fmt = "json" if as_json else _output(output)
 
     def go() -> None:
         client = _client(_config(config, define), jobmanager)
-        d = client.job(job)
-        if as_json:
-            typer.echo(json.dumps(d, indent=2))
+        while True:
+            st = job_status(client, job)
+            if fmt == "json":
+                typer.echo(json.dumps(st, indent=2))
+            else:
+                if watch and sys.stdout.isatty():
+                    typer.echo("\x1b[H\x1b[2J", nl=False)  # home + clear: redraw in place
+                typer.echo(render_status(st))
+            if not watch or st["state"] in ("FINISHED", "FAILED", "CANCELED", "SUSPENDED"):
+                return
+            time.sleep(interval)
+
+    try:
+        _rest_guard(go)
+    except KeyboardInterrupt:
+        raise typer.Exit(0)
+
+
+@app.command()
+def state(job: str = typer.Argument(..., help="job id"), node: str = typer.Argument(..., help="keyed node id"),
+          key: str = typer.Argument(..., help="the key: JSON (42, '\"42\"', '[1, \"a\"]') or plain text"),
+          jobmanager: Optional[str] = JobManagerOpt, output: str = OutputOpt,
+          config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt) -> None:
+    """Print the live (not yet checkpointed) state of a keyed node for one key (queryable state)."""
+    import json
+
+    fmt = _output(output)
+
+    def go() -> None:
+        answer = _client(_config(config, define), jobmanager).state(job, node, key)
+        if fmt == "json":
+            typer.echo(json.dumps(answer, indent=2))
             return
-        typer.echo(f"job {d['jid']} ({d['name']}): {d['state']}, {d['duration'] / 1000:.1f}s")
-        if d.get("pending-reason"):
-            typer.echo(f"  waiting: {d['pending-reason']}")
-        for v in d["vertices"]:
-            m = v["metrics"]
-            typer.echo(f"  {v['name']} x{v['parallelism']}: {v['status']}, in {m['read-records']} "
-                       f"({m['read-records-per-second']:.0f}/s), out {m['write-records']} "
-                       f"({m['write-records-per-second']:.0f}/s), busy {m['busy-time-ms-per-second'] / 10:.0f}% "
-                       f"backpressured {m['backpressured-time-ms-per-second'] / 10:.0f}%")
-        if d["state"] in ("FAILED", "FAILING"):
-            root = client.exceptions(job).get("root-exception")
-            if root:
-                typer.echo(f"  cause: {root}")
+        entries = answer["states"]
+        if not entries:
+            typer.echo(f"no state for key {key} in node {node} ({answer['subtask']}, key group {answer['key-group']})")
+            raise typer.Exit(1)
+        for e in entries:
+            ns = "" if e["namespace"] is None else f" {json.dumps(e['namespace'])}"
+            typer.echo(f"{e['name']}{ns}: {json.dumps(e['value'])}")
 
     _rest_guard(go)
 

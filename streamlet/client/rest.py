@@ -134,6 +134,17 @@ class RestClient:
     def exceptions(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/jobs/{job_id}/exceptions")
 
+    def state(self, job_id: str, node_id: str, key: str) -> dict[str, Any]:
+        """``GET /jobs/:id/state/:node?key=``: the live keyed state of a node for a key."""
+        return self.request("GET", f"/jobs/{job_id}/state/{urllib.parse.quote(node_id, safe='')}",
+                            query={"key": key})
+
+    def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/jobs/{job_id}/vertices/{vertex_id}/watermarks")
+
+    def vertex_backpressure(self, job_id: str, vertex_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/jobs/{job_id}/vertices/{vertex_id}/backpressure")
+
     def cancel(self, job_id: str) -> None:
         self.request("PATCH", f"/jobs/{job_id}", query={"mode": "cancel"})
 

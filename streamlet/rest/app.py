@@ -20,7 +20,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from streamlet.errors import ConfigError, PipelineDefinitionError, PipelineLimitError, StreamletError
-from streamlet.rest.base import NotFoundError, RestGateway, UnavailableError
+from streamlet.rest.base import ConflictError, NotFoundError, RestGateway, UnavailableError
 from streamlet.rest.limits import RestLimits
 from streamlet.rest.responses import GATEWAY, LIMITS, ROUTE_TABLE, error_response
 from streamlet.rest.routes import ROUTES, dashboard
@@ -49,6 +49,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(exc.status, reason, headers=headers)
     except NotFoundError as exc:
         return error_response(404, str(exc))
+    except ConflictError as exc:
+        return error_response(409, str(exc))
     except UnavailableError as exc:
         return error_response(503, str(exc))
     except PipelineLimitError as exc:

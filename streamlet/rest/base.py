@@ -19,6 +19,10 @@ class NotFoundError(StreamletError):
     """An id in the path names nothing the JobManager knows (answered with 404)."""
 
 
+class ConflictError(StreamletError):
+    """The request cannot be served in the current state of its target (a job not running; answered with 409)."""
+
+
 class UnavailableError(StreamletError):
     """The JobManager cannot serve the request now (starting or shutting down; answered with 503)."""
 
@@ -49,6 +53,9 @@ class RestGateway(Protocol):
 
     def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[dict[str, str]]:
         """Input and output watermarks of one vertex's subtasks (Flink's metric list)."""
+
+    async def query_state(self, job_id: str, node_id: str, key: Any) -> dict[str, Any]:
+        """The live keyed state of one node for one key (``GET /jobs/:id/state/:node?key=``)."""
 
     async def submit(self, submission: JobSubmission) -> str:
         """Accept a job and return its id; raises PipelineDefinitionError for an invalid pipeline."""

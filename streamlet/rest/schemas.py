@@ -387,3 +387,8 @@ VALIDATE_RESPONSE_SCHEMA = _obj({"plan": _obj({"jid": {"type": "null"}, "name": 
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "maxProperties": 0}
 WATERMARKS_SCHEMA = _arr(_obj({"id": {"type": "string", "pattern": r"^\d+\.current(Input|Output)Watermark$"},
                                "value": {"type": "string", "pattern": r"^-?\d+$"}}))
+STATE_SCHEMA = _obj({"jid": _S, "node": _S, "key": {}, "vertex": _S, "subtask": _S, "key-group": _I,
+                     "live": _B, "truncated": _B,
+                     "states": _arr(_obj({"name": _S, "kind": {"type": "string", "enum": ["value", "list", "map",
+                                                                                     "reducing", "aggregating"]},
+                                          "namespace": {}, "value": {}}))})

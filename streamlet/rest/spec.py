@@ -31,7 +31,7 @@ ERRORS_SCHEMA: dict[str, Any] = {
 }
 
 _ERROR_TEXT = {400: "bad input (the message names what and how to fix it)", 401: "missing or wrong bearer token",
-               404: "unknown id or path", 405: "wrong method", 408: "the body arrived too slowly",
+               404: "unknown id or path", 405: "wrong method", 408: "the body arrived too slowly", 409: "not in a state to answer (e.g. the job is not running)",
                413: "a size limit was passed (the message names its key)", 500: "unexpected failure (one line)",
                502: "a TaskManager could not be asked", 503: "the JobManager is starting or shutting down"}
 

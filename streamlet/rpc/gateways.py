@@ -20,8 +20,8 @@ from typing import Protocol
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.messages import (
     AcknowledgeCheckpoint, CancelJob, DeclineCheckpoint, DeployTasks, Heartbeat, MetricsReport,
-    NotifyCheckpointComplete, RegisterTaskManager, RegistrationAck, RegistrationRefused, ReleaseJob, TaskStateUpdates,
-    TriggerCheckpoint,
+    NotifyCheckpointComplete, QueryState, RegisterTaskManager, RegistrationAck, RegistrationRefused, ReleaseJob,
+    StateValue, TaskStateUpdates, TriggerCheckpoint,
 )
 
 
@@ -42,6 +42,9 @@ class TaskManagerGateway(Protocol):
 
     async def release_job(self, job_id: str) -> None:
         """Free the job's slots, channels and files (after the job reached a terminal state)."""
+
+    async def query_state(self, request: QueryState) -> StateValue:
+        """The live keyed state of one operator for one key, from the subtask that owns the key."""
 
 
 class JobManagerGateway(Protocol):
@@ -87,6 +90,12 @@ class RemoteTaskManagerGateway:
 
     async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
         await self.connection.request(msg)
+
+    async def query_state(self, request: QueryState) -> StateValue:
+        response = await self.connection.request(request)
+        if not isinstance(response, StateValue):
+            raise TypeError(f"unexpected answer to a state query: {response.TYPE}")
+        return response
 
 
 class RemoteJobManagerGateway:

@@ -21,6 +21,7 @@ JobManager              CancelJob                  Ack
 JobManager              ReleaseJob                 Ack
 JobManager              TriggerCheckpoint          Ack
 JobManager              NotifyCheckpointComplete   Ack
+JobManager              QueryState                 StateValue
 either                  (any, on failure)          Error
 ======================  =========================  ==========================================
 
@@ -297,10 +298,35 @@ class NotifyCheckpointComplete(Message):
     checkpoint_id: int
 
 
+@dataclass(frozen=True)
+class QueryState(Message):
+    """Read the live keyed state of operator ``node_id`` for ``key`` (a JSON value; a list is a
+    composite key) in subtask ``subtask_index`` of vertex ``vertex_id``, which owns its key group."""
+
+    TYPE: ClassVar[str] = "QueryState"
+    job_id: str
+    vertex_id: str
+    subtask_index: int
+    node_id: str
+    key: Any = None
+
+
+@dataclass(frozen=True)
+class StateValue(Message):
+    """The answer to :class:`QueryState`: ``states`` as :func:`streamlet.state.query.read_key` gives them."""
+
+    TYPE: ClassVar[str] = "StateValue"
+    states: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False
+    #: the subtask that answered (``name (i/n)``) and the key group of the key
+    subtask: str = ""
+    key_group: int = -1
+
+
 MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (
         Ack, Error, RegisterTaskManager, RegistrationAck, RegistrationRefused, Heartbeat, HeartbeatAck,
         TaskStateUpdates, MetricsReport, AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, CancelJob,
-        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete,
+        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete, QueryState, StateValue,
     )
 }

@@ -317,6 +317,10 @@ class KeyedStateBackend(Protocol):
     def timer_queue(self, name: str) -> TimerQueue:
         """The timer queue ``name`` (created on first use, restored with the backend)."""
 
+    def registered_states(self) -> dict[str, Any]:
+        """Every state registered or restored so far, by name (read by queryable state,
+        :mod:`streamlet.state.query`; never for processing)."""
+
     async def maintain(self) -> None:
         """The task awaits this between batches (never during one).
 

@@ -77,6 +77,31 @@ async def vertex_watermarks(request: web.Request) -> web.StreamResponse:
     return json_response(gw.vertex_watermarks(request.match_info["jobid"], request.match_info["vertexid"]))
 
 
+def parse_key(text: str) -> Any:
+    """A key from a query string: JSON when it parses as a JSON scalar or list (``42``, ``"42"``,
+    ``[1, "a"]`` for a composite key), else the text itself (``alice``)."""
+    try:
+        key = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+    if isinstance(key, dict):
+        raise web.HTTPBadRequest(text=f"key {text!r} is a JSON object; a key is a value or a list of values")
+    return key
+
+
+async def query_state(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/:jobid/state/:node?key=K``: the live value of a keyed node's state for one key.
+
+    Read from the subtask that owns the key's key group, over the RPC: the value *now*, including
+    updates no checkpoint covers yet (a failure may roll it back). ``key`` is JSON when it parses
+    as a JSON value (``42``, ``"42"``, ``[1, "a"]``), else the text itself."""
+    if "key" not in request.query:
+        raise web.HTTPBadRequest(text="the query parameter 'key' is missing; e.g. ?key=42 or ?key=alice")
+    key = parse_key(request.query["key"])
+    answer = await gateway_of(request).query_state(request.match_info["jobid"], request.match_info["node"], key)
+    return json_response(answer)
+
+
 async def vertex_details(request: web.Request) -> web.StreamResponse:
     """``GET /jobs/:jobid/vertices/:vertexid``: the vertex's subtasks, where they run, their metrics."""
     gw = gateway_of(request)
@@ -338,6 +363,10 @@ ROUTES = [
     Route("GET", "/jobs/{jobid}/vertices/{vertexid}/backpressure", vertex_backpressure,
           "Back pressure of a vertex's subtasks (ok/low/high)", schemas.BACKPRESSURE_SCHEMA, errors=(404,),
           path_params=_VERTEX, tag="jobs"),
+    Route("GET", "/jobs/{jobid}/state/{node}", query_state,
+          "Live keyed state of a node for one key (queryable state; not yet checkpointed)",
+          schemas.STATE_SCHEMA, errors=(400, 404, 409, 503), path_params=_JOB, tag="jobs",
+          params=(Param("key", "the key: JSON (42, \"42\", [1, \"a\"]) or plain text", required=True),)),
     Route("GET", "/jobs/{jobid}/vertices/{vertexid}/watermarks", vertex_watermarks,
           "Input and output watermarks of a vertex's subtasks", schemas.WATERMARKS_SCHEMA, errors=(404,),
           path_params=_VERTEX, tag="jobs"),

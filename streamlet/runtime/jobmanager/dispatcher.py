@@ -444,6 +444,9 @@ class Dispatcher:
             raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
         return bp
 
+    async def query_state(self, job_id: str, node_id: str, key: Any) -> dict[str, Any]:
+        return await self._job(job_id).query_state(node_id, key, self.config["rpc.ask-timeout"])
+
     def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[dict[str, str]]:
         wms = views.vertex_watermarks(self._job(job_id), vertex_id)
         if wms is None:

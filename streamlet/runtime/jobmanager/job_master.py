@@ -31,12 +31,16 @@ from typing import Any, Awaitable, Callable, Collection, Protocol
 from dataclasses import replace
 
 from streamlet.clock import Clock
-from streamlet.errors import PipelineDefinitionError
+from streamlet.errors import PipelineDefinitionError, StreamletError
+from streamlet.graph.operators import SinkSpec, SourceSpec
+from streamlet.keys import freeze, subtask_for_key
+from streamlet.rest.base import ConflictError, NotFoundError, UnavailableError
+from streamlet.rpc.errors import RpcError
 from streamlet.graph.job_graph import JobGraph
 from streamlet.graph.settings import checkpoint_settings, restart_settings
 from streamlet.rest.schemas import ExceptionEntry
 from streamlet.rpc.messages import (
-    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, NotifyCheckpointComplete, TriggerCheckpoint,
+    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, NotifyCheckpointComplete, QueryState, TriggerCheckpoint,
 )
 from streamlet.runtime.jobmanager.checkpoint.coordinator import CheckpointCoordinator, JobView
 from streamlet.runtime.jobmanager.checkpoint.metadata import CompletedCheckpoint
@@ -131,6 +135,49 @@ class JobMaster:
         self._trigger_loop: asyncio.Task[None] | None = None
         #: stop-with-savepoint: the job ends FINISHED once its subtasks are cancelled
         self._stopping_with_savepoint = False
+
+    # -- queryable state --------------------------------------------------------------------
+
+    async def query_state(self, node_id: str, key: Any, timeout: float) -> dict[str, Any]:
+        """The live keyed state of ``node_id`` for ``key``, read over the RPC from the subtask that
+        owns the key's key group (see :mod:`streamlet.state.query`).
+
+        Raises NotFoundError for an unknown node, StreamletError for a node without keyed state,
+        ConflictError when the job or that subtask is not running, UnavailableError when its
+        TaskManager does not answer.
+        """
+        found = next(((v, op) for v in self.graph.vertices for op in v.operators if op.id == node_id), None)
+        if found is None:
+            raise NotFoundError(f"job {self.job_id!r} has no node {node_id!r}; GET /jobs/{self.job_id}/plan "
+                                "lists its operators")
+        vertex, op = found
+        if op.FUSABLE or isinstance(op, (SourceSpec, SinkSpec)):
+            raise StreamletError(f"node {node_id!r} ({op.KIND}) keeps no keyed state; query a keyed node "
+                                 "(aggregate, reduce, window, process, join)")
+        try:
+            frozen = freeze(key)
+            index = subtask_for_key(frozen, vertex.parallelism, self.graph.max_parallelism)
+        except TypeError as exc:
+            raise StreamletError(f"key {key!r} cannot be a key: {exc}") from None
+        ex = self._by_key.get((vertex.id, index))
+        if self.status is not J.RUNNING or ex is None or ex.state is not E.RUNNING or ex.slot is None:
+            raise ConflictError(f"job {self.job_id} is {self.status.value} and subtask {index} of {vertex.name!r} "
+                                f"is {ex.state.value if ex else 'not created'}; state is readable while it runs")
+        gateway = self.resources.gateway(ex.slot.task_manager_id)
+        if gateway is None:
+            raise UnavailableError(f"taskmanager {ex.slot.task_manager_id} of subtask {ex.name} is gone; retry")
+        request = QueryState(self.job_id, vertex.id, index, node_id, key)
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await gateway.query_state(request)
+        except TimeoutError:
+            raise UnavailableError(f"taskmanager {ex.slot.task_manager_id} did not answer the state query within "
+                                   f"{timeout:g}s (rpc.ask-timeout); retry") from None
+        except RpcError as exc:
+            raise UnavailableError(f"the state query to taskmanager {ex.slot.task_manager_id} failed: {exc}") from None
+        return {"jid": self.job_id, "node": node_id, "key": key, "vertex": vertex.id, "subtask": answer.subtask,
+                "key-group": answer.key_group, "live": True, "states": answer.states,
+                "truncated": answer.truncated}
 
     # -- metrics (see job_metrics.py) -------------------------------------------------------
 

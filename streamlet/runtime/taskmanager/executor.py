@@ -35,14 +35,17 @@ from streamlet.errors import StreamletError
 from streamlet.ids import subtask_name
 from streamlet.metrics.registry import MetricGroup, perf
 from streamlet.graph.execution_graph import TaskDeploymentDescriptor
-from streamlet.keys import KeyGroupRange
+from streamlet.keys import KeyGroupRange, freeze, key_group_for
 from streamlet.logging import set_log_context
-from streamlet.rpc.messages import AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, Message, TriggerCheckpoint
+from streamlet.rpc.messages import (
+    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, Message, QueryState, StateValue, TriggerCheckpoint,
+)
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
 from streamlet.runtime.taskmanager.deployment import build_task
 from streamlet.runtime.taskmanager.task import Task, TaskConfig, TaskSnapshot
+from streamlet.state.query import node_states, read_key
 from streamlet.state.factory import BACKEND_KINDS, backend_options, create_backend
 from streamlet.state.storage import open_storage, storage_options
 
@@ -280,6 +283,32 @@ class TaskExecutor:
         """The deployed tasks of a job here (diagnostics, tests, queryable state)."""
         job = self._jobs.get(job_id) or self._draining.get(job_id)
         return [st.task for st in job.subtasks] if job is not None else []
+
+    def query_state(self, request: QueryState) -> StateValue:
+        """The live state of ``request.node_id`` for ``request.key`` in the subtask that owns the key.
+
+        Raises StreamletError (the JobManager answers 404 or 400 with it) when the subtask is not
+        here, the node keeps no keyed state in it, or the key belongs to another subtask.
+        """
+        job = self._jobs.get(request.job_id)
+        st = next((s for s in job.subtasks if s.tdd.vertex_id == request.vertex_id
+                   and s.tdd.subtask_index == request.subtask_index), None) if job is not None else None
+        if st is None or st.runner is None or st.runner.done():
+            raise StreamletError(f"subtask {request.subtask_index} of vertex {request.vertex_id} of job "
+                                 f"{request.job_id} does not run on this taskmanager (any more); query again")
+        backend = st.task.state
+        try:
+            key = freeze(request.key)
+            group = key_group_for(key, st.tdd.max_parallelism)
+        except TypeError as exc:
+            raise StreamletError(f"key {request.key!r} cannot be a key: {exc}") from None
+        if backend is None or not node_states(backend, request.node_id):
+            raise StreamletError(f"node {request.node_id!r} keeps no keyed state in {st.name}; query a keyed "
+                                 "node (aggregate, reduce, window, process, join)")
+        if group not in backend.key_groups:
+            raise StreamletError(f"key {request.key!r} (key group {group}) is not owned by {st.name}")
+        found = read_key(backend, request.node_id, key)
+        return StateValue(found["states"], found["truncated"], st.name, group)
 
     # -- deployment -------------------------------------------------------------------------
 

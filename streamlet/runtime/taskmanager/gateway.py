@@ -11,7 +11,8 @@ from typing import Protocol
 
 from streamlet.rpc.endpoint import RpcEndpoint, rpc
 from streamlet.rpc.messages import (
-    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, ReleaseJob, TriggerCheckpoint,
+    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, QueryState, ReleaseJob, StateValue,
+    TriggerCheckpoint,
 )
 
 
@@ -27,6 +28,8 @@ class TaskExecutorLike(Protocol):
     def trigger_checkpoint(self, msg: TriggerCheckpoint) -> int: ...
 
     def notify_checkpoint_complete(self, job_id: str, checkpoint_id: int) -> None: ...
+
+    def query_state(self, request: QueryState) -> StateValue: ...
 
 
 class TaskManagerEndpoint(RpcEndpoint):
@@ -60,6 +63,10 @@ class TaskManagerEndpoint(RpcEndpoint):
         self.executor.notify_checkpoint_complete(msg.job_id, msg.checkpoint_id)
         return Ack()
 
+    @rpc(QueryState)
+    async def on_query_state(self, msg: QueryState) -> Message:
+        return self.executor.query_state(msg)
+
 
 class LocalTaskManagerGateway:
     """:class:`~streamlet.rpc.gateways.TaskManagerGateway` of a TaskManager in this process."""
@@ -81,3 +88,6 @@ class LocalTaskManagerGateway:
 
     async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
         self.executor.notify_checkpoint_complete(msg.job_id, msg.checkpoint_id)
+
+    async def query_state(self, request: QueryState) -> StateValue:
+        return self.executor.query_state(request)

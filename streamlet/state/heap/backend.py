@@ -332,6 +332,10 @@ class HeapKeyedStateBackend:
             existing.adopt(descriptor)
         return existing
 
+    def registered_states(self) -> dict[str, Any]:
+        """Every state registered (or restored) so far, by name (queryable state reads them)."""
+        return dict(self._states)
+
     def value_state(self, name: str, ttl: float | None = None) -> HeapValueState:
         return self.state(StateDescriptor(name, StateKind.VALUE, ttl))  # type: ignore[no-any-return]
 

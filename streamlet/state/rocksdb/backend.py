@@ -191,6 +191,10 @@ class RocksDBKeyedStateBackend:
             self._attach(state, create=False)  # a restored column family: a lookup, no I/O
         return state
 
+    def registered_states(self) -> dict[str, Any]:
+        """Every state registered (or restored) so far, by name (queryable state reads them)."""
+        return dict(self._states)
+
     def value_state(self, name: str, ttl: float | None = None) -> Any:
         return self.state(StateDescriptor(name, StateKind.VALUE, ttl))
 
