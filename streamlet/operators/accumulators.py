@@ -248,8 +248,26 @@ class AggregateCode:
         return b.compile("_merge")
 
     def copy_function(self) -> Callable[[Any], Any]:
-        """A compiled ``copy(acc) -> acc`` that shares no mutable slot with ``acc``."""
-        return _deep_copy
+        """A compiled ``copy(acc) -> acc`` that shares no mutable slot with ``acc``.
+
+        Slots of ``collect`` and ``count_distinct`` (lists that grow in place) are copied, those of
+        user aggregates deeply; the others hold numbers or values no function changes in place.
+        """
+        slots: list[str] = []
+        for fn, first, _, _, user in self._parts:
+            for j in range(len(fn.empty)):
+                a = "a" if self.scalar else f"a[{first + j}]"
+                if user:
+                    slots.append(f"_deep_copy({a})")
+                elif fn is _FNS["collect"] or fn is _FNS["count_distinct"]:
+                    slots.append(f"list({a})")
+                else:
+                    slots.append(a)
+        b = CodeBuilder(f"{self.b.name}:copy")
+        b.namespace["_deep_copy"] = _deep_copy
+        b.add(0, "def _copy(a):")
+        b.add(1, "return " + (slots[0] if self.scalar else "[" + ", ".join(slots) + "]"))
+        return b.compile("_copy")
 
 
 def _deep_copy(value: Any) -> Any:

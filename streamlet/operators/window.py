@@ -18,7 +18,9 @@ to ``late_output`` (a side output) or are dropped, and are counted either way
   updates one slice.  A firing window merges its slices through a per-key two-stack queue
   (each slice is merged O(1) times over its life, whatever ``size / slide``): a cache derived
   from state, rebuilt from it after a restore.  A key's next window timer is registered when
-  one fires, so timers are one per (key, window that has data).
+  one fires, so timers are one per (key, window that has data); windows of a key that are
+  already due (a watermark that jumps, the final one) fire in a row without timers, and the
+  rows of one firing leave in timestamp order.
 * **session**: state ``key -> [[start, end, acc], ...]``; a record opens ``[ts, ts + gap)``,
   intersecting sessions merge (accumulators merged); one timer per session at ``end - 1``.
 * **global**: state ``key -> [count, acc]``; emits and starts over every ``count`` records.
@@ -113,6 +115,13 @@ class WindowOperator(Operator):
             self.timers.register_event_time(key, namespace, ts)
         else:
             self.timers.register_processing_time(key, namespace, ts)
+
+    def delete_timer(self, key: Any, namespace: Any, ts: int) -> None:
+        """Drop a timer on this operator's time, if it is registered."""
+        if self._event:
+            self.timers.delete_event_time(key, namespace, ts)
+        else:
+            self.timers.delete_processing_time(key, namespace, ts)
 
     def late(self, records: list[Any], timestamps: list[int]) -> None:
         """Count late records and send them to the side output (when there is one)."""
@@ -372,6 +381,9 @@ class _Sliding(_Windows):
     def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
         rows: list[Any] = []
         row_ts: list[int] = []
+        row, size, register = self.op._row, self.size, self.op.register
+        delete_timer = self.op.delete_timer
+        runs = False
         for ts, k, ns in timers:
             if ns != _FIRE:  # (_CLEAN, slice start): every window of the slice is past its lateness
                 self.delete_ns(k, ns[1])
@@ -379,17 +391,36 @@ class _Sliding(_Windows):
                 if c is not None and ns[1] in c.pending:
                     c.pending.remove(ns[1])
                 continue
-            res = self._window(k, ts + 1, wm)
-            if res is not None:
-                rows.append(self.op._row(k, ts + 1 - self.size, ts + 1, res))
-                row_ts.append(ts)
+            # the key's windows due at ``wm`` fire here one after the other, without a timer each
+            # (a watermark far ahead, e.g. the final one, fires size / slide windows per key)
+            end = ts + 1
+            while True:
+                res, nxt = self._window(k, end, wm)
+                if res is not None:
+                    rows.append(row(k, end - size, end, res))
+                    row_ts.append(end - 1)
+                if nxt is None:
+                    break
+                if nxt - 1 > wm:
+                    register(k, _FIRE, nxt - 1)
+                    break
+                delete_timer(k, _FIRE, nxt - 1)  # process() may have registered it for a new slice
+                end = nxt
+                runs = True
+        if runs:
+            # rows leave in timestamp order, as timers would have fired them (each key's run is
+            # sorted: the sort merges the runs)
+            order = sorted(range(len(rows)), key=row_ts.__getitem__)
+            rows = [rows[i] for i in order]
+            row_ts = [row_ts[i] for i in order]
         return rows, (row_ts if rows else None)
 
-    def _window(self, k: Any, end: int, wm: int) -> Any:
-        """Fire window ``[end - size, end)`` of key ``k``: merge its slices, schedule the next."""
+    def _window(self, k: Any, end: int, wm: int) -> tuple[Any, int | None]:
+        """Fire window ``[end - size, end)`` of key ``k``: its slices merged (None: no data), and
+        the end of the key's next window with data (None: none; the caller schedules it)."""
         c = self.keys.get(k)
         if c is None:
-            return None
+            return None, None
         merge, copy, get = self.op.merge, self.op.copy, self.get_ns
         # 1. slices that entered the window move to the FIFO's back
         while c.pending and c.pending[0] < end:
@@ -429,8 +460,7 @@ class _Sliding(_Windows):
         nxt = end + self.slide
         newest = c.newest()
         if newest is not None and newest >= nxt - self.size:
-            self.op.register(k, _FIRE, nxt - 1)
-            return res
+            return res, nxt
         # no merged slice is in a later window: they are done (with lateness, their clean timers drop them)
         if not self.lateness:
             for s, _ in c.front:
@@ -439,10 +469,9 @@ class _Sliding(_Windows):
                 self.delete_ns(k, s)
         c.front, c.back, c.back_agg = [], [], None
         if c.pending:
-            self.op.register(k, _FIRE, max(self.w.first_window_end(c.pending[0]), nxt) - 1)
-        else:
-            del self.keys[k]
-        return res
+            return res, max(self.w.first_window_end(c.pending[0]), nxt)
+        del self.keys[k]
+        return res, None
 
 
 class _Session(_Windows):

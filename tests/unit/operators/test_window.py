@@ -315,6 +315,38 @@ def test_user_aggregate_and_computed_keys(udf_module, tmp_path) -> None:  # type
     assert canon(h.out) == canon(expected)
 
 
+def test_sliding_windows_with_a_user_aggregate_that_changes_its_accumulator(udf_module, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # add and merge extend the accumulator in place: the merges of slices must work on copies
+    import sys
+
+    mod = udf_module("""
+        class Bag:
+            def create(self):
+                return []
+            def add(self, acc, v):
+                acc.append(v)
+                return acc
+            def merge(self, acc, other):
+                acc.extend(other)
+                return acc
+            def result(self, acc):
+                return sorted(acc)
+    """)
+    sys.path.insert(0, str(tmp_path))
+    recs = make_records(400, seed=8, jitter=0, keys=3)
+    h = Harness(WindowSpec("w", key=KeySpec(("k",)), window="sliding", size_ms=1000, slide_ms=100,
+                           aggregates=(("bag", f"{mod}:Bag", "v", None), ("all", "collect", "v", None))))
+    drive(h, recs, lag=0, batch=5)
+    groups: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+    for r in recs:
+        for s, e in sliding(1000, 100)(r["ts"]):
+            groups[(r["k"], s, e)].append(r["v"])
+    expected = [{"k": k, "window_start": s, "window_end": e, "bag": sorted(vs), "all": vs}
+                for (k, s, e), vs in groups.items()]
+    assert canon(h.out) == canon(expected)
+    assert h.out_ts == sorted(h.out_ts)
+
+
 @pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
 def test_restore_mid_way_at_another_parallelism_gives_the_straight_output(kind: str, tmp_path: Path) -> None:
     recs = make_records(600, seed=8, jitter=200, keys=12)
