@@ -193,25 +193,47 @@ class ExceptionEntry:
     task: str | None = None
     location: str | None = None
     task_manager_id: str | None = None
+    #: the number of the restart this failure caused (None: it failed the job, or came during one)
+    restart: int | None = None
+
+
+@dataclass(frozen=True)
+class RestartEntry:
+    """One restart of a job by its restart strategy: when it was decided (the failure), when the
+    job was deployed again, and from which checkpoint (None: from the start or a savepoint)."""
+
+    number: int
+    failure_timestamp: int
+    delay_ms: int
+    timestamp: int
+    checkpoint_id: int | None
+    cause: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"restart": self.number, "failure-timestamp": self.failure_timestamp, "delay": self.delay_ms,
+                "timestamp": self.timestamp, "checkpoint-id": self.checkpoint_id, "cause": self.cause}
 
 
 @dataclass
 class JobExceptions:
-    """``GET /jobs/:id/exceptions``: the root cause first, then every failure seen."""
+    """``GET /jobs/:id/exceptions``: the root cause first, then every failure seen, and every restart."""
 
     entries: list[ExceptionEntry]
+    restarts: list[RestartEntry] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         root = self.entries[0] if self.entries else None
         history = [{"exceptionName": e.exception.split(":", 1)[0], "stacktrace": e.exception,
                     "timestamp": e.timestamp, "taskName": e.task, "endpoint": e.location,
-                    "taskManagerId": e.task_manager_id, "failureLabels": {}, "concurrentExceptions": []}
+                    "taskManagerId": e.task_manager_id, "failureLabels": {}, "concurrentExceptions": [],
+                    "restart": e.restart}
                    for e in self.entries]
         return {"root-exception": root.exception if root else None, "timestamp": root.timestamp if root else None,
                 "all-exceptions": [{"exception": e.exception, "task": e.task, "location": e.location,
                                     "timestamp": e.timestamp, "taskManagerId": e.task_manager_id}
                                    for e in self.entries],
-                "truncated": False, "exceptionHistory": {"entries": history, "truncated": False}}
+                "truncated": False, "exceptionHistory": {"entries": history, "truncated": False},
+                "restarts": [r.to_json() for r in self.restarts]}
 
 
 @dataclass
@@ -372,12 +394,14 @@ VERTEX_DETAILS_SCHEMA = _obj({"id": _S, "name": _S, "parallelism": _I, "maxParal
                               "subtasks": _arr(_SUBTASK)})
 _HISTORY_ENTRY = _obj({"exceptionName": _S, "stacktrace": _S, "timestamp": _I, "taskName": _null(_S),
                        "endpoint": _null(_S), "taskManagerId": _null(_S), "failureLabels": _O,
-                       "concurrentExceptions": _arr(_O)})
+                       "concurrentExceptions": _arr(_O), "restart": _null(_I)})
 EXCEPTIONS_SCHEMA = _obj({"root-exception": _null(_S), "timestamp": _null(_I),
                           "all-exceptions": _arr(_obj({"exception": _S, "task": _null(_S), "location": _null(_S),
                                                        "timestamp": _I, "taskManagerId": _null(_S)})),
                           "truncated": _B,
-                          "exceptionHistory": _obj({"entries": _arr(_HISTORY_ENTRY), "truncated": _B})})
+                          "exceptionHistory": _obj({"entries": _arr(_HISTORY_ENTRY), "truncated": _B}),
+                          "restarts": _arr(_obj({"restart": _I, "failure-timestamp": _I, "delay": _I,
+                                                 "timestamp": _I, "checkpoint-id": _null(_I), "cause": _S}))})
 BACKPRESSURE_SCHEMA = _obj({"status": {"type": "string", "enum": ["ok", "deprecated"]}, "backpressure-level": _LEVEL,
                             "end-timestamp": _I,
                             "subtasks": _arr(_obj({"subtask": _I, "attempt-number": _I, "backpressure-level": _LEVEL,

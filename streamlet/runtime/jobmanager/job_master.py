@@ -24,6 +24,7 @@ by the job's TaskGroup.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Collection, Protocol
@@ -38,7 +39,7 @@ from streamlet.rest.base import ConflictError, NotFoundError, UnavailableError
 from streamlet.rpc.errors import RpcError
 from streamlet.graph.job_graph import JobGraph
 from streamlet.graph.settings import checkpoint_settings, restart_settings
-from streamlet.rest.schemas import ExceptionEntry
+from streamlet.rest.schemas import ExceptionEntry, RestartEntry
 from streamlet.rpc.messages import (
     AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, NotifyCheckpointComplete, QueryState, TriggerCheckpoint,
 )
@@ -109,6 +110,10 @@ class JobMaster:
         self.timestamps: dict[str, int] = {J.INITIALIZING.value: clock.time_ms()}
         self.executions: list[Execution] = []
         self.exceptions: list[ExceptionEntry] = []
+        #: every restart, in order (``GET /jobs/:id/exceptions``, ``restarts``)
+        self.restarts: list[RestartEntry] = []
+        #: the restart decided and not yet carried out: (number, failure time, delay ms, cause)
+        self._next_restart: tuple[int, int, int, str] | None = None
         #: times the job went RESTARTING (Flink's ``numRestarts``)
         self.num_restarts = 0
         self._by_key: dict[tuple[str, int], Execution] = {}
@@ -498,6 +503,9 @@ class JobMaster:
                             self.restart_settings.strategy, self.num_restarts + 1)
                 self._restart_delay = delay
                 self._set_status(J.RESTARTING)
+                # the failure just recorded caused this restart
+                self.exceptions[-1] = dataclasses.replace(self.exceptions[-1], restart=self.num_restarts)
+                self._next_restart = (self.num_restarts, self.exceptions[-1].timestamp, int(delay * 1000), reason)
                 self._cancel_executions()
                 return
         if self._end_before_running(J.FAILED):
@@ -683,6 +691,15 @@ class JobMaster:
             latest = self.coordinator.latest
             restore, external = ((latest, False) if latest is not None
                                  else (self.initial_restore, self.restore_external))
+            if self._next_restart is not None:
+                number, failed_at, delay_ms, cause = self._next_restart
+                self._next_restart = None
+                self.restarts.append(RestartEntry(number, failed_at, delay_ms, self.clock.time_ms(),
+                                                  restore.checkpoint_id if restore is not None and not external
+                                                  else None, cause))
+                logger.info("job %s: restart %d from %s", self.job_id, number,
+                            f"checkpoint {self.restarts[-1].checkpoint_id}"
+                            if self.restarts[-1].checkpoint_id is not None else "the start")
             await self._schedule(restore, external)
         finally:
             self._restarting = None

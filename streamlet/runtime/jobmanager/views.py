@@ -111,7 +111,7 @@ def graph_plan(graph: JobGraph, job_id: str | None) -> dict[str, Any]:
 
 def exception_history(jm: JobMaster) -> JobExceptions:
     """``GET /jobs/:id/exceptions``: every failure recorded, oldest (the root cause) first."""
-    return JobExceptions(list(jm.exceptions))
+    return JobExceptions(list(jm.exceptions), list(jm.restarts))
 
 
 def _subtasks_of(jm: JobMaster, vertex_id: str) -> list[Execution] | None:
