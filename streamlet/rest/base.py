@@ -63,6 +63,10 @@ class RestGateway(Protocol):
     async def validate(self, submission: JobSubmission) -> dict[str, Any]:
         """Plan a submission without running it: Flink's ``plan`` JSON; raises PipelineDefinitionError."""
 
+    def vertex_flame_graph(self, job_id: str, vertex_id: str, kind: str = "FULL",
+                           subtask: int | None = None) -> dict[str, Any]:
+        """Flink's flame graph answer for a vertex (``endTimestamp`` -3 while the first samples are taken)."""
+
     def cancel(self, job_id: str) -> None:
         """Start cancelling a job (a terminal job is left as it is)."""
 

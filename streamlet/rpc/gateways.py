@@ -15,13 +15,13 @@ Tests substitute the fakes of :mod:`streamlet.testing.fakes`.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from streamlet.rpc.endpoint import RpcConnection
 from streamlet.rpc.messages import (
     AcknowledgeCheckpoint, CancelJob, DeclineCheckpoint, DeployTasks, Heartbeat, MetricsReport,
     NotifyCheckpointComplete, QueryState, RegisterTaskManager, RegistrationAck, RegistrationRefused, ReleaseJob,
-    StateValue, TaskStateUpdates, TriggerCheckpoint,
+    SampleStacks, StackSamples, StateValue, TaskStateUpdates, TriggerCheckpoint,
 )
 
 
@@ -45,6 +45,9 @@ class TaskManagerGateway(Protocol):
 
     async def query_state(self, request: QueryState) -> StateValue:
         """The live keyed state of one operator for one key, from the subtask that owns the key."""
+
+    async def sample_stacks(self, request: SampleStacks, timeout: float) -> list[dict[str, Any]]:
+        """Stack samples of the vertex's subtasks there (see :class:`SampleStacks`), within ``timeout``."""
 
 
 class JobManagerGateway(Protocol):
@@ -90,6 +93,11 @@ class RemoteTaskManagerGateway:
 
     async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
         await self.connection.request(msg)
+    async def sample_stacks(self, request: SampleStacks, timeout: float) -> list[dict[str, Any]]:
+        response = await self.connection.request(request, timeout=timeout)
+        if not isinstance(response, StackSamples):
+            raise TypeError(f"unexpected answer to SampleStacks: {response.TYPE}")
+        return response.samples
 
     async def query_state(self, request: QueryState) -> StateValue:
         response = await self.connection.request(request)

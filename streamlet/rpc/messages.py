@@ -22,6 +22,7 @@ JobManager              ReleaseJob                 Ack
 JobManager              TriggerCheckpoint          Ack
 JobManager              NotifyCheckpointComplete   Ack
 JobManager              QueryState                 StateValue
+JobManager              SampleStacks               StackSamples
 either                  (any, on failure)          Error
 ======================  =========================  ==========================================
 
@@ -323,10 +324,37 @@ class StateValue(Message):
     key_group: int = -1
 
 
+@dataclass(frozen=True)
+class SampleStacks(Message):
+    """Sample the Python stacks of a vertex's subtasks on this TaskManager (a flame graph).
+
+    ``subtasks`` are the subtask indexes to sample (empty: every one of the vertex here);
+    ``num_samples`` samples are taken ``delay`` seconds apart, each stack cut to its
+    ``max_depth`` outermost frames.  The answer comes when sampling ended.
+    """
+
+    TYPE: ClassVar[str] = "SampleStacks"
+    job_id: str
+    vertex_id: str
+    subtasks: list[int]
+    num_samples: int
+    delay: float
+    max_depth: int
+
+
+@dataclass(frozen=True)
+class StackSamples(Message):
+    """The answer to :class:`SampleStacks`: ``samples`` is ``[{subtask, on_cpu, stack, count}]``
+    with ``stack`` the frame names outermost first and ``count`` how many samples saw it."""
+
+    TYPE: ClassVar[str] = "StackSamples"
+    samples: list[dict[str, Any]]
+
+
 MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (
         Ack, Error, RegisterTaskManager, RegistrationAck, RegistrationRefused, Heartbeat, HeartbeatAck,
         TaskStateUpdates, MetricsReport, AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, CancelJob,
-        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete, QueryState, StateValue,
+        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete, QueryState, StateValue, SampleStacks, StackSamples,
     )
 }

@@ -36,6 +36,8 @@ class TestingTaskManagerGateway:
         self.deploy_hook: Hook = None
         self.cancel_hook: Hook = None
         self.release_hook: Hook = None
+        self.sampled: list[Any] = []
+        self.sample_hook: Hook = None
 
     async def deploy(self, deployment: DeployTasks) -> None:
         self.deployments.append(deployment)
@@ -57,6 +59,12 @@ class TestingTaskManagerGateway:
 
     async def notify_checkpoint_complete(self, msg: Any) -> None:
         self.checkpoint_calls.append(msg)
+    async def sample_stacks(self, request: Any, timeout: float) -> list[dict[str, Any]]:
+        """No subtask runs here: no samples (set ``sample_hook`` to answer some)."""
+        self.sampled.append(request)
+        if self.sample_hook is not None:
+            return await self.sample_hook(request)  # type: ignore[no-any-return]
+        return []
 
 
 class TestingJobManagerGateway:

@@ -4,6 +4,6 @@ accepted too and documented without a schema)."""
 
 from __future__ import annotations
 
-from streamlet.rest.routes import checkpoints, cluster, jobs, meta, metrics
+from streamlet.rest.routes import checkpoints, cluster, flamegraph, jobs, meta, metrics
 
-ROUTES = [*cluster.ROUTES, *jobs.ROUTES, *checkpoints.ROUTES, *metrics.ROUTES, *meta.ROUTES]
+ROUTES = [*cluster.ROUTES, *jobs.ROUTES, *checkpoints.ROUTES, *flamegraph.ROUTES, *metrics.ROUTES, *meta.ROUTES]

@@ -29,7 +29,7 @@ async def dashboard_config(request: web.Request) -> web.StreamResponse:
     """``GET /config``: what Flink's web dashboard reads first."""
     return json_response({"refresh-interval": 3000, "timezone-name": "UTC", "timezone-offset": 0,
                           "flink-version": __version__, "flink-revision": "", "streamlet-version": __version__,
-                          "features": {"web-submit": False, "web-cancel": True, "web-rescale": False,
+                          "features": {"web-submit": True, "web-cancel": True, "web-rescale": False,
                                        "web-history": False}})
 
 

@@ -47,11 +47,12 @@ from streamlet.rest.schemas import (
 from streamlet.runtime.job_files import job_modules, write_job_files
 from streamlet.logging import set_log_context
 from streamlet.metrics.registry import MetricGroup
+from streamlet.runtime.jobmanager.flame_graph import FlameGraphConfig, FlameGraphTracker
+from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_metrics import register_job_metrics
 from streamlet.runtime.jobmanager.checkpoint.coordinator import CheckpointAbortedError
 from streamlet.runtime.jobmanager.checkpoint.metadata import CompletedCheckpoint, read_metadata
 from streamlet.runtime.jobmanager.ha import JobStore
-from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.state.storage import storage_options
 from streamlet.runtime.jobmanager.job_status import JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
@@ -209,6 +210,8 @@ class Dispatcher:
         #: process (``streamlet run`` adds its executor's)
         self.metric_roots: list[MetricGroup] = [self.metrics]
         self._job_metrics: dict[str, MetricGroup] = {}
+        #: flame graphs: sampling rounds run in the Dispatcher's TaskGroup
+        self.flame_graphs = FlameGraphTracker(FlameGraphConfig.from_config(config), clock, self._spawn)
         resource_manager.on_task_manager_lost = self.on_task_manager_lost
 
     async def run(self) -> None:
@@ -225,6 +228,15 @@ class Dispatcher:
             self._tg = None
             # no wait: a planning thread cannot be interrupted; its result is dropped
             self._planner.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn(self, coro: Any) -> None:
+        if self._tg is None:  # stopping: the round is not started (the caller answers "waiting")
+            coro.close()
+            return
+        try:
+            self._tg.create_task(coro)
+        except RuntimeError:  # the TaskGroup is shutting down
+            coro.close()
 
     def stop(self) -> None:
         """End every unfinished job SUSPENDED now, then let :meth:`run` return.
@@ -366,6 +378,7 @@ class Dispatcher:
         for jid in done[:max(0, len(done) - cap)]:
             del self._jobs[jid]
             self.metrics.remove(self._job_metrics.pop(jid))
+            self.flame_graphs.forget_job(jid)
 
     # -- reports from TaskManagers (via TaskManagerSession) ---------------------------------
 
@@ -452,6 +465,12 @@ class Dispatcher:
         if wms is None:
             raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
         return wms
+    def vertex_flame_graph(self, job_id: str, vertex_id: str, kind: str = "FULL",
+                           subtask: int | None = None) -> dict[str, Any]:
+        jm = self._job(job_id)
+        if vertex_id not in {v.id for v in jm.graph.vertices}:
+            raise NotFoundError(f"job {job_id!r} has no vertex {vertex_id!r}; GET /jobs/{job_id} lists its vertices")
+        return self.flame_graphs.flame_graph(jm, vertex_id, kind, subtask)
 
     def cancel(self, job_id: str) -> None:
         self._job(job_id).cancel()

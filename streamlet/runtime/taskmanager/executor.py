@@ -26,6 +26,7 @@ import base64
 import logging
 import shutil
 import socket
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -38,11 +39,13 @@ from streamlet.graph.execution_graph import TaskDeploymentDescriptor
 from streamlet.keys import KeyGroupRange, freeze, key_group_for
 from streamlet.logging import set_log_context
 from streamlet.rpc.messages import (
-    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, Message, QueryState, StateValue, TriggerCheckpoint,
+    AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, Message, QueryState, SampleStacks, StateValue,
+    TriggerCheckpoint,
 )
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
+from streamlet.runtime.taskmanager.stack_sampler import sample_stacks
 from streamlet.runtime.taskmanager.deployment import build_task
 from streamlet.runtime.taskmanager.task import Task, TaskConfig, TaskSnapshot
 from streamlet.state.query import node_states, read_key
@@ -278,6 +281,24 @@ class TaskExecutor:
         out, self._checkpoint_reports = self._checkpoint_reports, []
         self.checkpoint_reports_ready.clear()
         return out
+
+    async def sample_stacks(self, msg: SampleStacks) -> list[dict[str, Any]]:
+        """Stack samples of the vertex's running subtasks here (see :mod:`.stack_sampler`): a
+        sampler thread for the length of the request, nothing before or after it."""
+        job = self._jobs.get(msg.job_id)
+        wanted = set(msg.subtasks)
+        tasks = {st.tdd.subtask_index: st.runner for st in (job.subtasks if job is not None else [])
+                 if st.tdd.vertex_id == msg.vertex_id and (not wanted or st.tdd.subtask_index in wanted)
+                 and st.runner is not None and not st.runner.done()}
+        if not tasks:
+            return []
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(sample_stacks, asyncio.get_running_loop(), threading.get_ident(),
+                                           tasks, max(1, msg.num_samples), max(0.0, msg.delay),
+                                           max(1, msg.max_depth), stop)
+        finally:
+            stop.set()  # a cancelled request ends the sampler at its next sample
 
     def tasks(self, job_id: str) -> list[Task]:
         """The deployed tasks of a job here (diagnostics, tests, queryable state)."""

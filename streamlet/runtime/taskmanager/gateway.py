@@ -7,11 +7,13 @@ connection; :class:`LocalTaskManagerGateway` is the same surface called directly
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+from typing import Any, Protocol
 
 from streamlet.rpc.endpoint import RpcEndpoint, rpc
 from streamlet.rpc.messages import (
-    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, QueryState, ReleaseJob, StateValue,
+    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, QueryState, ReleaseJob, SampleStacks,
+    StackSamples, StateValue,
     TriggerCheckpoint,
 )
 
@@ -28,6 +30,8 @@ class TaskExecutorLike(Protocol):
     def trigger_checkpoint(self, msg: TriggerCheckpoint) -> int: ...
 
     def notify_checkpoint_complete(self, job_id: str, checkpoint_id: int) -> None: ...
+
+    async def sample_stacks(self, request: SampleStacks) -> list[dict[str, Any]]: ...
 
     def query_state(self, request: QueryState) -> StateValue: ...
 
@@ -63,6 +67,10 @@ class TaskManagerEndpoint(RpcEndpoint):
         self.executor.notify_checkpoint_complete(msg.job_id, msg.checkpoint_id)
         return Ack()
 
+    @rpc(SampleStacks)
+    async def on_sample_stacks(self, msg: SampleStacks) -> Message:
+        return StackSamples(await self.executor.sample_stacks(msg))
+
     @rpc(QueryState)
     async def on_query_state(self, msg: QueryState) -> Message:
         return self.executor.query_state(msg)
@@ -91,3 +99,7 @@ class LocalTaskManagerGateway:
 
     async def query_state(self, request: QueryState) -> StateValue:
         return self.executor.query_state(request)
+
+    async def sample_stacks(self, request: SampleStacks, timeout: float) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            return await self.executor.sample_stacks(request)

@@ -1,0 +1,94 @@
+"""The stack sampler against tasks whose stacks are known: one spinning on the loop (on-CPU), one
+suspended on an event (off-CPU); and the flame graph tree built from samples."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from streamlet.runtime.jobmanager.flame_graph import build_flame_graph
+from streamlet.runtime.taskmanager.stack_sampler import sample_stacks
+
+
+def spin(seconds: float) -> int:
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+async def busy(stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        spin(0.02)
+        await asyncio.sleep(0)
+
+
+async def parked(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+def test_a_running_task_is_sampled_on_cpu_and_a_suspended_one_off_cpu() -> None:
+    async def main() -> list[dict]:
+        stop, never = asyncio.Event(), asyncio.Event()
+        tasks = {0: asyncio.create_task(busy(stop)), 1: asyncio.create_task(parked(never))}
+        await asyncio.sleep(0)
+        try:
+            return await asyncio.to_thread(sample_stacks, asyncio.get_running_loop(), threading.get_ident(),
+                                           tasks, 50, 0.005, 100)
+        finally:
+            stop.set()
+            never.set()
+            await asyncio.gather(*tasks.values())
+
+    samples = asyncio.run(main())
+    by = {0: [s for s in samples if s["subtask"] == 0], 1: [s for s in samples if s["subtask"] == 1]}
+    assert sum(s["count"] for s in by[0]) == 50 and sum(s["count"] for s in by[1]) == 50
+    on = sum(s["count"] for s in by[0] if s["on_cpu"])
+    # the loop thread spends nearly all its time in spin(); some samples land on its awaits (the
+    # sampler gets the GIL more easily when the loop releases it in select: see stack_sampler)
+    assert on >= 30, by[0]
+    for s in by[0]:
+        if s["on_cpu"]:
+            assert s["stack"][0].startswith("busy ("), s["stack"]
+            assert any(f.startswith("spin (") for f in s["stack"]), s["stack"]
+            assert "test_stack_sampler.py:" in s["stack"][0]
+    assert all(not s["on_cpu"] for s in by[1])
+    stacks = {tuple(f.split(" (")[0] for f in s["stack"]) for s in by[1]}
+    assert stacks == {("parked", "Event.wait")}, stacks
+
+
+def test_a_stop_event_ends_sampling_early_and_ended_tasks_are_not_sampled() -> None:
+    async def main() -> tuple[list[dict], float]:
+        task = asyncio.create_task(asyncio.sleep(0))
+        await task
+        stop = threading.Event()
+        stop.set()
+        t0 = time.perf_counter()
+        out = await asyncio.to_thread(sample_stacks, asyncio.get_running_loop(), threading.get_ident(),
+                                      {0: task}, 100, 1.0, 10, stop)
+        return out, time.perf_counter() - t0
+
+    samples, took = asyncio.run(main())
+    assert samples == [] and took < 0.5
+
+
+def test_flame_graph_tree_counts_every_sample_through_every_frame() -> None:
+    samples = [
+        {"subtask": 0, "on_cpu": True, "stack": ["run", "process", "map"], "count": 5},
+        {"subtask": 0, "on_cpu": False, "stack": ["run", "wait"], "count": 3},
+        {"subtask": 1, "on_cpu": True, "stack": ["run", "process", "filter"], "count": 2},
+    ]
+    full = build_flame_graph(samples)
+    assert full["name"] == "root" and full["value"] == 10
+    (run,) = full["children"]
+    assert run == {"name": "run", "value": 10, "children": [
+        {"name": "process", "value": 7, "children": [{"name": "map", "value": 5, "children": []},
+                                                     {"name": "filter", "value": 2, "children": []}]},
+        {"name": "wait", "value": 3, "children": []}]}
+    assert build_flame_graph(samples, "ON_CPU")["value"] == 7
+    off = build_flame_graph(samples, "OFF_CPU")
+    assert off["value"] == 3 and off["children"][0]["children"][0]["name"] == "wait"
+    one = build_flame_graph(samples, "FULL", subtask=1)
+    assert one["value"] == 2 and one["children"][0]["children"][0]["children"][0]["name"] == "filter"
