@@ -265,7 +265,7 @@ class JobMaster:
 
     async def _schedule(self, restore: CompletedCheckpoint | None, external: bool) -> None:
         """Expand, allocate and deploy the job, restoring ``restore`` (None: a fresh start)."""
-        olds: dict[str, list[dict[str, Any]]] = {}
+        olds: dict[str, list[tuple[dict[str, Any], frozenset[str]]]] = {}
         if restore is not None:
             try:
                 olds = match_vertices(restore, self.graph, self.allow_non_restored_state)

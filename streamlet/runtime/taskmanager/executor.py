@@ -91,6 +91,8 @@ class _Subtask:
     task: Task
     runner: asyncio.Task[None] | None = None
     terminal_reported: bool = False
+    #: uploads of this subtask's checkpoints in progress (FINISHED is reported after them)
+    persists: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -145,7 +147,9 @@ class _CheckpointReporter:
             if snapshot.keyed is not None:
                 snapshot.keyed.discard()
             return
-        tg.create_task(self.executor._persist(self.job, self.st, snapshot), name=f"persist-{task.name}")
+        t = tg.create_task(self.executor._persist(self.job, self.st, snapshot), name=f"persist-{task.name}")
+        self.st.persists.add(t)
+        t.add_done_callback(self.st.persists.discard)
 
     def decline(self, task: Task, checkpoint_id: int, reason: str) -> None:
         self.executor._queue_checkpoint_report(self.st, DeclineCheckpoint(
@@ -429,6 +433,9 @@ class TaskExecutor:
         self._report(job_id, st, "RUNNING")
         try:
             await st.task.run()
+            if st.persists:
+                # its last checkpoint's upload: once FINISHED is reported, nothing of it is in flight
+                await asyncio.wait(set(st.persists))
         except asyncio.CancelledError:
             self._report(job_id, st, "CANCELED", final=True)
             raise

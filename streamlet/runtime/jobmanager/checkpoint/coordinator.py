@@ -113,6 +113,7 @@ class CheckpointCoordinator:
         self._last_end = -float("inf")
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
 
     # -- storage ------------------------------------------------------------------------------
 
@@ -199,8 +200,14 @@ class CheckpointCoordinator:
     def on_report(self, msg: AcknowledgeCheckpoint | DeclineCheckpoint) -> None:
         p = self.pending
         key = (msg.vertex_id, msg.subtask_index)
+        if self._closed:
+            return
         if p is None or msg.checkpoint_id != p.checkpoint_id:
-            return  # late report of an aborted or completed checkpoint
+            # late report of an aborted checkpoint: what it uploaded to shared/ nobody references
+            if isinstance(msg, AcknowledgeCheckpoint) and not any(c.checkpoint_id == msg.checkpoint_id
+                                                                   for c in self.completed):
+                self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])))
+            return
         if p.waiting.get(key) != msg.attempt_id and key not in p.waiting:
             return
         if isinstance(msg, DeclineCheckpoint):
@@ -208,6 +215,8 @@ class CheckpointCoordinator:
                 self.abort(f"checkpoint {p.checkpoint_id} declined: {msg.reason}")
             return
         if p.waiting.get(key) != msg.attempt_id:
+            # not waited for (it finished first): its uploads will not be referenced
+            self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])))
             return
         p.acks[key] = msg
         self._check_complete()
@@ -344,16 +353,45 @@ class CheckpointCoordinator:
         self.latest_failed = entry
         self._add_history(entry)
         if not p.savepoint:
-            self._spawn(asyncio.to_thread(self._drop_dir, p.directory))
+            self._spawn(asyncio.to_thread(self._drop_dir, p.directory, self._shared_of(p.acks.values())))
         if p.future is not None and not p.future.done():
             p.future.set_exception(CheckpointAbortedError(reason))
         self._wake.set()
 
-    def _drop_dir(self, directory: str) -> None:
+    def _drop_dir(self, directory: str, shared: set[str] | None = None) -> None:
+        """Delete an aborted checkpoint's directory and the shared files only it uploaded (blocking)."""
         try:
             self.storage().delete_prefix(directory + "/")
         except Exception as exc:  # noqa: BLE001 - left-over files of an aborted checkpoint
             logger.debug("job %s: could not delete %s: %s", self.view.job_id, directory, exc)
+        if shared:
+            self._discard_shared(shared)
+
+    @staticmethod
+    def _shared_of(acks: Any) -> set[str]:
+        out: set[str] = set()
+        for ack in acks:
+            handle = ack.state.get("keyed") if isinstance(ack.state, dict) else None
+            if isinstance(handle, dict):
+                out.update(handle.get("shared") or ())
+        return out
+
+    def _discard_shared(self, shared: set[str]) -> None:
+        """Delete the shared files of ``shared`` that no retained checkpoint references (blocking).
+
+        Safe: a backend reuses only files of a *completed* checkpoint in later checkpoints."""
+        keep: set[str] = set()
+        for c in list(self.completed):
+            keep |= c.shared
+        if self.restored is not None:
+            keep |= self.restored.shared
+        storage = self.storage()
+        for path in shared - keep:
+            if path.startswith(SHARED_DIR + "/"):
+                try:
+                    storage.delete(path)
+                except Exception as exc:  # noqa: BLE001 - a left-over file wastes space; nothing breaks
+                    logger.debug("job %s: could not delete %s: %s", self.view.job_id, path, exc)
 
     # -- restore and statistics -----------------------------------------------------------------
 
@@ -435,7 +473,9 @@ class CheckpointCoordinator:
             logger.warning("job %s: checkpoint work failed: %s", self.view.job_id, task.exception())
 
     async def close(self) -> None:
-        """Cancel the trigger loop's work in flight and abort a pending checkpoint."""
+        """Abort a pending checkpoint, finish the work in flight, and delete shared files no
+        retained checkpoint references (uploads of checkpoints that never completed)."""
+        self._closed = True
         if self.pending is not None:
             p = self.pending
             self.pending = None
@@ -444,10 +484,32 @@ class CheckpointCoordinator:
             self.counts["in_progress"] -= 1
             if p.future is not None and not p.future.done():
                 p.future.set_exception(CheckpointAbortedError("the job stopped running"))
+            if not p.savepoint:
+                try:
+                    async with asyncio.timeout(30):
+                        await asyncio.to_thread(self._drop_dir, p.directory, self._shared_of(p.acks.values()))
+                except (TimeoutError, OSError) as exc:
+                    logger.warning("job %s: could not clean up checkpoint %d: %s", self.view.job_id,
+                                   p.checkpoint_id, exc)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._storage is not None:
+            try:
+                async with asyncio.timeout(60):
+                    await asyncio.to_thread(self._sweep_shared)
+            except (TimeoutError, OSError) as exc:
+                logger.warning("job %s: could not clean up shared checkpoint files: %s", self.view.job_id, exc)
+
+    def _sweep_shared(self) -> None:
+        """Delete every file below ``shared/`` that no retained checkpoint references (blocking)."""
+        try:
+            files = self.storage().list(SHARED_DIR + "/")
+        except Exception as exc:  # noqa: BLE001 - nothing to sweep
+            logger.debug("job %s: cannot list shared files: %s", self.view.job_id, exc)
+            return
+        self._discard_shared({f if f.startswith(SHARED_DIR + "/") else f"{SHARED_DIR}/{f}" for f in files})
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
