@@ -113,6 +113,7 @@ class CheckpointCoordinator:
         self._last_end = -float("inf")
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._cleanups: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     # -- storage ------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class CheckpointCoordinator:
             # late report of an aborted checkpoint: what it uploaded to shared/ nobody references
             if isinstance(msg, AcknowledgeCheckpoint) and not any(c.checkpoint_id == msg.checkpoint_id
                                                                    for c in self.completed):
-                self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])))
+                self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])), cleanup=True)
             return
         if p.waiting.get(key) != msg.attempt_id and key not in p.waiting:
             return
@@ -216,7 +217,7 @@ class CheckpointCoordinator:
             return
         if p.waiting.get(key) != msg.attempt_id:
             # not waited for (it finished first): its uploads will not be referenced
-            self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])))
+            self._spawn(asyncio.to_thread(self._discard_shared, self._shared_of([msg])), cleanup=True)
             return
         p.acks[key] = msg
         self._check_complete()
@@ -283,7 +284,7 @@ class CheckpointCoordinator:
             subsumed = self.completed[:-self.settings.retained]
             self.completed = self.completed[-self.settings.retained:]
             if subsumed:
-                self._spawn(asyncio.to_thread(self._subsume, subsumed, list(self.completed)))
+                self._spawn(asyncio.to_thread(self._subsume, subsumed, list(self.completed)), cleanup=True)
         if not p.savepoint and self.view.on_completed is not None:
             try:
                 await self.view.on_completed(done)
@@ -353,7 +354,7 @@ class CheckpointCoordinator:
         self.latest_failed = entry
         self._add_history(entry)
         if not p.savepoint:
-            self._spawn(asyncio.to_thread(self._drop_dir, p.directory, self._shared_of(p.acks.values())))
+            self._spawn(asyncio.to_thread(self._drop_dir, p.directory, self._shared_of(p.acks.values())), cleanup=True)
         if p.future is not None and not p.future.done():
             p.future.set_exception(CheckpointAbortedError(reason))
         self._wake.set()
@@ -461,14 +462,17 @@ class CheckpointCoordinator:
 
     # -- tasks ----------------------------------------------------------------------------------
 
-    def _spawn(self, aw: Awaitable[Any]) -> asyncio.Task[Any]:
+    def _spawn(self, aw: Awaitable[Any], cleanup: bool = False) -> asyncio.Task[Any]:
+        """A task of this coordinator; ``cleanup`` tasks (deleting files) are awaited at close, the
+        others cancelled."""
         task = asyncio.ensure_future(aw)
-        self._tasks.add(task)
+        (self._cleanups if cleanup else self._tasks).add(task)
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._cleanups.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.warning("job %s: checkpoint work failed: %s", self.view.job_id, task.exception())
 
@@ -495,6 +499,9 @@ class CheckpointCoordinator:
             t.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._cleanups:
+            # deletions of subsumed and aborted checkpoints: bounded file I/O, finished rather than dropped
+            await asyncio.wait(set(self._cleanups), timeout=60)
         if self._storage is not None:
             try:
                 async with asyncio.timeout(60):
