@@ -18,6 +18,7 @@ import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from streamlet.errors import ConfigError, PipelineDefinitionError, PipelineLimitError, StreamletError
 from streamlet.rest.base import ConflictError, NotFoundError, RestGateway, UnavailableError
@@ -47,6 +48,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             allowed = exc.headers.get("Allow", "")
             reason = f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
         return error_response(exc.status, reason, headers=headers)
+    except HttpProcessingError as exc:
+        # a malformed part of the request aiohttp only parses on demand (a multipart header)
+        status = exc.code if 400 <= exc.code < 500 else 400
+        return error_response(status, f"malformed request: {exc.message.strip()}")
     except NotFoundError as exc:
         return error_response(404, str(exc))
     except ConflictError as exc:
