@@ -20,6 +20,8 @@ exclude start-up (planning, split enumeration, task deployment), which is report
   python scripts/bench.py                       # all workloads, parallelism 1
   python scripts/bench.py W1 W2 --records 500000
   python scripts/bench.py W2 --parallelism 2 --taskmanagers 2
+  python scripts/bench.py W1 W2 --scrape        # with the REST API up and GET /metrics every second
+  (scripts/bench_metrics.py compares runs with and without --scrape)
 """
 
 from __future__ import annotations
@@ -147,8 +149,24 @@ def make_input(records: int) -> Path:
 
 # ---------------------------------------------------------------- measured in a child process
 
+#: the scraper process of --scrape: GET the URL every second, print how many scrapes succeeded at the end
+SCRAPER = """
+import signal, sys, time, urllib.request
+n = 0
+signal.signal(signal.SIGTERM, lambda *a: (print(n, flush=True), sys.exit(0)))
+while True:
+    t = time.monotonic()
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=5).read()
+        n += 1
+    except OSError:
+        pass
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+"""
+
+
 def child_streamlet(workload: str, records: int, events: int, parallelism: int, taskmanagers: int,
-                    defines: list[str] | None = None) -> dict:
+                    defines: list[str] | None = None, scrape: bool = False) -> dict:
     from streamlet import config as cfg
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
@@ -167,8 +185,21 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
     graph = plan(loads(text, "bench.yaml", base, variables=variables), parallelism_override=parallelism)
     conf = cfg.load(overrides=dict(d.split("=", 1) for d in defines or []))
     started: list = []
-    result = minicluster.execute(graph, conf, taskmanagers=taskmanagers,
-                                 on_started=lambda cluster, job: started.append((cluster, job)))
+    scraper: list = []
+
+    def on_started(cluster, job) -> None:
+        started.append((cluster, job))
+        if scrape:  # a Prometheus-like scraper in its own process: GET /metrics every second
+            url = f"http://127.0.0.1:{cluster.rest_port}/metrics"
+            scraper.append(subprocess.Popen([sys.executable, "-c", SCRAPER, url], stdout=subprocess.PIPE, text=True))
+
+    if scrape:
+        conf = conf.with_overrides({"rest.port": 0})
+    try:
+        result = minicluster.execute(graph, conf, taskmanagers=taskmanagers, rest=scrape, on_started=on_started)
+    finally:
+        for p in scraper:
+            p.terminate()
     t1 = time.perf_counter()
     if result.state != "FINISHED":
         raise SystemExit(f"{workload} {result.state}: {result.error}")
@@ -180,6 +211,8 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
     out = {"records": n, "startup_s": round(t1 - t0 - result.run_seconds, 3), "run_s": round(result.run_seconds, 3),
            "rate": n / result.run_seconds, "peak_rss_mb": peak / 1024,
            "out_records": result.vertices[-1].records_out}
+    if scraper:
+        out["scrapes"] = int((scraper[0].communicate(timeout=10)[0] or "0").split()[-1])
     cluster, job = started[0]
     stats = cluster.dispatcher.checkpoint_stats(job)
     if stats["counts"]["completed"]:
@@ -251,7 +284,8 @@ def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict | None
     events = args.nexmark_events if workload in NEXMARK_QUERIES else args.events
     cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
            "--events", str(events), "--parallelism", str(args.parallelism),
-           "--taskmanagers", str(args.taskmanagers), *[f"-D{d}" for d in args.define]]
+           "--taskmanagers", str(args.taskmanagers), *[f"-D{d}" for d in args.define],
+           *(["--scrape"] if getattr(args, "scrape", False) and kind == "streamlet" else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {workload} failed:\n{proc.stderr[-3000:]}")
@@ -271,13 +305,16 @@ def main() -> None:
     ap.add_argument("-D", dest="define", action="append", default=[], metavar="KEY=VALUE",
                     help="configuration override for streamlet, e.g. -D execution.checkpointing.interval=1s "
                          "-D state.backend.type=rocksdb (checkpoint figures are then reported)")
+    ap.add_argument("--scrape", action="store_true",
+                    help="serve the REST API and GET /metrics every second from another process while it runs")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "WORKLOAD"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
     if args.child:
         kind, workload = args.child
         if kind == "streamlet":
-            res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers, args.define)
+            res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers, args.define,
+                                  args.scrape)
         else:
             res = child_hand(workload, args.records, args.events)
         print(json.dumps(res))
