@@ -179,8 +179,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("log.format", "str", "text", "log lines of the processes: text, or json (one object per line)", choices=("text", "json")),
     Option("metrics.address", "str", "127.0.0.1", "address a TaskManager's GET /metrics (Prometheus) binds to"),
     Option("metrics.port", "str", "9249-9259", "port of a TaskManager's GET /metrics: a port, a range (the first free one is taken) or 0 (any)"),
-    Option("metrics.latency.interval", "duration", "0ms", "how often sources emit latency markers (0 = off); their latency is a histogram per source and operator in GET /metrics",
-           unused="latency markers are not emitted yet"),
+    Option("metrics.latency.interval", "duration", "0ms", "how often sources emit latency markers (0 = off); their latency is a histogram per source and operator in GET /metrics"),
     # limits on what a client may send (checked before any expensive work; see docs/operations.md)
     Option("rest.server.max-content-length", "int", 32 * 1024 * 1024, "largest REST request body in bytes (a pipeline with its files); larger is refused with 413"),
     Option("rest.server.read-timeout", "duration", "30s", "time a client has to send a whole request body; slower is answered 408"),

@@ -201,6 +201,12 @@ class MetricGroup:
         self._children.append(child)
         return child
 
+    def attach(self, child: MetricGroup) -> MetricGroup:
+        """Make ``child`` (a group with its own scope and name) a child of this one, so it is
+        reported and removed with it; returns it."""
+        self._children.append(child)
+        return child
+
     def histogram(self, name: str, size: int = 128) -> Histogram:
         return self._add(name, Histogram(size))
 

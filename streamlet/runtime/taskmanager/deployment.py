@@ -63,6 +63,8 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
     if chain.writer is not None:
         main.append(SinkOutput(chain.writer, io))
     task = Task(name, chain, gate, main, io, clock, config, state, side)
+    task.subtask_index = tdd.subtask_index
+    task.head_id = tdd.operators[0].id
     holder.append(task)
     # a chain's operators share the task's watermarks (they run in one step over each batch)
     for g in chain.operator_groups:

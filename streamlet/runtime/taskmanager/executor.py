@@ -166,7 +166,8 @@ def task_config(config: Any) -> TaskConfig:
     """The per-task settings of a configuration (``execution.buffer-timeout``,
     ``pipeline.auto-watermark-interval``)."""
     return TaskConfig(buffer_timeout=config["execution.buffer-timeout"],
-                      watermark_interval=config["pipeline.auto-watermark-interval"])
+                      watermark_interval=config["pipeline.auto-watermark-interval"],
+                      latency_interval=config["metrics.latency.interval"])
 
 
 class TaskExecutor:

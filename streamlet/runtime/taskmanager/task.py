@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from streamlet.connectors.base import SinkWriter
-from streamlet.metrics.registry import TaskIOMetrics, perf
+from streamlet.metrics.registry import MetricGroup, TaskIOMetrics, perf
 from streamlet.runtime.taskmanager.mailbox import Mailbox, TaskTimers
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, OutputChannel
 from streamlet.runtime.taskmanager.network.elements import (
-    ACTIVE_STATUS, END_OF_PARTITION, IDLE_STATUS, CheckpointBarrier, EndOfPartition, RecordBatch, Watermark,
-    WatermarkStatus,
+    ACTIVE_STATUS, END_OF_PARTITION, IDLE_STATUS, CheckpointBarrier, EndOfPartition, LatencyMarker, RecordBatch,
+    Watermark, WatermarkStatus,
 )
 from streamlet.runtime.taskmanager.network.errors import ElementEncodingError
 from streamlet.runtime.taskmanager.network.partitioners import Split
@@ -57,6 +57,8 @@ class TaskConfig:
     buffer_timeout: float = 0.1
     watermark_interval: float = 0.2
     checkpointing_mode: str = EXACTLY_ONCE
+    #: seconds between latency markers at sources (``metrics.latency.interval``; 0: none)
+    latency_interval: float = 0.0
 
 
 @dataclass
@@ -121,6 +123,7 @@ class RecordWriter:
         self._pending: list[list[Any]] = [[] for _ in range(n)]
         self._pending_ts: list[list[int] | None] = [None] * n
         self._on_pending = on_pending
+        self._marker_next = -1
 
     async def emit(self, records: list[Any], ts: list[int] | None) -> None:
         size = self.batch_size
@@ -169,6 +172,16 @@ class RecordWriter:
                 raise_not_json(element.records, self.node_id, exc)
             raise
 
+    async def emit_marker(self, marker: LatencyMarker) -> None:
+        """Send a latency marker on one channel (round robin), after that channel's pending records,
+        so it waits where records wait."""
+        if not self.channels:
+            return
+        i = self._marker_next = (self._marker_next + 1) % len(self.channels)
+        if self._pending[i]:
+            await self._send(i)
+        await self._put(i, marker)
+
     @property
     def has_pending(self) -> bool:
         return any(self._pending)
@@ -203,6 +216,9 @@ class SinkOutput:
     async def broadcast(self, element: Any) -> None:
         if element is END_OF_PARTITION:
             await self.writer.finish()
+
+    async def emit_marker(self, marker: LatencyMarker) -> None:
+        return None  # a marker ends at the sink: the task recorded its latency
 
 
 class SideOutputs:
@@ -291,6 +307,12 @@ class Task:
             self._timestamps = compile_timestamps(src.timestamp, src.id)
             self._strategy = (WatermarkStrategy.from_spec(src.watermark) if src.watermark is not None
                               else WatermarkStrategy(0, None))
+        #: set by the builder: this subtask's index, and the id of its chain's first operator (the
+        #: ``operator_id`` of the latency it records)
+        self.subtask_index = 0
+        self.head_id = name
+        #: source id -> the end-to-end latency histogram of markers from it (created on first marker)
+        self._latency: dict[str, Any] = {}
         self._split_tracker = WatermarkTracker()
         self._split_index: dict[str, int] = {}
         self._generators: list[Any] = []
@@ -328,6 +350,8 @@ class Task:
             if self._strategy is not None:
                 self._track_active_splits()
                 self.timers.every(self.config.watermark_interval, self._emit_source_watermark)
+            if self.config.latency_interval > 0:
+                self.timers.every(self.config.latency_interval, self._emit_latency_marker)
 
     async def _close(self) -> None:
         """Release everything, also when one release raises (the first error is raised at the end)."""
@@ -494,6 +518,26 @@ class Task:
         if advanced is not None:
             await self._advance_watermark(advanced)
 
+    async def _emit_latency_marker(self) -> None:
+        """Periodic at a source: a latency marker to one channel of each output."""
+        src = self.chain.source
+        marker = LatencyMarker(self.clock.time_ms(), src.id if src is not None else self.head_id, self.subtask_index)
+        if self.chain.writer is not None:  # the sink is chained to the source
+            self._record_latency(marker)
+        for out in self.outputs:
+            await out.emit_marker(marker)
+
+    def _record_latency(self, marker: LatencyMarker) -> None:
+        h = self._latency.get(marker.source_id)
+        if h is None:
+            group = self.metrics.group.attach(MetricGroup(
+                {k: v for k, v in self.metrics.group.scope.items() if k in ("host", "tm_id", "job_id", "job_name")}
+                | {"source_id": marker.source_id, "operator_id": self.head_id,
+                   "operator_subtask_index": str(self.subtask_index)},
+                "taskmanager_job_latency_source_id_operator_id_operator_subtask_index"))
+            h = self._latency[marker.source_id] = group.histogram("latency")
+        h.update(max(0, self.clock.time_ms() - marker.marked_time))
+
     async def _set_idle_out(self, idle: bool) -> None:
         if idle != self._idle_out:
             self._idle_out = idle
@@ -572,6 +616,10 @@ class Task:
                     await self._set_idle_out(False)
             elif kind is CheckpointBarrier:
                 await self._on_barrier(ch, element)
+            elif kind is LatencyMarker:
+                self._record_latency(element)
+                for out in self.outputs:
+                    await out.emit_marker(element)
             elif kind is EndOfPartition:
                 ch.finished = True
                 remaining -= 1

@@ -2,7 +2,7 @@
 
 A channel carries :class:`RecordBatch` (records plus optional event timestamps), and control
 elements: :class:`Watermark`, :class:`WatermarkStatus`, :class:`CheckpointBarrier`,
-:class:`EndOfPartition`.  Every
+:class:`EndOfPartition`, :class:`LatencyMarker`.  Every
 element has a JSON form for remote channels (``to_wire`` / :func:`from_wire`).
 """
 
@@ -78,6 +78,21 @@ class EndOfPartition:
 END_OF_PARTITION = EndOfPartition()
 
 
+@dataclass(frozen=True)
+class LatencyMarker:
+    """Emitted by source subtask ``subtask_index`` of source ``source_id`` at ``marked_time`` (epoch
+    ms, every ``metrics.latency.interval``); each task it reaches records ``now - marked_time`` and
+    forwards it on one channel of each output (Flink's LatencyMarker: it measures the time records
+    spend queued and in flight, not the time operators take)."""
+
+    marked_time: int
+    source_id: str
+    subtask_index: int
+
+    def to_wire(self) -> list[Any]:
+        return ["l", self.marked_time, self.source_id, self.subtask_index]
+
+
 def from_wire(data: list[Any]) -> Any:
     """The element a ``to_wire`` list encodes; raises ValueError for anything else (a batch whose
     records are not a list, timestamps not parallel to them, a watermark that is not an int)."""
@@ -97,6 +112,10 @@ def from_wire(data: list[Any]) -> Any:
         return CheckpointBarrier(data[1], data[2], len(data) > 3 and data[3])
     if tag == "e":
         return END_OF_PARTITION
+    if tag == "l":
+        if type(data[1]) is not int or type(data[2]) is not str or type(data[3]) is not int:
+            raise ValueError("a latency marker carries a time, a source id and a subtask index")
+        return LatencyMarker(data[1], data[2], data[3])
     if tag == "s":
         if type(data[1]) is not bool:
             raise ValueError(f"a watermark status is a boolean, got {data[1]!r}")
