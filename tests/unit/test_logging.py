@@ -56,3 +56,27 @@ def test_each_task_logs_its_own_job_and_subtask_on_one_line(fmt: str) -> None:
         assert f"[job={'a' * 32} subtask=map (1/2)]" in lines[0] and "ValueError: bad\\nrecord" in lines[0]
         assert f"[job={'b' * 32} subtask=map (2/2)]" in lines[1]
         assert "runtime.taskmanager.test_logging: not about a job" in lines[2] and "[job=" not in lines[2]
+
+
+def test_a_jobmanager_process_logs_json_lines(tmp_path) -> None:
+    """``streamlet jobmanager --log-format json``: every line on stderr is one JSON object."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "streamlet", "jobmanager", "--log-format", "json",
+                             "-D", "rest.port=0", "-D", "jobmanager.rpc.port=0"],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tmp_path,
+                            env={**os.environ, "STREAMLET_TOKEN": ""})
+    try:
+        assert proc.stderr is not None
+        first = json.loads(proc.stderr.readline())  # blocks until the first event: "jobmanager up"
+        assert first["component"] == "runtime.jobmanager.process" and "jobmanager up" in first["message"]
+        assert first["level"] == "INFO" and first["job_id"] is None and first["time"].endswith("+00:00")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=20)
+    for line in rest.splitlines():
+        assert isinstance(json.loads(line), dict)
+    assert proc.returncode == 0
