@@ -157,3 +157,32 @@ def test_a_taskmanager_process_serves_its_metrics_on_metrics_port(tmp_path: Path
         assert not any(name.startswith("flink_taskmanager_job_task") for name in jm)
 
     asyncio.run(main())
+
+
+def test_checkpoint_metrics_of_the_jobmanager_follow_the_coordinator(tmp_path: Path) -> None:
+    # an absolute directory: a relative one is the JobManager's working directory's
+    text = PIPELINE.replace("    parallelism: 2\n",
+                            f"    parallelism: 2\n    checkpointing: {{interval: 100ms, dir: '{tmp_path / 'chk'}'}}\n")
+    graph = plan_file(write_pipeline(tmp_path, text))
+
+    async def main() -> tuple[dict[str, Any], Any]:
+        async with MiniCluster(_conf(), slots=2, rest=True) as cluster:
+            job = await cluster.submit(graph)
+            base = f"http://127.0.0.1:{cluster.rest_port}"
+
+            def ready(s: dict[str, Any]) -> bool:
+                return s.get("flink_jobmanager_job_numberOfCompletedCheckpoints", [({}, 0)])[0][1] >= 3
+
+            got = await _scrape_until(f"{base}/metrics", ready)
+            cluster.cancel(job)
+            await cluster.dispatcher.wait_terminal(job)
+            return got["samples"], cluster.dispatcher.checkpoint_stats(job)
+
+    s, stats = asyncio.run(main())
+    completed = s["flink_jobmanager_job_numberOfCompletedCheckpoints"][0][1]
+    # the REST view read after the scrape has at least as many (the job went on)
+    assert 3 <= completed <= stats["counts"]["completed"]
+    assert s["flink_jobmanager_job_lastCheckpointDuration"][0][1] >= 0
+    assert s["flink_jobmanager_job_lastCheckpointSize"][0][1] > 0  # the keyed sums have state
+    assert s["flink_jobmanager_job_numberOfFailedCheckpoints"][0][1] == 0
+    assert s["flink_jobmanager_job_totalNumberOfCheckpoints"][0][1] >= completed
