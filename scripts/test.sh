@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q -e '.[dev]'
+# the dashboard's browser tests keep their screenshots here (CI: keep this directory as an artifact)
+export STREAMLET_SCREENSHOTS="${STREAMLET_SCREENSHOTS:-$PWD/.artifacts/screenshots}"
 set +e
 python -m pytest -q -p no:cacheprovider "$@"
 rc=$?
