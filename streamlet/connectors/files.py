@@ -1,4 +1,5 @@
-"""``file`` source: text, jsonl and csv files, bounded (the sink is in :mod:`.file_sink`).
+"""``file`` source: text, jsonl and csv files, bounded, or watching directories for new files
+(the sink is in :mod:`.file_sink`).
 
 Source splits are byte ranges aligned on line starts: one per file when there are at least as
 many files as subtasks, otherwise files are cut into pieces so every subtask gets work.  The
@@ -6,6 +7,15 @@ enumerator aligns each cut on the next newline, so a reader reads exactly its by
 looks at line offsets.  Reads happen off the event loop in 4 MiB chunks; lines are handed out in
 batches of ``pipeline.batch-size``.  Chunks are large because every thread hand-off costs GIL
 switches: with 1 MiB chunks and blocks, W2 ran at half speed.
+
+**Watching** (``watch: 1s``, Flink's ``FileSource.monitorContinuously``): the source is
+unbounded.  The files present at the start are split as above; then the JobMaster's source
+coordinator lists the directories every interval (:meth:`FileSource.discover_splits`) and hands
+each file it has not seen, whole, as a new split to a subtask.  A file is known by its path and
+read once, up to the size it had when it was found: write files elsewhere (or under a name
+starting with ``.`` or ``_``) and rename them into the directory, as with Flink.  Readers keep
+every split they were given in their state (finished ones ``done``), so a restore re-reads no
+file and the coordinator, which takes the restored states as what it knows, finds none again.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from streamlet.connectors.base import END_OF_INPUT, Param, validate_params
 from streamlet.connectors.errors import ConnectorError
 from streamlet.connectors.pacing import paced_reader, positive_rate
 from streamlet.errors import DecodeError, PipelineDefinitionError
+from streamlet.time.durations import duration_ms
 
 _CHUNK = 1 << 22
 _FORMATS = ("text", "jsonl", "csv")
@@ -30,6 +41,7 @@ _EXT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv"}
 
 
 def _infer_format(paths: list[str]) -> str:
+    """The format of the first path with a known extension (a glob pattern counts), else text."""
     for p in paths:
         ext = Path(p).suffix.lower()
         if ext in _EXT:
@@ -50,10 +62,43 @@ def list_files(paths: list[str], pattern: str) -> list[str]:
         path = Path(p)
         if path.is_dir():
             out.extend(str(f) for f in sorted(path.glob(pattern))
-                       if f.is_file() and not f.name.startswith((".", "_")))
+                       if not f.name.startswith((".", "_")) and f.is_file())
         else:
             out.append(str(path))
     return out
+
+
+def _file_splits(files: list[str], sizes: Mapping[str, int], params: Mapping[str, Any],
+                 parallelism: int) -> list[dict[str, Any]]:
+    """Byte-range splits of ``files`` aligned on line starts (blocking I/O)."""
+    total = sum(sizes.values()) or 1
+    splits: list[dict[str, Any]] = []
+    for f in files:
+        header = None
+        first_line_end = 0
+        if params["format"] == "csv" and params["header"]:
+            with open(f, "rb") as fh:
+                line = fh.readline()
+            first_line_end = len(line)
+            header = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")],
+                                     delimiter=params["delimiter"]), [])
+        pieces = 1 if len(files) >= parallelism else max(1, round(parallelism * sizes[f] / total))
+        bounds = [first_line_end]
+        with open(f, "rb") as fh:
+            for k in range(1, pieces):
+                target = max(bounds[-1], sizes[f] * k // pieces)
+                if target > 0:
+                    fh.seek(target - 1)
+                    fh.readline()
+                pos = fh.tell()
+                if pos > bounds[-1] and pos < sizes[f]:
+                    bounds.append(pos)
+        bounds.append(sizes[f])
+        for start, end in zip(bounds, bounds[1:]):
+            if end > start:
+                splits.append({"id": f"{f}:{start}-{end}", "path": f, "start": start, "end": end,
+                               "header": header})
+    return splits
 
 
 class FileSource:
@@ -68,12 +113,16 @@ class FileSource:
         "header": Param("bool", "csv: the first line names the fields (records are maps)", True),
         "rate": Param("number", "records per second for the whole source, divided over its subtasks (omit: as "
                                 "fast as possible)"),
+        "watch": Param("any", "watch the directories for new files, listing them this often (e.g. 1s): the "
+                              "source is unbounded (omit: bounded)"),
     }
 
     @classmethod
     def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
         out = validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
         positive_rate(out["rate"], f"{where}.rate")
+        if out["watch"] is not None:
+            out["watch"] = duration_ms(out["watch"], f"{where}.watch", allow_zero=False)
         raw = out["path"] if isinstance(out["path"], list) else [out["path"]]
         paths = []
         for p in raw:
@@ -86,49 +135,54 @@ class FileSource:
                     "against the pipeline file's directory", f"{where}.path")
             paths.append(str(rp.resolve()))
         files = list_files(paths, out["pattern"])
-        if not files:
+        if out["watch"] is not None:
+            if not any(Path(p).is_dir() for p in paths):
+                raise PipelineDefinitionError(f"watch needs a directory to watch, got only files {raw!r}; name the "
+                                              "directory new files arrive in", f"{where}.path")
+        elif not files:
             raise PipelineDefinitionError(f"no input files match {out['pattern']!r} in {raw!r}", f"{where}.path")
         out["path"] = paths
-        out["format"] = out["format"] or _infer_format(files)
+        out["format"] = out["format"] or _infer_format(files or [out["pattern"]])
         return out
 
     @classmethod
     def is_bounded(cls, params: Mapping[str, Any]) -> bool:
-        return True
+        """Bounded unless ``watch`` is set."""
+        return params.get("watch") is None
+
+    @classmethod
+    def discovery_interval(cls, params: Mapping[str, Any]) -> float | None:
+        """Seconds between two listings of the watched directories (None: not watching)."""
+        watch = params.get("watch")
+        return watch / 1000 if watch else None
+
+    @classmethod
+    def discover_splits(cls, params: Mapping[str, Any], parallelism: int,
+                        known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One whole-file split per file not among ``known`` (split states or splits assigned so
+        far), in name order; empty files wait until they have content.  Blocking (lists directories)."""
+        seen = {s["path"] for s in known if "path" in s}
+        out: list[dict[str, Any]] = []
+        for f in list_files(params["path"], params["pattern"]):
+            if f in seen:
+                continue
+            try:
+                size = os.path.getsize(f)
+                if size == 0:
+                    continue
+                splits = _file_splits([f], {f: size}, params, 1)
+            except FileNotFoundError:  # removed since the listing
+                continue
+            # a csv file holding only its header still counts as found (a split with nothing to read)
+            out.extend(splits or [{"id": f"{f}:{size}-{size}", "path": f, "start": size, "end": size,
+                                   "header": None}])
+        return out
 
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
         """Byte-range splits aligned on line starts (blocking I/O: call off the event loop)."""
         files = list_files(params["path"], params["pattern"])
-        sizes = {f: os.path.getsize(f) for f in files}
-        total = sum(sizes.values()) or 1
-        splits: list[dict[str, Any]] = []
-        for f in files:
-            header = None
-            first_line_end = 0
-            if params["format"] == "csv" and params["header"]:
-                with open(f, "rb") as fh:
-                    line = fh.readline()
-                first_line_end = len(line)
-                header = next(csv.reader([line.decode("utf-8-sig").rstrip("\r\n")],
-                                         delimiter=params["delimiter"]), [])
-            pieces = 1 if len(files) >= parallelism else max(1, round(parallelism * sizes[f] / total))
-            bounds = [first_line_end]
-            with open(f, "rb") as fh:
-                for k in range(1, pieces):
-                    target = max(bounds[-1], sizes[f] * k // pieces)
-                    if target > 0:
-                        fh.seek(target - 1)
-                        fh.readline()
-                    pos = fh.tell()
-                    if pos > bounds[-1] and pos < sizes[f]:
-                        bounds.append(pos)
-            bounds.append(sizes[f])
-            for start, end in zip(bounds, bounds[1:]):
-                if end > start:
-                    splits.append({"id": f"{f}:{start}-{end}", "path": f, "start": start, "end": end,
-                                   "header": header})
-        return splits
+        return _file_splits(files, {f: os.path.getsize(f) for f in files}, params, parallelism)
 
     @classmethod
     def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> Any:
@@ -196,6 +250,9 @@ class FileReader:
 
     def __init__(self, params: Mapping[str, Any], ctx: Any) -> None:
         self._format = params["format"]
+        #: watching: no end of input; an idle reader waits for splits from the coordinator
+        self._watching = params.get("watch") is not None
+        self._more = asyncio.Event()
         self._delimiter = params["delimiter"]
         self._batch_size: int = ctx.batch_size
         self._node_id: str = ctx.node_id
@@ -239,6 +296,7 @@ class FileReader:
                 self._queue.append(sp)
             else:
                 self._finished_bytes += sp.end - sp.start
+        self._more.set()
 
     def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
         """Every split with the offset of its next unread line (finished ones ``done: true``)."""
@@ -252,7 +310,9 @@ class FileReader:
         return None
 
     def progress(self) -> float | None:
-        """Fraction of the held byte ranges returned."""
+        """Fraction of the held byte ranges returned (None while watching: there is no end)."""
+        if self._watching:
+            return None
         if not self._total:
             return 1.0
         cur = self._cur
@@ -261,7 +321,7 @@ class FileReader:
 
     def poll(self) -> list[Any] | None:
         """The next run of lines of the current split, ``[]`` while a read is under way, or
-        ``END_OF_INPUT`` once every split is read."""
+        ``END_OF_INPUT`` once every split is read (watching: ``[]`` until new splits come)."""
         while True:
             buf, start = self._buf, self._pos
             if start < len(buf):
@@ -288,8 +348,13 @@ class FileReader:
     async def wait_available(self) -> None:
         """Wait for the read in flight (cancel-safe: cancelling the wait leaves the read running)."""
         fut = self._bad[2] if self._bad is not None else self._pending
-        if fut is not None and not fut.done():
-            await asyncio.wait((fut,))
+        if fut is not None:
+            if not fut.done():
+                await asyncio.wait((fut,))
+        elif self._watching and self._cur is None and not self._queue:
+            # every split read: the next ones come with add_splits (the task's mailbox wakes it too)
+            self._more.clear()
+            await self._more.wait()
 
     def _advance(self) -> bool | list[Any] | None:
         """Refill the buffer: True when refilled, ``[]`` when a read is under way, None at the end."""
@@ -319,7 +384,7 @@ class FileReader:
             self._finished_bytes += cur.end - cur.start
             self._stale, self._fh, self._cur = self._fh, None, None
         if not self._queue:
-            return END_OF_INPUT
+            return [] if self._watching else END_OF_INPUT
         cur = self._cur = self._queue.popleft()
         self._read_off = cur.offset
         self._left, self._buf, self._pos, self._eof = b"", b"", 0, False

@@ -18,8 +18,9 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from streamlet.rpc.endpoint import RpcConnection
+
 from streamlet.rpc.messages import (
-    AcknowledgeCheckpoint, CancelJob, DeclineCheckpoint, DeployTasks, Heartbeat, MetricsReport,
+    AcknowledgeCheckpoint, AddSplits, CancelJob, DeclineCheckpoint, DeployTasks, Heartbeat, MetricsReport,
     NotifyCheckpointComplete, QueryState, RegisterTaskManager, RegistrationAck, RegistrationRefused, ReleaseJob,
     SampleStacks, StackSamples, StateValue, TaskStateUpdates, TriggerCheckpoint,
 )
@@ -39,6 +40,9 @@ class TaskManagerGateway(Protocol):
 
     async def notify_checkpoint_complete(self, msg: NotifyCheckpointComplete) -> None:
         """A checkpoint of the job is complete: its subtasks here commit."""
+
+    async def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None:
+        """Hand new splits to a running source subtask (it takes them between batches)."""
 
     async def release_job(self, job_id: str) -> None:
         """Free the job's slots, channels and files (after the job reached a terminal state)."""
@@ -84,6 +88,9 @@ class RemoteTaskManagerGateway:
 
     async def cancel_job(self, job_id: str) -> None:
         await self.connection.request(CancelJob(job_id))
+
+    async def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None:
+        await self.connection.request(AddSplits(job_id, vertex_id, subtask_index, splits))
 
     async def release_job(self, job_id: str) -> None:
         await self.connection.request(ReleaseJob(job_id))

@@ -18,6 +18,7 @@ TaskManager             AcknowledgeCheckpoint      Ack
 TaskManager             DeclineCheckpoint          Ack
 JobManager              DeployTasks                Ack
 JobManager              CancelJob                  Ack
+JobManager              AddSplits                  Ack
 JobManager              ReleaseJob                 Ack
 JobManager              TriggerCheckpoint          Ack
 JobManager              NotifyCheckpointComplete   Ack
@@ -263,6 +264,18 @@ class CancelJob(Message):
 
 
 @dataclass(frozen=True)
+class AddSplits(Message):
+    """Hand new splits, found by the source coordinator while the job runs (e.g. new files of a
+    watched directory), to one running source subtask; its reader takes them between batches."""
+
+    TYPE: ClassVar[str] = "AddSplits"
+    job_id: str
+    vertex_id: str
+    subtask_index: int
+    splits: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
 class ReleaseJob(Message):
     """The job reached a terminal state: free its slots, channels and files."""
 
@@ -355,6 +368,7 @@ MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (
         Ack, Error, RegisterTaskManager, RegistrationAck, RegistrationRefused, Heartbeat, HeartbeatAck,
         TaskStateUpdates, MetricsReport, AcknowledgeCheckpoint, DeclineCheckpoint, DeployTasks, CancelJob,
-        ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete, QueryState, StateValue, SampleStacks, StackSamples,
+        AddSplits, ReleaseJob, TriggerCheckpoint, NotifyCheckpointComplete, QueryState, StateValue, SampleStacks,
+        StackSamples,
     )
 }

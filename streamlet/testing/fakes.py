@@ -38,6 +38,9 @@ class TestingTaskManagerGateway:
         self.release_hook: Hook = None
         self.sampled: list[Any] = []
         self.sample_hook: Hook = None
+        #: (job_id, vertex_id, subtask_index, splits) of every add_splits call
+        self.added_splits: list[tuple[str, str, int, list[dict[str, Any]]]] = []
+        self.add_splits_hook: Hook = None
 
     async def deploy(self, deployment: DeployTasks) -> None:
         self.deployments.append(deployment)
@@ -48,6 +51,12 @@ class TestingTaskManagerGateway:
         self.cancelled.append(job_id)
         if self.cancel_hook is not None:
             await self.cancel_hook(job_id)
+
+    async def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None:
+        call = (job_id, vertex_id, subtask_index, splits)
+        self.added_splits.append(call)
+        if self.add_splits_hook is not None:
+            await self.add_splits_hook(call)
 
     async def release_job(self, job_id: str) -> None:
         self.released.append(job_id)

@@ -192,3 +192,38 @@ class CommitSink(SinkWriterBase):
 
     async def close(self) -> None:
         COMMIT_LOG.closed += 1
+
+
+@dataclass
+class Collected:
+    """Every record a :class:`CollectSink` of the running test wrote, in arrival order."""
+
+    records: list[Any] = field(default_factory=list)
+    #: set at each write (created by the test on its loop)
+    changed: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+COLLECTED = Collected()
+
+
+class CollectSink(SinkWriterBase):
+    """A sink (no guarantee) appending every record to :data:`COLLECTED` as it is written."""
+
+    PARAMS: dict[str, Param] = {}
+    GUARANTEE = "none"
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        return validate_params(params, cls.PARAMS, where, ("type", "input", "parallelism", "partition"))
+
+    @classmethod
+    def create_writer(cls, params: Mapping[str, Any], ctx: Any) -> CollectSink:
+        return cls()
+
+    async def write(self, records: list[Any]) -> None:
+        COLLECTED.records.extend(records)
+        if COLLECTED.changed is not None:
+            COLLECTED.changed.set()

@@ -140,6 +140,9 @@ class JobMaster:
         self._trigger_loop: asyncio.Task[None] | None = None
         #: stop-with-savepoint: the job ends FINISHED once its subtasks are cancelled
         self._stopping_with_savepoint = False
+        self._deploys: list[asyncio.Task[None]] = []
+        #: one per source whose coordinator discovers new splits while the job runs
+        self._discoveries: list[asyncio.Task[None]] = []
 
     # -- queryable state --------------------------------------------------------------------
 
@@ -228,7 +231,7 @@ class JobMaster:
                 self._tg = tg
                 await self._start()
                 await self._terminal.wait()
-                for t in (self._watchdog, self._restarting, self._trigger_loop):
+                for t in (self._watchdog, self._restarting, self._trigger_loop, *self._discoveries):
                     if t is not None:
                         t.cancel()
                 await self.coordinator.close()
@@ -311,12 +314,18 @@ class JobMaster:
             self._set_execution(ex, E.SCHEDULED)
         self._set_status(J.RUNNING)
         assert self._tg is not None
+        self._deploys = []
+        self._stop_discoveries()
         for tm, deployment in deployments.items():
             for ex in self.executions:
                 if ex.slot is not None and ex.slot.task_manager_id == tm:
                     self._set_execution(ex, E.DEPLOYING)
             self._deployed_to.add(tm)
-            self._tg.create_task(self._deploy(tm, deployment))
+            self._deploys.append(self._tg.create_task(self._deploy(tm, deployment)))
+        for coordinator in self.source_coordinators.values():
+            interval = coordinator.discovery_interval
+            if interval:
+                self._discoveries.append(self._tg.create_task(self._discover(coordinator, interval)))
         if self._trigger_loop is None and self.checkpoint_settings.enabled:
             self._trigger_loop = self._tg.create_task(self.coordinator.run())
 
@@ -443,6 +452,48 @@ class JobMaster:
                     self._set_execution(ex, E.FAILED)
             self.fail(reason, task_manager_id=task_manager_id)
             self._check_done()
+
+    def _stop_discoveries(self) -> None:
+        """End the discovery loops of the attempt that ran (a restart starts new ones)."""
+        for task in self._discoveries:
+            task.cancel()
+        self._discoveries = []
+
+    async def _discover(self, coordinator: SourceCoordinator, interval: float) -> None:
+        """While the job runs, every ``interval`` s: new splits of the source go to its subtasks.
+
+        Starts once every deployment was answered (each subtask exists on its TaskManager); a
+        source that cannot be listed is tried again at the next interval; a TaskManager that does
+        not take its splits fails the job (they would be lost).
+        """
+        if self._deploys:
+            await asyncio.wait(list(self._deploys))
+        vertex = coordinator.vertex
+        while self.status is J.RUNNING:
+            await self.clock.sleep(interval)
+            if self.status is not J.RUNNING:
+                return
+            try:
+                fresh = await coordinator.discover()
+            except OSError as exc:
+                logger.warning("job %s: source %r: looking for new splits failed (tried again in %gs): %s",
+                               self.job_id, coordinator.spec.id, interval, exc)
+                continue
+            for index, splits in sorted(fresh.items()):
+                ex = self._by_key[(vertex.id, index)]
+                tm = ex.slot.task_manager_id if ex.slot is not None else None
+                gateway = self.resources.gateway(tm) if tm is not None else None
+                try:
+                    if gateway is None:
+                        raise ConnectionError(f"taskmanager {tm} is gone")
+                    await gateway.add_splits(self.job_id, vertex.id, index, splits)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - splits that reach no reader fail the job
+                    if self.status is J.RUNNING:
+                        self.fail(f"could not hand {len(splits)} new split(s) of source {coordinator.spec.id!r} to "
+                                  f"subtask {ex.name}: {exc}", ex.name, task_manager_id=tm)
+                    return
 
     async def _release(self) -> None:
         unconfirmed: set[str] = set()
@@ -683,6 +734,7 @@ class JobMaster:
             if self._watchdog is not None:
                 self._watchdog.cancel()
                 self._watchdog = None
+            self._stop_discoveries()
             await self._release()
             self._deployed_to.clear()
             await self.clock.sleep(getattr(self, "_restart_delay", 0.0))

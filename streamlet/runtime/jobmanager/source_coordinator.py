@@ -4,6 +4,17 @@ It enumerates the source's splits (off the event loop: enumeration may read file
 broker) and assigns them to the vertex's subtasks, split ``i`` to subtask ``i % parallelism``.
 Because the assignment lives here, a checkpoint can record it and a restore, also at another
 parallelism, can hand the restored split states to the new subtasks (:meth:`restore`).
+
+**Discovery** (Flink's continuous split enumeration, e.g. ``FileSource.monitorContinuously``): a
+source class with ``discovery_interval(params)`` (seconds, or None) and
+``discover_splits(params, parallelism, known)`` is asked, every interval, for the splits it has
+that are not among ``known`` (every split assigned so far, or restored).  The JobMaster sends
+them to running subtasks (``AddSplits``), round-robin.  What was already found needs no state of
+its own: readers keep every split they were given in their snapshots (finished ones marked
+done), so after a restore ``known`` is the restored split states and nothing is found twice.  A
+split assigned after a checkpoint's barrier passed its reader is not in that checkpoint, and a
+restore from it finds the split again: it is read from its start, exactly as its records were
+not in the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ class SourceCoordinator:
         self.spec = spec
         #: subtask index -> its splits (fresh splits or restored split states)
         self.assignment: list[list[dict[str, Any]]] = [[] for _ in range(vertex.parallelism)]
+        #: the subtask index (mod parallelism) that gets the next discovered split
+        self._next = 0
 
     async def start(self) -> None:
         """Enumerate the splits (in a thread) and assign them; raises PipelineDefinitionError."""
@@ -41,6 +54,30 @@ class SourceCoordinator:
                    "that its inputs exist and are readable")
             raise PipelineDefinitionError(msg) from None
 
+    @property
+    def discovery_interval(self) -> float | None:
+        """Seconds between two discoveries of new splits, or None when the source finds none."""
+        fn = getattr(source_class(self.spec.type), "discovery_interval", None)
+        return fn(self.spec.params) if fn is not None else None
+
+    async def discover(self) -> dict[int, list[dict[str, Any]]]:
+        """Find new splits (in a thread: it may list directories) and assign them, round-robin
+        from where the assignment stands; returns subtask index -> its new splits (may be empty).
+
+        Raises OSError when the source cannot be listed (the caller tries again later).
+        """
+        known = [s for a in self.assignment for s in a]
+        cls = source_class(self.spec.type)
+        fresh = await asyncio.to_thread(cls.discover_splits, self.spec.params, self.vertex.parallelism, known)
+        out: dict[int, list[dict[str, Any]]] = {}
+        p = self.vertex.parallelism
+        for split in fresh:
+            index = self._next % p
+            self._next += 1
+            self.assignment[index].append(split)
+            out.setdefault(index, []).append(split)
+        return out
+
     def restore(self, split_states: list[dict[str, Any]]) -> None:
         """Hand restored split states (of every old subtask) to this vertex's subtasks."""
         self._assign(list(split_states))
@@ -50,6 +87,7 @@ class SourceCoordinator:
         self.assignment = [[] for _ in range(p)]
         for i, split in enumerate(splits):
             self.assignment[i % p].append(split)
+        self._next = len(splits)
 
     def splits_for(self, subtask_index: int) -> list[dict[str, Any]]:
         return list(self.assignment[subtask_index])

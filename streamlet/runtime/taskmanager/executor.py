@@ -305,6 +305,20 @@ class TaskExecutor:
         finally:
             stop.set()  # a cancelled request ends the sampler at its next sample
 
+    def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None:
+        """Hand new splits (found by the JobMaster's source coordinator) to a running source subtask
+        here; its reader takes them between batches (a mailbox action).  Raises when the subtask
+        is not here (any more)."""
+        job = self._jobs.get(job_id)
+        for st in job.subtasks if job is not None else ():
+            if st.tdd.vertex_id == vertex_id and st.tdd.subtask_index == subtask_index:
+                if st.runner is not None and st.runner.done():
+                    break
+                st.task.add_splits(splits)
+                return
+        raise StreamletError(f"job {job_id}: source subtask {subtask_index} of vertex {vertex_id} does not run on "
+                             f"taskmanager {self.task_manager_id}")
+
     def tasks(self, job_id: str) -> list[Task]:
         """The deployed tasks of a job here (diagnostics, tests, queryable state)."""
         job = self._jobs.get(job_id) or self._draining.get(job_id)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from streamlet.rpc.endpoint import RpcEndpoint, rpc
 from streamlet.rpc.messages import (
-    Ack, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, QueryState, ReleaseJob, SampleStacks,
+    Ack, AddSplits, CancelJob, DeployTasks, Message, NotifyCheckpointComplete, QueryState, ReleaseJob, SampleStacks,
     StackSamples, StateValue,
     TriggerCheckpoint,
 )
@@ -24,6 +24,8 @@ class TaskExecutorLike(Protocol):
     async def deploy(self, deployment: DeployTasks) -> None: ...
 
     def cancel_job(self, job_id: str) -> None: ...
+
+    def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None: ...
 
     async def release_job(self, job_id: str) -> None: ...
 
@@ -50,6 +52,11 @@ class TaskManagerEndpoint(RpcEndpoint):
     @rpc(CancelJob)
     async def on_cancel(self, msg: CancelJob) -> Message:
         self.executor.cancel_job(msg.job_id)
+        return Ack()
+
+    @rpc(AddSplits)
+    async def on_add_splits(self, msg: AddSplits) -> Message:
+        self.executor.add_splits(msg.job_id, msg.vertex_id, msg.subtask_index, msg.splits)
         return Ack()
 
     @rpc(ReleaseJob)
@@ -87,6 +94,9 @@ class LocalTaskManagerGateway:
 
     async def cancel_job(self, job_id: str) -> None:
         self.executor.cancel_job(job_id)
+
+    async def add_splits(self, job_id: str, vertex_id: str, subtask_index: int, splits: list[dict[str, Any]]) -> None:
+        self.executor.add_splits(job_id, vertex_id, subtask_index, splits)
 
     async def release_job(self, job_id: str) -> None:
         await self.executor.release_job(job_id)

@@ -656,6 +656,16 @@ class Task:
 
         self.mailbox.put(action)
 
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        """At a source: give the reader new splits (from the source coordinator) between two batches.
+
+        Called by the TaskExecutor; a mailbox action, so it also wakes a source waiting for input.
+        """
+        reader = self.chain.reader
+        if reader is None:
+            raise TypeError(f"task {self.name} is not a source: it takes no splits")
+        self.mailbox.put(lambda: reader.add_splits(splits))
+
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is complete: commit what it covers (a mailbox action)."""
         self.mailbox.put(lambda: self._complete(checkpoint_id))

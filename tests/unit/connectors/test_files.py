@@ -391,3 +391,157 @@ def test_validated_params_validate_again(tmp_path: Path) -> None:
     params = _params(path, "jsonl")
     assert params["rate"] is None
     assert FileSource.validate(params, "test: sources.src", str(tmp_path)) == params
+
+
+# -- watch: a directory as an unbounded source ---------------------------------------------------
+
+
+def _drop(directory: Path, name: str, recs: list[Any]) -> Path:
+    """Write a jsonl file as a producer should: under a hidden name, then renamed into place."""
+    tmp = directory / f".{name}.tmp"
+    tmp.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    return tmp.rename(directory / name)
+
+
+def test_watch_discovers_each_new_file_once_and_skips_hidden_and_empty_ones(tmp_path: Path) -> None:
+    _drop(tmp_path, "a.jsonl", [{"f": "a", "i": 0}])
+    params = FileSource.validate({"path": str(tmp_path), "watch": "1s"}, "test: sources.src", str(tmp_path))
+    assert not FileSource.is_bounded(params)
+    assert FileSource.discovery_interval(params) == 1.0
+    assert params["format"] == "jsonl"
+    first = FileSource.enumerate_splits(params, 2)
+    assert [Path(s["path"]).name for s in first] == ["a.jsonl", "a.jsonl"] or \
+        [Path(s["path"]).name for s in first] == ["a.jsonl"]
+    assert FileSource.discover_splits(params, 2, first) == []
+    _drop(tmp_path, "b.jsonl", [{"f": "b", "i": 0}, {"f": "b", "i": 1}])
+    (tmp_path / ".c.jsonl.tmp").write_bytes(b'{"in": "progress"}\n')
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "e.jsonl").write_bytes(b"")  # created, not written yet
+    found = FileSource.discover_splits(params, 2, first)
+    size_b = (tmp_path / "b.jsonl").stat().st_size
+    assert found == [{"id": f"{tmp_path / 'b.jsonl'}:0-{size_b}", "path": str(tmp_path / "b.jsonl"), "start": 0,
+                      "end": size_b, "header": None}]  # whole, up to its size when found
+    assert FileSource.discover_splits(params, 2, first + found) == []
+    (tmp_path / "e.jsonl").write_bytes(b'{"f": "e"}\n')  # now it has content
+    assert [Path(s["path"]).name for s in FileSource.discover_splits(params, 2, first + found)] == ["e.jsonl"]
+
+
+def test_watch_validation(tmp_path: Path) -> None:
+    from streamlet.errors import PipelineDefinitionError
+
+    (tmp_path / "in").mkdir()
+    # an empty directory is fine when watching (files come later); the format follows the pattern
+    params = FileSource.validate({"path": "in", "watch": "500ms", "pattern": "*.csv"}, "t: sources.s", str(tmp_path))
+    assert params["format"] == "csv" and params["watch"] == 500
+    assert FileSource.enumerate_splits(params, 3) == []
+    with pytest.raises(PipelineDefinitionError, match="no input files"):
+        FileSource.validate({"path": "in"}, "t: sources.s", str(tmp_path))
+    f = _drop(tmp_path, "x.jsonl", [1])
+    with pytest.raises(PipelineDefinitionError, match="watch needs a directory") as info:
+        FileSource.validate({"path": str(f), "watch": "1s"}, "t: sources.s", str(tmp_path))
+    assert "sources.s.path" in str(info.value)
+    with pytest.raises(PipelineDefinitionError) as info:
+        FileSource.validate({"path": "in", "watch": "0s"}, "t: sources.s", str(tmp_path))
+    assert "sources.s.watch" in str(info.value)
+
+
+def test_a_watching_reader_waits_for_splits_instead_of_ending_and_restores_without_rereading(tmp_path: Path) -> None:
+    a = [{"f": "a", "i": i} for i in range(50)]
+    b = [{"f": "b", "i": i} for i in range(30)]
+    c = [{"f": "c", "i": i} for i in range(20)]
+    _drop(tmp_path, "a.jsonl", a)
+    params = FileSource.validate({"path": str(tmp_path), "watch": "1s"}, "test: sources.src", str(tmp_path))
+    initial = FileSource.enumerate_splits(params, 1)
+
+    async def drain(reader: Any, n: int) -> list[Any]:
+        """``n`` records, then check that the reader waits for new splits (it never ends)."""
+        out: list[Any] = []
+        while len(out) < n:
+            batch = reader.poll()
+            assert batch is not None, "a watching reader never ends its input"
+            if batch:
+                out.extend(batch)
+            else:
+                await asyncio.wait_for(reader.wait_available(), 5)
+        # the reads after the last line come to nothing; then nothing is in flight
+        while reader.poll() == [] and (reader._pending is not None or reader._cur is not None):
+            await asyncio.wait_for(reader.wait_available(), 5)
+        assert reader.poll() == []
+        waiter = asyncio.ensure_future(reader.wait_available())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiter.done()  # nothing in flight: it waits for add_splits
+        waiter.cancel()
+        return out
+
+    async def first() -> tuple[list[Any], list[dict[str, Any]]]:
+        reader = await _reader(params, initial, batch_size=16)
+        try:
+            got = await drain(reader, len(a))
+            assert reader.progress() is None
+            _drop(tmp_path, "b.jsonl", b)
+            found = FileSource.discover_splits(params, 1, initial)
+            waiter = asyncio.ensure_future(reader.wait_available())
+            await asyncio.sleep(0)
+            assert not waiter.done()
+            reader.add_splits(found)  # as the task's mailbox does for the coordinator
+            await asyncio.wait_for(waiter, 5)
+            got += await drain(reader, len(b))
+            return got, reader.snapshot_state(7)
+        finally:
+            await reader.close()
+
+    got, state = asyncio.run(first())
+    assert got == a + b
+    assert {Path(s["path"]).name for s in state} == {"a.jsonl", "b.jsonl"} and all(s["done"] for s in state)
+
+    async def restored() -> list[Any]:
+        # a restore: the reader gets the states; the coordinator knows what they hold
+        reader = await _reader(params, state, batch_size=16)
+        try:
+            got = await drain(reader, 0)  # restored: nothing to read again
+            _drop(tmp_path, "c.jsonl", c)
+            found = FileSource.discover_splits(params, 1, state)
+            assert [Path(s["path"]).name for s in found] == ["c.jsonl"]
+            reader.add_splits(found)
+            return got + await drain(reader, len(c))
+        finally:
+            await reader.close()
+
+    assert asyncio.run(restored()) == c
+
+
+def test_a_snapshot_mid_file_restores_the_position_in_that_file(tmp_path: Path) -> None:
+    a = [{"f": "a", "i": i} for i in range(500)]
+    _drop(tmp_path, "a.jsonl", a)
+    params = FileSource.validate({"path": str(tmp_path), "watch": "1s"}, "test: sources.src", str(tmp_path))
+    splits = FileSource.discover_splits(params, 1, [])
+
+    async def first() -> tuple[list[Any], list[dict[str, Any]]]:
+        reader = await _reader(params, splits, batch_size=16)
+        try:
+            got = [r for batch in await read_batches(reader, max_records=100) for r in batch]
+            return got, reader.snapshot_state(1)
+        finally:
+            await reader.close()
+
+    got, state = asyncio.run(first())
+    assert got == a[:len(got)] and 100 <= len(got) < 500
+    assert not state[0]["done"] and 0 < state[0]["offset"] < state[0]["end"]
+
+    async def rest() -> list[Any]:
+        reader = await _reader(params, state, batch_size=16)
+        out: list[Any] = []
+        try:
+            while len(out) < 500 - len(got):
+                batch = reader.poll()
+                assert batch is not None
+                if batch:
+                    out.extend(batch)
+                else:
+                    await asyncio.wait_for(reader.wait_available(), 5)
+        finally:
+            await reader.close()
+        return out
+
+    assert asyncio.run(rest()) == a[len(got):]
