@@ -134,7 +134,12 @@ class FileSource:
                     f"input {p!r} does not exist (looked for {str(rp)!r}); relative paths are resolved "
                     "against the pipeline file's directory", f"{where}.path")
             paths.append(str(rp.resolve()))
-        files = list_files(paths, out["pattern"])
+        try:
+            files = list_files(paths, out["pattern"])
+        except (ValueError, NotImplementedError, IndexError) as exc:  # what pathlib's glob says of bad patterns
+            raise PipelineDefinitionError(f"pattern {out['pattern']!r} is not a usable glob ({exc or type(exc).__name__}); "
+                                          "use a relative pattern such as '*.jsonl' or '**/*.csv'",
+                                          f"{where}.pattern") from None
         if out["watch"] is not None:
             if not any(Path(p).is_dir() for p in paths):
                 raise PipelineDefinitionError(f"watch needs a directory to watch, got only files {raw!r}; name the "
