@@ -29,6 +29,7 @@ Pacing (``rate:``) uses :class:`~streamlet.connectors.pacing.RateLimiter`.
 from __future__ import annotations
 
 import difflib
+import math
 import random
 from typing import Any, Callable, Mapping
 
@@ -136,7 +137,7 @@ def _validate_field(name: Any, spec: Any, where: str) -> dict[str, Any]:
 
 def _positive(out: Mapping[str, Any], key: str, where: str) -> None:
     value = out[key]
-    if value is not None and value <= 0:
+    if value is not None and not (0 < value < math.inf):  # nan and inf too: a limiter cannot pace by them
         raise PipelineDefinitionError(f"expected a positive number, got {value!r}", f"{where}.{key}")
 
 

@@ -32,6 +32,7 @@ in bulk (``getrandbits`` -> ``memoryview.cast``), one comprehension per epoch of
 from __future__ import annotations
 
 import functools
+import math
 import random
 from bisect import bisect_left
 from fractions import Fraction
@@ -409,7 +410,7 @@ class NexmarkSource:
         if out["events"] is not None and out["events"] < 0:
             raise PipelineDefinitionError(f"expected events >= 0, got {out['events']!r}", f"{where}.events")
         for key in ("rate", "first_event_rate"):
-            if out[key] is not None and out[key] <= 0:
+            if out[key] is not None and not (0 < out[key] < math.inf):  # nan and inf cannot pace
                 raise PipelineDefinitionError(f"expected a positive number, got {out[key]!r}", f"{where}.{key}")
         out["base_time"] = _resolve_base_time(out["base_time"], where)
         if out["first_event_rate"] is None:

@@ -140,5 +140,5 @@ def paced_reader(make: Any, params: Any, ctx: Any) -> Any:
 
 def positive_rate(value: Any, where: str) -> None:
     """Check a ``rate:`` value (``None``: unpaced); raises PipelineDefinitionError naming ``where``."""
-    if value is not None and value <= 0:
+    if value is not None and not (0 < value < math.inf):
         raise PipelineDefinitionError(f"expected a positive number of records per second, got {value!r}", where)

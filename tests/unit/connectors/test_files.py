@@ -380,9 +380,10 @@ def test_rate_must_be_positive(tmp_path: Path) -> None:
     from streamlet.errors import PipelineDefinitionError
 
     path, _ = _paced_lines(tmp_path, 3)
-    with pytest.raises(PipelineDefinitionError, match="positive") as info:
-        _params(path, "jsonl", rate=0)
-    assert "sources.src.rate" in str(info.value)
+    for bad in (0, -5, float("nan"), float("inf")):  # a limiter cannot pace by nan or inf
+        with pytest.raises(PipelineDefinitionError, match="positive") as info:
+            _params(path, "jsonl", rate=bad)
+        assert "sources.src.rate" in str(info.value)
 
 
 def test_validated_params_validate_again(tmp_path: Path) -> None:
