@@ -30,7 +30,9 @@ def _canonical(key: object) -> object:
     if t is bool:
         return int(key)  # type: ignore[arg-type]
     if t is float:
-        return int(key) if key.is_integer() else key  # type: ignore[union-attr]
+        # an integral float beyond 64 bits (1e300) stays a float: no int key can equal it (orjson
+        # writes no such int), and int() of it would not serialize
+        return int(key) if key.is_integer() and -2**63 <= key < 2**64 else key  # type: ignore[union-attr,operator]
     if t is tuple or t is list:
         return [_canonical(k) for k in key]  # type: ignore[union-attr]
     return key
