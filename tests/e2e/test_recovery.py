@@ -112,3 +112,35 @@ def test_a_killed_jobmanager_resumes_its_jobs_from_their_last_checkpoints(cluste
         assert sorted(by[key]) == list(range(1, rows // 5 + 1)), f"key {key}: duplicates or gaps"
     # a job that reached a terminal state is no longer in the recovery metadata
     wait_for(lambda: not (tmp_path / "ha" / "jobs" / job).exists(), 10, "the job's recovery metadata to go")
+
+
+def test_savepoint_stop_and_resume_at_another_parallelism_with_the_cli(cluster: Cluster, tmp_path: Path) -> None:
+    rows = 200_000
+    cluster.jobmanager()
+    cluster.taskmanager(2)
+    cluster.taskmanager(2)
+    (tmp_path / "p.yaml").write_text(_pipeline(tmp_path, rows, rows // 8, "exactly_once"))
+    r = cluster.cli("submit", "p.yaml", "-m", f"127.0.0.1:{cluster.rest_port}")
+    assert r.returncode == 0, r.stderr
+    job = r.stdout.split()[-1]
+    wait_for(lambda: _completed(cluster, job) >= 1, 30, "a checkpoint", cluster.logs)
+    r = cluster.cli("savepoint", job, str(tmp_path / "sp"), "-m", f"127.0.0.1:{cluster.rest_port}")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.strip().rsplit(" ", 1)[-1]
+    assert (Path(first) / "_metadata").exists() and cluster.job(job)["state"] == "RUNNING"
+    r = cluster.cli("stop", job, "--savepoint-dir", str(tmp_path / "sp"), "-m", f"127.0.0.1:{cluster.rest_port}")
+    assert r.returncode == 0, r.stderr
+    location = r.stdout.strip().rsplit(" ", 1)[-1]
+    assert cluster.wait_state(job, "FINISHED")["state"] == "FINISHED"
+    partial = sum(len(v) for v in _committed(tmp_path / "out").values())
+    assert 0 < partial < rows
+    r = cluster.cli("submit", "p.yaml", "-p", "3", "--from-savepoint", location, "-m", f"127.0.0.1:{cluster.rest_port}")
+    assert r.returncode == 0, r.stderr
+    resumed = r.stdout.split()[-1]
+    info = cluster.wait_state(resumed, "FINISHED", "FAILED", timeout=60)
+    assert info["state"] == "FINISHED", cluster.logs()
+    assert {v["parallelism"] for v in info["vertices"]} == {3}
+    assert cluster.get(f"/jobs/{resumed}/checkpoints")["latest"]["restored"]["external_path"] == location
+    by = _committed(tmp_path / "out")
+    for key in range(5):
+        assert sorted(by[key]) == list(range(1, rows // 5 + 1)), f"key {key}: duplicates or gaps"
