@@ -18,6 +18,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="streamlet: a distributed stream processor (Flink's architecture, in Python).")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="configuration file (YAML)")
+FromSavepointOpt = typer.Option(None, "--from-savepoint", "-s",
+                                help="restore from this savepoint or retained checkpoint (its directory or _metadata "
+                                     "file; with submit, a path the JobManager can read)")
+AllowNonRestoredOpt = typer.Option(False, "--allow-non-restored-state", "-n",
+                                   help="drop savepoint state of operators the pipeline does not have")
 DefineOpt = typer.Option(None, "-D", help="config override key=value (repeatable)")
 LogFormatOpt = typer.Option(None, "--log-format", help="log lines as text or json (one object per line); "
                                                         "as -D log.format=...")
@@ -96,12 +101,8 @@ def run(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
                                                      "runs (as -D rest.port=P; 0 picks a free port)"),
         config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
         sets: Optional[List[str]] = SetOpt, log_format: Optional[str] = LogFormatOpt,
-        from_savepoint: Optional[str] = typer.Option(None, "--from-savepoint", "-s",
-                                                     help="restore from this savepoint or retained checkpoint "
-                                                          "(directory or its _metadata file)"),
-        allow_non_restored_state: bool = typer.Option(False, "--allow-non-restored-state", "-n",
-                                                      help="drop savepoint state of operators the pipeline "
-                                                           "does not have")) -> None:
+        from_savepoint: Optional[str] = FromSavepointOpt,
+        allow_non_restored_state: bool = AllowNonRestoredOpt) -> None:
     """Run a pipeline on an embedded mini-cluster until it ends (Ctrl-C cancels)."""
     from streamlet.client.progress import LiveConsole, make_reporter, summary
 
@@ -212,12 +213,8 @@ def submit(pipeline: Path = typer.Argument(..., help="pipeline YAML file"),
            parallelism: Optional[int] = typer.Option(None, "--parallelism", "-p", min=1),
            config: Optional[Path] = ConfigOpt, define: Optional[List[str]] = DefineOpt,
            sets: Optional[List[str]] = SetOpt,
-           from_savepoint: Optional[str] = typer.Option(None, "--from-savepoint", "-s",
-                                                        help="restore from this savepoint or retained checkpoint "
-                                                             "(a path the JobManager can read)"),
-           allow_non_restored_state: bool = typer.Option(False, "--allow-non-restored-state", "-n",
-                                                         help="drop savepoint state of operators the pipeline "
-                                                              "does not have")) -> None:
+           from_savepoint: Optional[str] = FromSavepointOpt,
+           allow_non_restored_state: bool = AllowNonRestoredOpt) -> None:
     """Submit a pipeline to a running JobManager; prints the job id.
 
     ``${NAME}`` variables are resolved here, from this shell's environment and ``--set``.
