@@ -188,17 +188,20 @@ def main() -> int:
             if c.job(job)["state"] == "FINISHED":
                 print(f"the job finished after {i} kill(s); raise --rows or lower --rate for more", file=sys.stderr)
                 break
+            restarts = c.job(job)["numRestarts"]
             t0 = time.monotonic()
             if args.jobmanager_every and (i + 1) % args.jobmanager_every == 0:
                 c.kill("jobmanager")
                 kills["jobmanager"] += 1
-                c.jobmanager()
+                c.jobmanager()  # the job is resumed by the new JobManager (its restart count starts again)
             else:
                 victim = tms.pop(c.rng.randrange(len(tms)))
                 c.kill(victim)
                 kills["taskmanager"] += 1
                 tms.append(c.taskmanager())
-            c.wait(lambda: c.job(job)["state"] != "RUNNING" or not c.all_running(job), 5, "the failure to be seen")
+                # the restart counter cannot be missed, however fast the restart is
+                c.wait(lambda: c.job(job)["numRestarts"] > restarts or c.job(job)["state"] == "FINISHED", 60,
+                       "the restart")
             c.wait(lambda: c.all_running(job), 60, "the job to run again")
             recoveries.append(time.monotonic() - t0)
         state = c.wait(lambda: (s := c.job(job)["state"]) in ("FINISHED", "FAILED", "CANCELED") and s, 300,
