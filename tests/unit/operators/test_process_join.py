@@ -104,6 +104,47 @@ def test_process_function_state_timers_and_side_output(counter: str) -> None:
     assert [t for r, t in zip(h.out, h.out_ts) if "timer" in r] == [r["timer"] for r in h.out if "timer" in r]
 
 
+@pytest.mark.parametrize("p", [1, 2, 4])
+def test_process_function_event_timers_restored_mid_way_give_the_straight_output(counter: str, p: int,
+                                                                                  tmp_path: Path) -> None:
+    from streamlet.keys import key_group_for
+
+    recs = records(400, seed=5)
+    spec = ProcessSpec("p", key=KeySpec(("k",)), path=counter, side_outputs=("thirteen",))
+    batches = [recs[i:i + 9] for i in range(0, len(recs), 9)]
+
+    def feed(hs: list[Harness], chunk: list[dict[str, Any]]) -> None:
+        for h in hs:
+            mine = [r for r in chunk if key_group_for(r["k"], 128) in h.backend.key_groups]
+            if mine:
+                h.batch(mine, [r["ts"] for r in mine])
+        for h in hs:
+            h.watermark(chunk[-1]["ts"] - 1)
+
+    straight = Harness(spec)
+    for chunk in batches:
+        feed([straight], chunk)
+    straight.watermark(MAX_WATERMARK)
+    # the first half at parallelism 1 (timers pending at the snapshot), the rest at parallelism p
+    first = Harness(spec)
+    for chunk in batches[:20]:
+        feed([first], chunk)
+    handle, storage = first.snapshot(tmp_path / "chk")
+    assert len(first.op.timers.event) > 0, "timers are pending at the snapshot"
+    restored = [Harness(spec, index=i, parallelism=p, restore=([handle], storage)) for i in range(p)]
+    for chunk in batches[20:]:
+        feed(restored, chunk)
+    out = list(first.out)
+    for h in restored:
+        h.watermark(MAX_WATERMARK)
+        out += h.out
+    def canon(rows: list[dict[str, Any]]) -> list[str]:
+        return sorted(repr(sorted(r.items())) for r in rows)
+
+    assert canon(out) == canon(straight.out)
+    assert any("timer" in r for h in restored for r in h.out), "restored timers fired"
+
+
 def test_process_function_processing_time_and_restore(udf_module, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sys.path.insert(0, str(tmp_path))
     path = udf_module("""

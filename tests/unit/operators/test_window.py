@@ -347,8 +347,9 @@ def test_sliding_windows_with_a_user_aggregate_that_changes_its_accumulator(udf_
     assert h.out_ts == sorted(h.out_ts)
 
 
+@pytest.mark.parametrize("p", [1, 2, 4])
 @pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
-def test_restore_mid_way_at_another_parallelism_gives_the_straight_output(kind: str, tmp_path: Path) -> None:
+def test_restore_mid_way_at_another_parallelism_gives_the_straight_output(kind: str, p: int, tmp_path: Path) -> None:
     recs = make_records(600, seed=8, jitter=200, keys=12)
     kw = {"tumbling": {"size_ms": 700}, "sliding": {"size_ms": 1000, "slide_ms": 200},
           "session": {"gap_ms": 60}}[kind]
@@ -358,7 +359,7 @@ def test_restore_mid_way_at_another_parallelism_gives_the_straight_output(kind: 
     straight = Harness(s)
     drive(straight, recs, lag=400)
     assert straight.op.num_late_records == 0
-    # run the first half at parallelism 1, snapshot, restore at parallelism 2, finish
+    # run the first half at parallelism 1, snapshot, restore at parallelism p, finish
     first = Harness(s)
     half = recs[:301]
     wm = max(r["ts"] for r in half) - 401
@@ -368,8 +369,8 @@ def test_restore_mid_way_at_another_parallelism_gives_the_straight_output(kind: 
     handle, storage = first.snapshot(tmp_path / "chk")
     rest = recs[301:]
     outs = list(first.out)
-    for index in range(2):
-        h = Harness(s, index=index, parallelism=2, restore=([handle], storage))
+    for index in range(p):
+        h = Harness(s, index=index, parallelism=p, restore=([handle], storage))
         h.watermark(wm)
         mine = [r for r in rest if h.backend.key_groups.__contains__(_kg(r["k"]))]
         max_ts = wm + 401
