@@ -350,6 +350,12 @@ class FileReader:
             if step is not True:
                 return step
 
+    def active_splits(self) -> list[str]:
+        """The split being read (splits are read one after the other): a finished split leaves
+        the source's watermark, and one still queued does not hold it back."""
+        cur = self._cur
+        return [] if cur is None else [cur.id]
+
     async def wait_available(self) -> None:
         """Wait for the read in flight (cancel-safe: cancelling the wait leaves the read running)."""
         fut = self._bad[2] if self._bad is not None else self._pending

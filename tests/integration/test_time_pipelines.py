@@ -119,6 +119,37 @@ def test_late_records_are_counted_and_sent_to_the_side_output(tmp_path: Path, p:
 
 
 @parallelisms
+def test_a_finished_split_leaves_the_source_watermark(tmp_path: Path, p: int) -> None:
+    # one source subtask reads a.jsonl, then b.jsonl (ahead in event time), then one record back
+    # at 15 s: once a.jsonl is finished its watermark must not hold the source's back, so by then
+    # the watermark (b's, near 30 s) has passed 15 s and the record is late
+    a = [{"id": i, "user": f"u{i % 3}", "value": 1, "ts": i * 10} for i in range(1000)]
+    b = [{"id": 1000 + i, "user": f"u{i % 3}", "value": 2, "ts": 10_000 + i // 2} for i in range(40_000)]
+    back = {"id": 99_999, "user": "u0", "value": 3, "ts": 15_000}
+    write_jsonl(tmp_path / "in" / "a.jsonl", a)
+    write_jsonl(tmp_path / "in" / "b.jsonl", b + [back])
+    run(tmp_path, """
+        batch_size: 20
+        sources:
+          events: {type: file, path: in, format: jsonl, parallelism: 1, timestamp: ts,
+                   watermark: {max_out_of_orderness: 100ms}}
+        transforms:
+          w: {input: events, key_by: user, window: {type: tumbling, size: 1s, late_output: late},
+              aggregate: {n: count, total: {sum: value}}}
+        sinks:
+          out: {input: w, type: file, path: out}
+          late_out: {input: late, type: file, path: late}
+    """, p)
+    assert read_output(tmp_path / "late") == [back]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in a + b:
+        groups[(r["user"], r["ts"] - r["ts"] % 1000)].append(r)
+    expected = [{"user": u, "window_start": s, "window_end": s + 1000, "n": len(g), "total": sum(x["value"] for x in g)}
+                for (u, s), g in groups.items()]
+    assert canonical(read_output(tmp_path / "out")) == canonical(expected)
+
+
+@parallelisms
 def test_sessions_merge(tmp_path: Path, p: int) -> None:
     rng = random.Random(3)
     recs = []
