@@ -84,14 +84,16 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-flamegraph-"))
     rest, rpc = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = open(tmp / "cluster.log", "wb")  # the processes' output stays out of the results
     common = ["-D", "log.level=WARNING", "-D", "taskmanager.metrics.interval=250ms"]
     jm = subprocess.Popen([sys.executable, "-m", "streamlet", "jobmanager", "-D", f"rest.port={rest}",
                            "-D", f"jobmanager.rpc.port={rpc}", "-D", "rest.flamegraph.refresh-interval=0s",
                            "-D", f"rest.flamegraph.delay-between-samples={args.delay}",
                            "-D", f"rest.flamegraph.num-samples={args.samples}", *common],
-                          env=env, cwd=tmp, start_new_session=True)
+                          env=env, cwd=tmp, start_new_session=True, stdout=log, stderr=log)
     tm = subprocess.Popen([sys.executable, "-m", "streamlet", "taskmanager", "--jobmanager", f"127.0.0.1:{rpc}",
-                           "--slots", "1", *common], env=env, cwd=tmp, start_new_session=True)
+                           "--slots", "1", *common], env=env, cwd=tmp, start_new_session=True, stdout=log,
+                          stderr=log)
     base = f"http://127.0.0.1:{rest}"
     try:
         deadline = time.monotonic() + 30
@@ -116,9 +118,11 @@ def main() -> None:
             sampled.append(window(base, jid, vid, args.window, True))
             print(f"round {i + 1}: unsampled {plain[-1]:,.0f} rec/s, sampled {sampled[-1]:,.0f} rec/s", flush=True)
         graph = get(f"{base}/jobs/{jid}/vertices/{vid}/flamegraph")
+        state = get(f"{base}/jobs/{jid}")["state"]
         p, s = statistics.median(plain), statistics.median(sampled)
         print(f"samples {args.samples} x {args.delay}: median unsampled {p:,.0f} rec/s, sampled {s:,.0f} rec/s, "
-              f"slowdown {100 * (1 - s / p):.1f} % (last graph: {graph.get('data', {}).get('value')} samples)")
+              f"slowdown {100 * (1 - s / p):.1f} % (job {state}; last graph: "
+              f"{graph.get('data', {}).get('value', graph.get('endTimestamp'))} samples; logs in {tmp})")
     finally:
         for proc in (tm, jm):
             try:

@@ -52,6 +52,7 @@ function fmtTime(ms) {
 
 function fmtDuration(ms) {
   if (ms === null || ms === undefined || ms < 0) return "-";
+  if (ms < 1000) return Math.round(ms) + " ms";
   const s = Math.floor(ms / 1000);
   if (s < 60) return (ms / 1000).toFixed(1) + " s";
   const m = Math.floor(s / 60), h = Math.floor(m / 60);

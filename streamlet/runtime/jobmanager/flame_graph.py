@@ -18,7 +18,7 @@ The graph is Flink's: ``{"endTimestamp": ms, "data": {"name": "root", "value": n
 ``FULL`` counts every sample, ``ON_CPU`` those of a subtask running on its event loop,
 ``OFF_CPU`` those of a suspended one; ``subtask`` keeps one subtask's samples.  A TaskManager
 that fails to answer only leaves its subtasks out (logged).  Samples are kept per vertex until
-the job is forgotten by the Dispatcher or ten refresh intervals passed.
+the job is forgotten by the Dispatcher or ten minutes (at least ten refresh intervals) passed.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TERMINATED, DISABLED, WAITING = -1, -2, -3
+#: seconds after which the samples of a vertex nobody asked about again are dropped (at least)
+_CLEANUP = 600.0
 TYPES = ("FULL", "ON_CPU", "OFF_CPU")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], Any]
@@ -116,7 +118,7 @@ class FlameGraphTracker:
             return {"endTimestamp": TERMINATED}
         stats = self._stats.get(key)
         now = self.clock.time_ms()
-        if (stats is None or now - stats.end_timestamp > self.config.refresh_interval * 1000) \
+        if (stats is None or now - stats.end_timestamp >= self.config.refresh_interval * 1000) \
                 and key not in self._running:
             self._running.add(key)
             self.spawn(self._sample(jm, vertex_id, key))
@@ -130,7 +132,8 @@ class FlameGraphTracker:
             del self._stats[key]
 
     def _forget_old(self) -> None:
-        limit = self.clock.time_ms() - 10 * self.config.refresh_interval * 1000
+        # Flink's rest.flamegraph.cleanup-interval (10 min), or ten refresh intervals if longer
+        limit = self.clock.time_ms() - max(10 * self.config.refresh_interval, _CLEANUP) * 1000
         for key in [k for k, s in self._stats.items() if s.end_timestamp < limit]:
             del self._stats[key]
 
