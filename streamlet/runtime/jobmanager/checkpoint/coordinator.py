@@ -235,7 +235,8 @@ class CheckpointCoordinator:
             return
         if p.timeout is not None:
             p.timeout.cancel()
-        self._spawn(self._complete(p))
+        # awaited at close: its metadata may already be on disk when the job ends
+        self._spawn(self._complete(p), cleanup=True)
 
     async def _complete(self, p: _Pending) -> None:
         vertices: dict[str, Any] = {}
@@ -480,6 +481,9 @@ class CheckpointCoordinator:
         """Abort a pending checkpoint, finish the work in flight, and delete shared files no
         retained checkpoint references (uploads of checkpoints that never completed)."""
         self._closed = True
+        if self._cleanups:
+            # a checkpoint whose acknowledgements are all in completes (or fails) first
+            await asyncio.wait(set(self._cleanups), timeout=60)
         if self.pending is not None:
             p = self.pending
             self.pending = None
