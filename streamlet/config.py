@@ -143,6 +143,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("high-availability.storageDir", "str", None, "directory where the JobManager keeps its jobs and the pointer to each job's latest checkpoint, so a JobManager started again after a crash resumes them (unset = jobs are lost with the JobManager)"),
     Option("heartbeat.interval", "duration", "2s", "period of heartbeats between JobManager and TaskManagers"),
     Option("heartbeat.timeout", "duration", "10s", "a peer silent this long is considered lost"),
+    Option("task.watchdog.timeout", "duration", None, "a subtask whose code holds a TaskManager's event loop this "
+           "long (an endless loop in a user function) is interrupted and fails, so heartbeats go on; keep it below "
+           "heartbeat.timeout (unset = half of heartbeat.timeout, 0 = no watchdog)"),
     Option("restart-strategy.type", "str", None, "restart strategy of jobs that set none (unset = fixed-delay with unlimited attempts when the job checkpoints, else none; pipeline: restart.strategy)",
            choices=("none", "fixed-delay", "failure-rate", "exponential-delay")),
     Option("restart-strategy.fixed-delay.attempts", "int", 2147483647, "restarts before the job fails (fixed-delay)"),
@@ -324,7 +327,7 @@ def render_yaml(config: Mapping[str, Any] | None = None, hide_secrets: bool = Fa
         value = o.default if config is None else config[o.key]
         if hide_secrets and o.key in SECRET_KEYS and value is not None:
             value = "******"
-        if o.type == "duration" and config is not None:
+        if o.type == "duration" and config is not None and value is not None:
             value = f"{int(round(value * 1000))}ms"
         lines.append(f"# {o.description}")
         lines.append(f"{o.key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")

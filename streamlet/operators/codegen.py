@@ -90,7 +90,7 @@ def call_generated(fn: Callable[..., Any], *args: Any, var: str = "r") -> Any:
     """Call generated ``fn``; turn a user exception into a :class:`UserFunctionError`."""
     try:
         return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the node and record
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - re-raised with the node and record (sys.exit() too)
         err = user_error(fn, exc, var)
         if err is None:
             raise

@@ -44,7 +44,9 @@ from streamlet.runtime.eventloop import new_event_loop
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import LocalJobManagerGateway
 from streamlet.runtime.jobmanager.process import JobManagerProcess
-from streamlet.runtime.taskmanager.executor import LocalOnlyNetwork, TaskExecutor, state_options, task_config
+from streamlet.runtime.taskmanager.executor import (
+    LocalOnlyNetwork, TaskExecutor, state_options, task_config, watchdog_timeout,
+)
 from streamlet.runtime.taskmanager.gateway import LocalTaskManagerGateway
 from streamlet.runtime.taskmanager.session import JobManagerSession
 from streamlet.runtime.taskmanager.slots import SlotTable
@@ -116,7 +118,7 @@ class MiniCluster:
         executor = self.task_executor = TaskExecutor(
             tm_id, SlotTable(self.slots), LocalOnlyNetwork(), self.clock, job_root,
             conf["taskmanager.network.queue-capacity"], task_config(conf), self.console,
-            state_options(conf), storage_config=conf)
+            state_options(conf), storage_config=conf, watchdog_timeout=watchdog_timeout(conf))
         rm = self.jobmanager.resource_manager
         assert rm is not None
         # one process: its GET /metrics shows this TaskManager's metrics beside the JobManager's
@@ -138,6 +140,7 @@ class MiniCluster:
                     await executor.reset()
                     gateway.disconnect()
         finally:
+            executor.unbind()
             await asyncio.to_thread(shutil.rmtree, job_root, True)
 
     async def _start_processes(self) -> None:

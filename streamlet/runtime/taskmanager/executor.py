@@ -14,6 +14,10 @@ Deployment of one job's subtasks on this TaskManager (one ``DeployTasks`` messag
    everything and fails the deployment with its reason;
 5. start each Task as a task of the executor's TaskGroup.
 
+A subtask whose code holds the event loop longer than ``task.watchdog.timeout`` is interrupted by
+the :class:`~.watchdog.LoopWatchdog` and reported FAILED with the reason; a subtask whose user
+code calls ``sys.exit()`` fails the same way instead of ending the process.
+
 Each subtask's state changes (INITIALIZING, RUNNING, then FINISHED / FAILED / CANCELED with the
 final counters) are queued in order and sent by the TaskManager's reporter
 (:meth:`TaskExecutor.take_updates`); per-subtask metrics are sampled by :meth:`sample_metrics`.
@@ -49,6 +53,7 @@ from streamlet.runtime.taskmanager.stack_sampler import sample_stacks
 from streamlet.runtime.taskmanager.deployment import build_task
 from streamlet.runtime.taskmanager.task import Task, TaskConfig, TaskSnapshot
 from streamlet.state.query import node_states, read_key
+from streamlet.runtime.taskmanager.watchdog import LoopWatchdog, TaskInterrupted
 from streamlet.state.factory import BACKEND_KINDS, backend_options, create_backend
 from streamlet.state.storage import open_storage, storage_options
 
@@ -93,6 +98,8 @@ class _Subtask:
     terminal_reported: bool = False
     #: uploads of this subtask's checkpoints in progress (FINISHED is reported after them)
     persists: set[asyncio.Task[None]] = field(default_factory=set)
+    #: why the watchdog interrupted the subtask (set from the watchdog's thread)
+    interrupted: str | None = None
 
     @property
     def name(self) -> str:
@@ -162,6 +169,13 @@ def state_options(config: Any) -> dict[str, dict[str, Any]]:
     return {kind: backend_options(kind, config) for kind in BACKEND_KINDS}
 
 
+def watchdog_timeout(config: Any) -> float:
+    """Seconds a subtask may hold the event loop (``task.watchdog.timeout``; unset: half of
+    ``heartbeat.timeout``, so the loop is free again before the JobManager gives up; 0: off)."""
+    value = config["task.watchdog.timeout"]
+    return config["heartbeat.timeout"] / 2 if value is None else float(value)
+
+
 def task_config(config: Any) -> TaskConfig:
     """The per-task settings of a configuration (``execution.buffer-timeout``,
     ``pipeline.auto-watermark-interval``)."""
@@ -176,7 +190,7 @@ class TaskExecutor:
     def __init__(self, task_manager_id: str, slots: SlotTable, network: Network, clock: Clock, job_root: Path,
                  queue_capacity: int, task_config: TaskConfig | None = None, console: Any = None,
                  state_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 storage_config: Mapping[str, Any] | None = None) -> None:
+                 storage_config: Mapping[str, Any] | None = None, watchdog_timeout: float = 0.0) -> None:
         self.task_manager_id = task_manager_id
         self.slots = slots
         self.network = network
@@ -207,9 +221,33 @@ class TaskExecutor:
         # acknowledgements and declines of checkpoints, in order (a few per subtask and checkpoint)
         self._checkpoint_reports: list[Message] = []
         self.checkpoint_reports_ready = asyncio.Event()
+        #: interrupts subtasks that hold the event loop (None when ``watchdog_timeout`` is 0)
+        self.watchdog = LoopWatchdog(watchdog_timeout, self._interruptible) if watchdog_timeout > 0 else None
+        self._runners: dict[asyncio.Task[None], _Subtask] = {}
 
     def bind(self, tg: asyncio.TaskGroup) -> None:
+        """Run subtasks in ``tg`` from now on, and start the watchdog (call on the loop; pair with
+        :meth:`unbind`)."""
         self._tg = tg
+        if self.watchdog is not None:
+            self.watchdog.start()
+
+    def unbind(self) -> None:
+        """Stop the watchdog (after the TaskGroup ended)."""
+        self._tg = None
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def _interruptible(self, runner: asyncio.Task[Any]) -> Any:
+        """The watchdog's question, from its thread: the subtask ``runner`` runs, as a callback
+        recording why it is interrupted, or None (not a subtask)."""
+        st = self._runners.get(runner)
+        if st is None:
+            return None
+
+        def record(reason: str) -> None:
+            st.interrupted = reason
+        return record
 
     @property
     def jobs(self) -> list[str]:
@@ -376,6 +414,7 @@ class TaskExecutor:
         for st in job.subtasks:
             self._report(job.job_id, st, "INITIALIZING")
             st.runner = self._tg.create_task(self._run(job.job_id, st), name=st.name)
+            self._runners[st.runner] = st
             # a task cancelled before it first ran never executes _run: report it from here
             st.runner.add_done_callback(lambda t, j=job, s=st: self._on_done(j, s, t))
         logger.info("job %s: deployed %d subtask(s)", msg.job_id, len(job.subtasks))
@@ -454,6 +493,15 @@ class TaskExecutor:
         except asyncio.CancelledError:
             self._report(job_id, st, "CANCELED", final=True)
             raise
+        except TaskInterrupted:
+            error = f"subtask {st.name}: {st.interrupted or 'interrupted by the loop watchdog'}"
+            logger.warning("job %s: %s", job_id, error)
+            self._report(job_id, st, "FAILED", error=error, final=True)
+        except SystemExit as exc:  # user code must not end the TaskManager
+            error = (f"subtask {st.name}: user code called sys.exit({exc.code!r}) (SystemExit); a function "
+                     "signals an error by raising an exception, never by exiting the process")
+            logger.warning("job %s: %s", job_id, error)
+            self._report(job_id, st, "FAILED", error=error, final=True)
         except Exception as exc:  # noqa: BLE001 - every failure goes to the JobManager with its reason
             logger.warning("job %s: subtask %s failed: %s", job_id, st.name, _error_text(exc))
             self._report(job_id, st, "FAILED", error=_error_text(exc), final=True)
@@ -461,6 +509,7 @@ class TaskExecutor:
             self._report(job_id, st, "FINISHED", final=True)
 
     def _on_done(self, job: _Job, st: _Subtask, runner: asyncio.Task[None]) -> None:
+        self._runners.pop(runner, None)
         if not st.terminal_reported:
             self._report(job.job_id, st, "CANCELED", final=True)
         if job.dropped:

@@ -40,7 +40,7 @@ from streamlet.rpc.messages import RegisterTaskManager
 from streamlet.rpc.gateways import RemoteJobManagerGateway
 from streamlet.logging import configure_logging
 from streamlet.runtime.eventloop import new_event_loop
-from streamlet.runtime.taskmanager.executor import TaskExecutor, state_options, task_config
+from streamlet.runtime.taskmanager.executor import TaskExecutor, state_options, task_config, watchdog_timeout
 from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
 from streamlet.runtime.taskmanager.metrics_server import MetricsServer
 from streamlet.runtime.taskmanager.session import JobManagerSession
@@ -108,17 +108,21 @@ class TaskManagerProcess:
                 await self.network.start()  # OSError when the data port is taken
                 self.executor = TaskExecutor(self.id, self.slots, self.network, self.clock, job_root,
                                              conf["taskmanager.network.queue-capacity"], task_config(conf),
-                                             state_options=state_options(conf), storage_config=conf)
+                                             state_options=state_options(conf), storage_config=conf,
+                                             watchdog_timeout=watchdog_timeout(conf))
                 executor = self.executor
                 self.metrics_server = MetricsServer(conf["metrics.address"], conf["metrics.port"],
                                                     lambda: [executor.metrics], self.token)
                 await self.metrics_server.start()
-                async with asyncio.TaskGroup() as tg:
-                    self.executor.bind(tg)
-                    try:
-                        await self._connection_loop(self.executor)
-                    finally:
-                        await self.executor.reset()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        self.executor.bind(tg)
+                        try:
+                            await self._connection_loop(self.executor)
+                        finally:
+                            await self.executor.reset()
+                finally:
+                    self.executor.unbind()
             finally:
                 if self.metrics_server is not None:
                     await self.metrics_server.stop()
