@@ -10,13 +10,13 @@ from typing import Any, Iterator
 import orjson
 import pytest
 
-from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet import config as cfg
 from streamlet.clock import ManualClock
 from streamlet.connectors.file_sink import FileSink, FileWriter
 from streamlet.connectors.files import list_files
+from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet.runtime.minicluster import MiniCluster
-from streamlet.runtime.taskmanager.task import TaskSnapshot
+from tests.support.checkpoints import RecordingCheckpoints, until
 from tests.support.pipelines import plan_file, write_pipeline
 
 #: set after every write / commit of a :class:`_SignalingWriter` (created on the test's loop)
@@ -52,33 +52,6 @@ def signaling_sink(register_connector: Any) -> Iterator[None]:
     COMMITTED.clear()
 
 
-class _Acks:
-    def __init__(self) -> None:
-        self.acks: list[TaskSnapshot] = []
-        self.changed = asyncio.Event()
-
-    def acknowledge(self, task: Any, snapshot: TaskSnapshot) -> None:
-        if snapshot.keyed is not None:
-            snapshot.keyed.discard()
-        self.acks.append(snapshot)
-        self.changed.set()
-
-    def decline(self, task: Any, checkpoint_id: int, reason: str) -> None:
-        raise AssertionError(f"{task.name} declined checkpoint {checkpoint_id}: {reason}")
-
-
-async def _until(cond: Any, event: asyncio.Event, what: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():
-            event.clear()
-            if cond():
-                return
-            try:
-                await event.wait()
-            except TimeoutError:
-                raise AssertionError(f"timed out waiting for {what}") from None
-
-
 def _visible(out: Path) -> list[Any]:
     return [orjson.loads(line) for f in list_files([str(out)], "*") for line in Path(f).read_bytes().splitlines()]
 
@@ -101,19 +74,19 @@ def test_a_checkpoint_hides_then_commits_the_file_of_a_running_job(tmp_path: Pat
             job = await cluster.submit(graph)
             executor = cluster.task_executor
             assert executor is not None
-            acks = _Acks()
+            acks = RecordingCheckpoints()
             # the first row is due at once; the next one only after a second of (manual) time
-            await _until(lambda: written.is_set(), written, "the first row at the sink")
+            await until(lambda: written.is_set(), written, "the first row at the sink")
             for task in executor.tasks(job):
                 task.checkpoints = acks
             assert executor.trigger_checkpoint(TriggerCheckpoint(job, 1, clock.time_ms(), "unused://", "chk-1")) == 1
-            await _until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
-            sink_ack = next(a for a in acks.acks if a.committables)
+            await until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
+            sink_ack = next(a for _, a in acks.acks if a.committables)
             assert sink_ack.committables == [{"pending": ".part-0-1-0.jsonl.pending", "final": "part-0-1-0.jsonl"}]
             assert _visible(out) == [] and (out / ".part-0-1-0.jsonl.pending").exists()
 
             executor.notify_checkpoint_complete(job, 1)
-            await _until(lambda: (out / "part-0-1-0.jsonl").exists(), committed, "the commit of checkpoint 1")
+            await until(lambda: (out / "part-0-1-0.jsonl").exists(), committed, "the commit of checkpoint 1")
             assert _visible(out) == [{"id": 0}]
             cluster.cancel(job)
             assert (await cluster.dispatcher.wait_terminal(job)).state == "CANCELED"

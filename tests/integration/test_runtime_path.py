@@ -19,16 +19,16 @@ from typing import Any, ClassVar, Iterator
 
 import pytest
 
-from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet import config as cfg
 from streamlet.clock import ManualClock
 from streamlet.graph.job_graph import JobGraph
 from streamlet.graph.operators import SPECS, OpSpec, SourceSpec, op_spec
 from streamlet.operators.base import Operator
+from streamlet.rpc.messages import TriggerCheckpoint
 from streamlet.runtime.minicluster import MiniCluster
-from streamlet.runtime.taskmanager.task import TaskSnapshot
 from streamlet.time.watermarks import MAX_WATERMARK
 from tests.support.connectors import COMMIT_LOG, SINK_STATS
+from tests.support.checkpoints import RecordingCheckpoints, until
 from tests.support.pipelines import plan_file, write_pipeline
 
 
@@ -38,36 +38,6 @@ def commit_sink(register_connector) -> Iterator[None]:
     COMMIT_LOG.reset()
     yield
     COMMIT_LOG.reset()
-
-
-class _Acks:
-    """A checkpoint listener recording which task acknowledged which checkpoint."""
-
-    def __init__(self) -> None:
-        self.acks: list[tuple[str, int]] = []
-        self.changed = asyncio.Event()
-
-    def acknowledge(self, task: Any, snapshot: TaskSnapshot) -> None:
-        if snapshot.keyed is not None:
-            snapshot.keyed.discard()
-        self.acks.append((task.name, snapshot.checkpoint_id))
-        self.changed.set()
-
-    def decline(self, task: Any, checkpoint_id: int, reason: str) -> None:
-        raise AssertionError(f"{task.name} declined checkpoint {checkpoint_id}: {reason}")
-
-
-async def _until(cond: Any, event: asyncio.Event, what: str, timeout: float = 5.0) -> None:
-    """Wait for ``cond()``, re-checking whenever ``event`` is set (no polling interval)."""
-    async with asyncio.timeout(timeout):
-        while not cond():
-            event.clear()
-            if cond():
-                return
-            try:
-                await event.wait()
-            except TimeoutError:
-                raise AssertionError(f"timed out waiting for {what}") from None
 
 
 def _conf(**overrides: Any) -> Any:
@@ -89,22 +59,22 @@ def test_a_barrier_reaches_a_waiting_source_and_its_completion_the_sink_without_
         async with MiniCluster(_conf(), slots=1, clock=clock) as cluster:
             job = await cluster.submit(graph)
             # the first row is due at once; the next one only after a second of (manual) time
-            await _until(lambda: ("write", 1) in COMMIT_LOG.events, COMMIT_LOG.changed, "the first row")
+            await until(lambda: ("write", 1) in COMMIT_LOG.events, COMMIT_LOG.changed, "the first row")
             executor = cluster.task_executor
             assert executor is not None
-            acks = _Acks()
+            acks = RecordingCheckpoints()
             for task in executor.tasks(job):
                 task.checkpoints = acks
             writes_before = list(COMMIT_LOG.events)
 
             assert executor.trigger_checkpoint(TriggerCheckpoint(job, 1, clock.time_ms(), "unused://", "chk-1")) == 1  # one source subtask
-            await _until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
-            assert sorted(n for _, n in acks.acks) == [1, 1]
+            await until(lambda: len(acks.acks) == 2, acks.changed, "both tasks to take checkpoint 1")
+            assert sorted(a.checkpoint_id for _, a in acks.acks) == [1, 1]
             assert COMMIT_LOG.events == writes_before + [("prepare", 1)]
             assert COMMIT_LOG.written == []  # prepared, not visible yet
 
             executor.notify_checkpoint_complete(job, 1)
-            await _until(lambda: ("commit", 1) in COMMIT_LOG.events, COMMIT_LOG.changed, "the commit of checkpoint 1")
+            await until(lambda: ("commit", 1) in COMMIT_LOG.events, COMMIT_LOG.changed, "the commit of checkpoint 1")
             assert COMMIT_LOG.written == [{"id": 0}]
             # all of it happened while the source waited: no time passed and no new row was made
             assert clock.monotonic() == 0.0
