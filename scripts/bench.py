@@ -113,10 +113,10 @@ def nexmark_pipeline(query: str, events: int) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def make_input_ts(records: int) -> Path:
-    """W3's input: W1's records plus an in-order event time ``ts`` (ms)."""
+def _records_file(name: str, records: int, with_ts: bool) -> Path:
+    """``bench-data/<name>-<records>.jsonl`` of deterministic records, written once and reused."""
     DATA.mkdir(exist_ok=True)
-    path = DATA / f"records-ts-{records}.jsonl"
+    path = DATA / f"{name}-{records}.jsonl"
     if not path.exists():
         import orjson
 
@@ -124,27 +124,20 @@ def make_input_ts(records: int) -> Path:
         with open(tmp, "wb") as f:
             step = 100_000
             for lo in range(0, records, step):
-                f.write(b"".join(orjson.dumps({"id": i, "user": i % 10000, "value": i % 1000, "ts": i}) + b"\n"
-                                 for i in range(lo, min(records, lo + step))))
+                rows = ({"id": i, "user": i % 10000, "value": i % 1000} for i in range(lo, min(records, lo + step)))
+                f.write(b"".join(orjson.dumps({**r, "ts": r["id"]} if with_ts else r) + b"\n" for r in rows))
         tmp.rename(path)
     return path
+
+
+def make_input_ts(records: int) -> Path:
+    """W3's input: W1's records plus an in-order event time ``ts`` (ms)."""
+    return _records_file("records-ts", records, True)
 
 
 def make_input(records: int) -> Path:
     """Deterministic JSONL input; reused when it already exists with the same size."""
-    DATA.mkdir(exist_ok=True)
-    path = DATA / f"records-{records}.jsonl"
-    if not path.exists():
-        import orjson
-
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            step = 100_000
-            for lo in range(0, records, step):
-                f.write(b"".join(orjson.dumps({"id": i, "user": i % 10000, "value": i % 1000}) + b"\n"
-                                 for i in range(lo, min(records, lo + step))))
-        tmp.rename(path)
-    return path
+    return _records_file("records", records, False)
 
 
 # ---------------------------------------------------------------- measured in a child process

@@ -56,6 +56,17 @@ def register_connector() -> Iterator[Callable[[str, str, str], None]]:
 
 
 @pytest.fixture
+def slow_sink(register_connector: Callable[[str, str, str], None]) -> Iterator[None]:
+    """The ``slow`` test sink (tests.support.connectors.SlowSink) registered, its stats reset."""
+    from tests.support.connectors import SINK_STATS
+
+    register_connector("sink", "slow", "tests.support.connectors:SlowSink")
+    SINK_STATS.reset()
+    yield
+    SINK_STATS.reset()
+
+
+@pytest.fixture
 def udf_module(tmp_path: Path) -> Callable[[str], str]:
     """Write Python source as a uniquely named module in ``tmp_path``; return the module name.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -22,22 +22,10 @@ from streamlet import config as cfg
 from streamlet.runtime.minicluster import MiniCluster
 from streamlet.runtime.taskmanager.network.channels import InputChannel
 from tests.support.connectors import SINK_STATS
-from tests.support.pipelines import plan_file, read_output, run_graph, write_pipeline
+from tests.support.pipelines import plan_file, read_output, run_graph, vertex_named, write_pipeline
 
 BATCH = 64
 CAPACITY = 4
-
-
-@pytest.fixture
-def slow_sink(register_connector) -> Iterator[None]:
-    register_connector("sink", "slow", "tests.support.connectors:SlowSink")
-    SINK_STATS.reset()
-    yield
-    SINK_STATS.reset()
-
-
-def _vertex(info: Any, name: str) -> Any:
-    return next(v for v in info.vertices if v.name == name)
 
 
 async def _run_until_sink_wrote(graph: Any, target_batches: int) -> dict[str, Any]:
@@ -73,7 +61,7 @@ async def _run_until_sink_wrote(graph: Any, target_batches: int) -> dict[str, An
                     worst_gap = max(worst_gap, produced - stats.records)
                     if stats.batches > target_batches // 4:  # past start-up
                         # as the REST API shows it: the source vertex's back pressure (0..1000 ms/s)
-                        bp_samples.append(_vertex(info, "numbers").metrics.backpressured_ms_per_second / 1000)
+                        bp_samples.append(vertex_named(info, "numbers").metrics.backpressured_ms_per_second / 1000)
         finally:
             reached.cancel()
         rss_growth = proc.memory_info().rss - rss_start

@@ -29,7 +29,7 @@ from streamlet.runtime.minicluster import MiniCluster
 from streamlet.time.watermarks import MAX_WATERMARK
 from tests.support.connectors import COMMIT_LOG, SINK_STATS
 from tests.support.checkpoints import RecordingCheckpoints, until
-from tests.support.pipelines import plan_file, write_pipeline
+from tests.support.pipelines import plan_file, vertex_named, write_pipeline
 
 
 @pytest.fixture
@@ -196,18 +196,6 @@ def test_watermarks_and_barriers_flow_in_order_with_the_records(tmp_path: Path, 
 # -- the metrics are true ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def slow_sink(register_connector) -> Iterator[None]:
-    register_connector("sink", "slow", "tests.support.connectors:SlowSink")
-    SINK_STATS.reset()
-    yield
-    SINK_STATS.reset()
-
-
-def _vertex(info: Any, name: str) -> Any:
-    return next(v for v in info.vertices if v.name == name)
-
-
 def test_a_source_blocked_by_a_slow_sink_reads_backpressured_while_it_waits(tmp_path: Path, slow_sink: None) -> None:
     graph = plan_file(write_pipeline(tmp_path, """
         name: very-slow
@@ -228,7 +216,7 @@ def test_a_source_blocked_by_a_slow_sink_reads_backpressured_while_it_waits(tmp_
                 while not reached.done():
                     # what GET /jobs/:id shows every 100 ms, read while the sink is inside a write
                     await asyncio.wait([reached], timeout=0.1)
-                    m = _vertex(cluster.dispatcher.job(job), "gen").metrics
+                    m = vertex_named(cluster.dispatcher.job(job), "gen").metrics
                     if SINK_STATS.batches >= 1:
                         samples.append((m.backpressured_ms_per_second, m.busy_ms_per_second))
             cluster.cancel(job)
@@ -256,7 +244,7 @@ def test_sources_sharing_the_event_loop_are_not_each_counted_busy(tmp_path: Path
             sums = []
             for _ in range(10):
                 await asyncio.sleep(0.1)  # the sampling period: the job runs flat out meanwhile
-                subtasks = _vertex(cluster.dispatcher.job(job), "gen -> out").subtasks
+                subtasks = vertex_named(cluster.dispatcher.job(job), "gen -> out").subtasks
                 if all(s.metrics.records_out for s in subtasks):
                     sums.append(sum(s.metrics.busy_ms_per_second for s in subtasks))
             cluster.cancel(job)

@@ -79,3 +79,8 @@ def read_output(directory: Path) -> list[Any]:
 def canonical(records: Iterable[Any]) -> list[bytes]:
     """Records in a comparable, order-free form (sorted canonical JSON)."""
     return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
+
+
+def vertex_named(info: Any, name: str) -> Any:
+    """The vertex called ``name`` of a JobInfo / JobResult."""
+    return next(v for v in info.vertices if v.name == name)
