@@ -36,7 +36,7 @@ from streamlet.errors import PipelineDefinitionError, StreamletError
 from streamlet.graph.operators import SinkSpec, SourceSpec
 from streamlet.keys import freeze, subtask_for_key
 from streamlet.rest.base import ConflictError, NotFoundError, UnavailableError
-from streamlet.rpc.errors import RpcError
+from streamlet.rpc.errors import ConnectionClosedError, RpcError
 from streamlet.graph.job_graph import JobGraph
 from streamlet.graph.settings import checkpoint_settings, restart_settings
 from streamlet.rest.schemas import ExceptionEntry, RestartEntry
@@ -443,7 +443,11 @@ class JobMaster:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any deploy failure fails the job with its reason
-            reason = f"could not deploy to taskmanager {task_manager_id}: {exc}"
+            if isinstance(exc, (ConnectionClosedError, ConnectionError)):
+                # its connection closed during the deployment: the process is gone (killed, crashed)
+                reason = f"taskmanager {task_manager_id} lost while deploying to it: {exc}"
+            else:
+                reason = f"could not deploy to taskmanager {task_manager_id}: {exc}"
             # a refused deployment was undone on the TaskManager: those subtasks will never report
             # (a deployment that timed out may still start: the release at the end stops it)
             for ex in self.executions:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any, Awaitable, Callable
 
 from streamlet.clock import ManualClock
-from streamlet.rpc.errors import RpcError
+from streamlet.rpc.errors import ConnectionClosedError, RpcError
 from streamlet.runtime.jobmanager.job_master import JobMaster, JobMasterConfig
 from streamlet.runtime.jobmanager.job_status import ExecutionState, JobStatus
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
@@ -192,6 +192,21 @@ def test_a_failed_deployment_fails_the_job() -> None:
         await until(lambda: jm.status is JobStatus.FAILED)
         assert all(ex.state is E.FAILED for ex in jm.executions)
         assert "could not deploy to taskmanager t1: slot 1 is held" in jm.exceptions[0].exception
+
+    run_job(body)
+
+
+def test_a_deployment_whose_connection_closes_names_the_lost_taskmanager() -> None:
+    async def body(jm: JobMaster, rm: ResourceManager, clock: ManualClock) -> None:
+        t1 = register(rm, 2, "t1")
+
+        async def killed(_: Any) -> None:  # what the RPC endpoint raises when the process died
+            raise ConnectionClosedError("rpc connection to taskmanager t1 (127.0.0.1:1) closed")
+
+        t1.deploy_hook = killed
+        await until(lambda: jm.status is JobStatus.FAILED)
+        assert all(ex.state is E.FAILED for ex in jm.executions)
+        assert jm.exceptions[0].exception.startswith("taskmanager t1 lost while deploying to it: rpc connection")
 
     run_job(body)
 
