@@ -36,7 +36,22 @@ TRANSFORM_KEYS = ("input", "key_by", "parallelism", "partition", "name", "window
 NOT_YET: dict[str, str] = {}
 
 
-class _PipelineLoader(yaml.SafeLoader):
+try:  # libyaml's scanner and parser (C), with PyYAML's composer so compose_node below sees every node
+    from yaml._yaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml: the pure-Python scanner and parser
+    _Base: type = yaml.SafeLoader
+else:
+    class _Base(yaml.composer.Composer, _CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):  # type: ignore[misc]
+        """SafeLoader's composer, constructor and resolver on libyaml's events (8x faster to scan)."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            yaml.composer.Composer.__init__(self)
+
+
+class _PipelineLoader(_Base):  # type: ignore[misc, valid-type]
     """PyYAML's SafeLoader, bounded and strict, for documents that come from the network.
 
     * while composing (before any Python object exists) it counts nesting depth, aliases and
@@ -651,6 +666,9 @@ def parse_yaml(text: str, source_file: str = "<pipeline>", limits: PipelineLimit
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise PipelineDefinitionError(f"malformed YAML{at}: {problem}; fix the syntax", source_file) from None
+    except UnicodeEncodeError as exc:  # libyaml reads UTF-8: a lone surrogate cannot be encoded
+        raise PipelineDefinitionError(f"unacceptable character #x{ord(exc.object[exc.start]):04x} at position "
+                                      f"{exc.start}: not valid Unicode; remove it", source_file) from None
     except RecursionError:
         raise PipelineDefinitionError("the YAML document nests (or merges with <<) too deeply to load; "
                                       "flatten it", source_file) from None
