@@ -49,7 +49,7 @@ from streamlet.rpc.messages import (
 from streamlet.runtime.job_files import forget_job, job_modules, write_job_files
 from streamlet.runtime.taskmanager.network.channels import InputChannel, InputGate, LocalOutputChannel, OutputChannel
 from streamlet.runtime.taskmanager.slots import SlotTable
-from streamlet.runtime.taskmanager.stack_sampler import sample_stacks
+from streamlet.runtime.taskmanager.stack_sampler import sample_stacks, sample_stacks_on_signals, signals_usable
 from streamlet.runtime.taskmanager.deployment import build_task
 from streamlet.runtime.taskmanager.task import Task, TaskConfig, TaskSnapshot
 from streamlet.state.query import node_states, read_key
@@ -326,8 +326,9 @@ class TaskExecutor:
         return out
 
     async def sample_stacks(self, msg: SampleStacks) -> list[dict[str, Any]]:
-        """Stack samples of the vertex's running subtasks here (see :mod:`.stack_sampler`): a
-        sampler thread for the length of the request, nothing before or after it."""
+        """Stack samples of the vertex's running subtasks here (see :mod:`.stack_sampler`): on timer
+        signals in the loop thread where that is possible, else from a sampler thread, for the
+        length of the request only; nothing before or after it."""
         job = self._jobs.get(msg.job_id)
         wanted = set(msg.subtasks)
         tasks = {st.tdd.subtask_index: st.runner for st in (job.subtasks if job is not None else [])
@@ -335,11 +336,13 @@ class TaskExecutor:
                  and st.runner is not None and not st.runner.done()}
         if not tasks:
             return []
+        num, delay, depth = max(1, msg.num_samples), max(0.0, msg.delay), max(1, msg.max_depth)
+        if signals_usable():
+            return await sample_stacks_on_signals(tasks, num, delay, depth)
         stop = threading.Event()
         try:
             return await asyncio.to_thread(sample_stacks, asyncio.get_running_loop(), threading.get_ident(),
-                                           tasks, max(1, msg.num_samples), max(0.0, msg.delay),
-                                           max(1, msg.max_depth), stop)
+                                           tasks, num, delay, depth, stop)
         finally:
             stop.set()  # a cancelled request ends the sampler at its next sample
 

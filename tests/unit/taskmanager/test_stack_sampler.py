@@ -123,3 +123,74 @@ def test_a_vertex_sampled_with_refresh_interval_zero_keeps_its_last_graph() -> N
     answer = tracker.flame_graph(_Job(), "v")  # type: ignore[arg-type]
     # the old graph is served while a new round (started here) samples again
     assert answer["data"]["value"] == 4 and len(started) == 1
+
+
+SIGNAL_CHILD = r'''
+import asyncio, json, signal, sys, threading, time
+from streamlet.runtime.taskmanager import stack_sampler
+
+
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def busy(stop):
+    while not stop.is_set():
+        spin(0.02)
+        await asyncio.sleep(0)
+
+
+async def parked(event):
+    await event.wait()
+
+
+async def main():
+    stop, never = asyncio.Event(), asyncio.Event()
+    tasks = {0: asyncio.create_task(busy(stop)), 1: asyncio.create_task(parked(never))}
+    await asyncio.sleep(0)
+    usable = stack_sampler.signals_usable()
+    in_thread = await asyncio.to_thread(stack_sampler.signals_usable)
+    try:
+        samples = await stack_sampler.sample_stacks_on_signals(tasks, 50, 0.005, 100)
+    finally:
+        stop.set()
+        never.set()
+        await asyncio.gather(*tasks.values())
+    restored = signal.getsignal(signal.SIGALRM) == signal.SIG_DFL and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    print(json.dumps({"usable": usable, "in_thread": in_thread, "restored": restored,
+                      "again": stack_sampler.signals_usable(), "samples": samples}))
+
+
+asyncio.run(main())
+'''
+
+
+def test_samples_on_signals_in_a_main_thread_loop_catch_the_running_task_in_its_code() -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # a process of its own: the signal way needs the main thread and a free SIGALRM, which the test
+    # runner's timeout uses here
+    root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", SIGNAL_CHILD], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["usable"] and not out["in_thread"], out
+    assert out["restored"] and out["again"], out
+    samples = out["samples"]
+    by = {0: [s for s in samples if s["subtask"] == 0], 1: [s for s in samples if s["subtask"] == 1]}
+    assert sum(s["count"] for s in by[0]) == 50 and sum(s["count"] for s in by[1]) == 50
+    # the signal interrupts the loop thread wherever it is, and it is nearly always in spin()
+    # (else in busy's own loop, between two spins)
+    on = sum(s["count"] for s in by[0] if s["on_cpu"])
+    in_spin = sum(s["count"] for s in by[0] if s["on_cpu"] and any(f.startswith("spin (") for f in s["stack"]))
+    assert on >= 25 and in_spin >= on // 2, by[0]
+    assert all(s["stack"][0].startswith("busy (") for s in by[0] if s["on_cpu"]), by[0]
+    assert all(not s["on_cpu"] for s in by[1])
+    assert {tuple(f.split(" (")[0] for f in s["stack"]) for s in by[1]} == {("parked", "Event.wait")}
