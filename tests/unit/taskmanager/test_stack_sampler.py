@@ -7,6 +7,8 @@ import asyncio
 import threading
 import time
 
+import pytest
+
 from streamlet.runtime.jobmanager.flame_graph import build_flame_graph
 from streamlet.runtime.taskmanager.stack_sampler import sample_stacks
 
@@ -163,11 +165,17 @@ async def main():
                       "again": stack_sampler.signals_usable(), "samples": samples}))
 
 
-asyncio.run(main())
+if sys.argv[1] == "uvloop":  # a TaskManager's loop
+    import uvloop
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+else:
+    asyncio.run(main())
 '''
 
 
-def test_samples_on_signals_in_a_main_thread_loop_catch_the_running_task_in_its_code() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_samples_on_signals_in_a_main_thread_loop_catch_the_running_task_in_its_code(loop: str) -> None:
     import json
     import os
     import subprocess
@@ -178,7 +186,7 @@ def test_samples_on_signals_in_a_main_thread_loop_catch_the_running_task_in_its_
     # runner's timeout uses here
     root = str(Path(__file__).resolve().parents[3])
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", SIGNAL_CHILD], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run([sys.executable, "-c", SIGNAL_CHILD, loop], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["usable"] and not out["in_thread"], out
