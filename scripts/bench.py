@@ -21,7 +21,9 @@ exclude start-up (planning, split enumeration, task deployment), which is report
   python scripts/bench.py W1 W2 --records 500000
   python scripts/bench.py W2 --parallelism 2 --taskmanagers 2
   python scripts/bench.py W1 W2 --scrape        # with the REST API up and GET /metrics every second
-  (scripts/bench_metrics.py compares runs with and without --scrape)
+  python scripts/bench.py W1 --dashboard browser  # the job's dashboard page open in headless Chromium
+  python scripts/bench.py W1 --dashboard poll     # a client polling what the job page polls, as often
+  (scripts/bench_metrics.py compares runs with and without them)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,13 +161,84 @@ while True:
 """
 
 
+#: --dashboard browser: Debian's headless Chromium (playwright) with the job page open, in its own
+#: process.  It starts the browser first (outside the measured run), says "ready", reads the job
+#: page's URL from stdin, opens it, and at "stop" prints how many polls of the job the page made
+#: (GET /jobs/<id>, the first request of each poll), the API requests and the failed ones.
+BROWSER = """
+import json, sys, threading
+from playwright.sync_api import sync_playwright
+with sync_playwright() as p:
+    b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox", "--disable-gpu"])
+    page = b.new_page(viewport={"width": 1400, "height": 1000})
+    counts = {"polls": 0, "requests": 0, "failed": 0, "errors": []}
+    url = None
+    def seen(resp):
+        path = resp.url.split("#")[0].split("?")[0]
+        if "/jobs/" not in path:
+            return
+        counts["requests"] += 1
+        counts["failed"] += resp.status >= 400
+        if url and path.endswith(url.rsplit("/", 1)[1]):
+            counts["polls"] += 1
+    page.on("response", seen)
+    page.on("pageerror", lambda e: counts["errors"].append(str(e)))
+    print("ready", flush=True)
+    url = sys.stdin.readline().strip()
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    page.goto(url)
+    while not stop.is_set():
+        page.wait_for_timeout(100)
+    b.close()
+print(json.dumps(counts), flush=True)
+"""
+
+#: --dashboard poll: what the job page asks for on each poll (streamlet/rest/static/app.js, showJob),
+#: in the same order and as often (POLL_MS, 2 s after the previous poll ended); the concurrent
+#: requests of the page go out concurrently here too.  Prints the counts as BROWSER does at "stop".
+POLLER = """
+import json, sys, threading, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+base, jid = sys.argv[1], sys.argv[2]
+counts = {"polls": 0, "requests": 0, "failed": 0, "errors": []}
+def get(path):
+    counts["requests"] += 1
+    try:
+        with urllib.request.urlopen(base + path, timeout=5) as r:
+            return json.loads(r.read())
+    except OSError:
+        counts["failed"] += 1
+        return None
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+with ThreadPoolExecutor(8) as pool:
+    for path in ("/", "/static/app.js", "/static/style.css"):  # the page itself, once
+        urllib.request.urlopen(base + path, timeout=5).read()
+    while not stop.is_set():
+        job = get(f"/jobs/{jid}")
+        counts["polls"] += 1
+        list(pool.map(get, [f"/jobs/{jid}/exceptions", f"/jobs/{jid}/checkpoints"]))
+        vs = (job or {}).get("vertices", [])
+        list(pool.map(get, [f"/jobs/{jid}/vertices/{v['id']}/{w}" for v in vs for w in ("backpressure", "watermarks")]))
+        stop.wait(2.0)
+print(json.dumps(counts), flush=True)
+"""
+
+
 def child_streamlet(workload: str, records: int, events: int, parallelism: int, taskmanagers: int,
-                    defines: list[str] | None = None, scrape: bool = False) -> dict:
+                    defines: list[str] | None = None, scrape: bool = False, dashboard: str | None = None) -> dict:
     from streamlet import config as cfg
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
     from streamlet.runtime import minicluster
 
+    viewer: list = []
+    if dashboard == "browser":  # launched first: Chromium's start-up is neither the run nor the job's start-up
+        viewer.append(subprocess.Popen([sys.executable, "-c", BROWSER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       text=True))
+        if viewer[0].stdout.readline().strip() != "ready":
+            raise SystemExit("the browser did not start (playwright and /usr/bin/chromium are needed)")
     out_dir = tempfile.mkdtemp(prefix="streamlet-bench-")
     if workload in NEXMARK_QUERIES:
         text = nexmark_pipeline(workload, events)
@@ -182,17 +256,33 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
 
     def on_started(cluster, job) -> None:
         started.append((cluster, job))
+        base = f"http://127.0.0.1:{cluster.rest_port}"
         if scrape:  # a Prometheus-like scraper in its own process: GET /metrics every second
-            url = f"http://127.0.0.1:{cluster.rest_port}/metrics"
-            scraper.append(subprocess.Popen([sys.executable, "-c", SCRAPER, url], stdout=subprocess.PIPE, text=True))
+            scraper.append(subprocess.Popen([sys.executable, "-c", SCRAPER, base + "/metrics"], stdout=subprocess.PIPE,
+                                            text=True))
+        if dashboard == "browser":
+            viewer[0].stdin.write(f"{base}/#/jobs/{job}\n")
+            viewer[0].stdin.flush()
+        elif dashboard == "poll":
+            viewer.append(subprocess.Popen([sys.executable, "-c", POLLER, base, job], stdin=subprocess.PIPE,
+                                           stdout=subprocess.PIPE, text=True))
 
-    if scrape:
+    rest = scrape or dashboard is not None
+    if rest:
         conf = conf.with_overrides({"rest.port": 0})
     try:
-        result = minicluster.execute(graph, conf, taskmanagers=taskmanagers, rest=scrape, on_started=on_started)
+        result = minicluster.execute(graph, conf, taskmanagers=taskmanagers, rest=rest, on_started=on_started)
     finally:
         for p in scraper:
             p.terminate()
+        seen = None
+        for p in viewer:
+            try:
+                seen = json.loads(p.communicate("stop\n", timeout=30)[0].strip().splitlines()[-1])
+            except (subprocess.TimeoutExpired, ValueError, IndexError):
+                p.kill()
+                p.wait()
+        shutil.rmtree(out_dir, ignore_errors=True)  # W2's output of a long run is large
     t1 = time.perf_counter()
     if result.state != "FINISHED":
         raise SystemExit(f"{workload} {result.state}: {result.error}")
@@ -206,6 +296,10 @@ def child_streamlet(workload: str, records: int, events: int, parallelism: int, 
            "out_records": result.vertices[-1].records_out}
     if scraper:
         out["scrapes"] = int((scraper[0].communicate(timeout=10)[0] or "0").split()[-1])
+    if dashboard is not None:
+        if seen is None or seen["polls"] == 0 or seen["failed"] or seen["errors"]:
+            raise SystemExit(f"the dashboard ({dashboard}) did not poll the job cleanly: {seen}")
+        out["dashboard"] = seen
     cluster, job = started[0]
     stats = cluster.dispatcher.checkpoint_stats(job)
     if stats["counts"]["completed"]:
@@ -278,7 +372,8 @@ def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict | None
     cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
            "--events", str(events), "--parallelism", str(args.parallelism),
            "--taskmanagers", str(args.taskmanagers), *[f"-D{d}" for d in args.define],
-           *(["--scrape"] if getattr(args, "scrape", False) and kind == "streamlet" else [])]
+           *(["--scrape"] if getattr(args, "scrape", False) and kind == "streamlet" else []),
+           *(["--dashboard", args.dashboard] if getattr(args, "dashboard", None) and kind == "streamlet" else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} {workload} failed:\n{proc.stderr[-3000:]}")
@@ -300,6 +395,9 @@ def main() -> None:
                          "-D state.backend.type=rocksdb (checkpoint figures are then reported)")
     ap.add_argument("--scrape", action="store_true",
                     help="serve the REST API and GET /metrics every second from another process while it runs")
+    ap.add_argument("--dashboard", choices=["browser", "poll"],
+                    help="serve the REST API with the job's dashboard page open while it runs: in headless Chromium "
+                         "(browser: playwright, /usr/bin/chromium) or as a client polling what the page polls (poll)")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "WORKLOAD"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
@@ -307,7 +405,7 @@ def main() -> None:
         kind, workload = args.child
         if kind == "streamlet":
             res = child_streamlet(workload, args.records, args.events, args.parallelism, args.taskmanagers, args.define,
-                                  args.scrape)
+                                  args.scrape, args.dashboard)
         else:
             res = child_hand(workload, args.records, args.events)
         print(json.dumps(res))
