@@ -263,11 +263,14 @@ async def sample_stacks_on_signals(tasks: dict[int, asyncio.Task[Any]], num_samp
     jitter = random.Random(id(loop))
     waits = [delay * (0.5 + jitter.random()) for _ in range(num_samples)]
     taken = 0
+    ended = False
     failed: list[BaseException] = []
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         # runs inside whatever code the loop thread was in (a subtask's, most often): it must not raise
         nonlocal taken
+        if ended:  # a signal handled after the round: arming another timer now could end the process
+            return
         try:
             _record(counts, sampled, asyncio.current_task(loop), frame, max_depth)
         except Exception as exc:  # noqa: BLE001 - a bug here would otherwise fail the interrupted subtask
@@ -288,6 +291,7 @@ async def sample_stacks_on_signals(tasks: dict[int, asyncio.Task[Any]], num_samp
                and loop.time() < deadline):
             await asyncio.sleep(delay)
     finally:
+        ended = True
         signal.setitimer(signal.ITIMER_REAL, 0)  # first: a SIGALRM after SIG_DFL is back would end the process
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         _signal_round = False
