@@ -40,6 +40,9 @@ class OutputDesc:
     side_output: str | None = None
     #: the target's consumers of this node's output (copies are made when several read it)
     shared: bool = False
+    #: the only record fields the target's head operator reads (``OpSpec.fields_read``): a remote
+    #: channel may carry just these; None: whole records
+    fields: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class TaskDeploymentDescriptor:
                       "inputs": tuple(InputChannelDesc(**i) for i in d["inputs"]),
                       "outputs": tuple(OutputDesc(**{**o, "channel_ids": tuple(o["channel_ids"]),
                                                       "target_subtasks": tuple(o["target_subtasks"]),
+                                                      "fields": tuple(o["fields"]) if o.get("fields") else None,
                                                       "key": KeySpec.from_json(o["key"]) if o["key"] else None})
                                        for o in d["outputs"]),
                       "sys_path": tuple(d.get("sys_path", ()))})
@@ -120,7 +124,7 @@ def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
                 targets = (sub,) if e.partitioner == FORWARD else tuple(range(down.parallelism))
                 outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0].id,
                                           tuple(channel_id(ei, sub, t) for t in targets), targets, e.side_output,
-                                          readers[e.side_output] > 1))
+                                          readers[e.side_output] > 1, down.operators[0].fields_read(e.input)))
             out.append(TaskDeploymentDescriptor(
                 job_id=job_id, job_name=graph.name, vertex_id=v.id, vertex_name=v.name, subtask_index=sub,
                 parallelism=v.parallelism, max_parallelism=graph.max_parallelism, mode=graph.mode,

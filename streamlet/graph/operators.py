@@ -120,6 +120,12 @@ class OpSpec:
         """One line for ``streamlet validate``."""
         return f"{self.KIND} {self.id}"
 
+    def fields_read(self, input_index: int = 0) -> tuple[str, ...] | None:
+        """The record fields this operator reads from input ``input_index``, when it provably reads
+        no others (dict records; a record without one of them fails here as before); None: it may
+        read the whole record.  An edge into this operator may then carry only these fields."""
+        return None
+
 
 def _to_json(value: Any) -> Any:
     if isinstance(value, KeySpec):
@@ -233,6 +239,9 @@ class AggregateSpec(OpSpec):
         aggs = ", ".join(f"{a[0]}={a[1]}({a[2] or ''})" for a in self.aggregates)
         return f"aggregate {self.id}: {aggs}"
 
+    def fields_read(self, input_index: int = 0) -> tuple[str, ...] | None:
+        return _keyed_fields(self.key, self.aggregates)
+
 
 @op_spec
 @dataclass(frozen=True)
@@ -247,6 +256,22 @@ class ReduceSpec(OpSpec):
 
     def label(self) -> str:
         return f"reduce {self.id}: {self.expr or self.path}"
+
+
+def _keyed_fields(key: KeySpec | None, aggregates: tuple[tuple[Any, ...], ...]) -> tuple[str, ...] | None:
+    """The fields a keyed aggregation reads: its key fields and aggregated fields; None when a key
+    expression, a ``where`` filter, a user aggregate or a whole-record aggregate (``collect``
+    without a field) may read any field."""
+    if key is None or not key.fields:
+        return None
+    out = list(key.fields)
+    for agg in aggregates:
+        func, fld = agg[1], agg[2]
+        if (len(agg) > 3 and agg[3]) or ":" in func or (fld is None and func != "count"):
+            return None
+        if fld is not None and fld not in out:
+            out.append(fld)
+    return tuple(out)
 
 
 def _builtin_aggregates(aggregates: tuple[tuple[Any, ...], ...]) -> bool:
@@ -298,6 +323,10 @@ class WindowSpec(OpSpec):
         aggs = ", ".join(f"{a[0]}={a[1]}({a[2] or ''})" for a in self.aggregates)
         key = f" by {self.key.label()}" if self.key is not None else ""
         return f"window {self.id}: {shape} ({self.time} time){key}: {aggs}"
+
+    def fields_read(self, input_index: int = 0) -> tuple[str, ...] | None:
+        # late records leave whole through the side output
+        return None if self.late_output else _keyed_fields(self.key, self.aggregates)
 
 
 @op_spec

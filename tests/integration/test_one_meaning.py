@@ -21,9 +21,10 @@ from tests.support.pipelines import canonical, plan_file, read_output, write_jso
 RECORDS = [{"id": i, "k": i % 5, "tags": [f"t{i % 3}", f"t{i % 2}"]} for i in range(200)]
 
 
-def _run(tmp_path: Path, text: str, taskmanagers: int, out: str = "out") -> tuple[str, str, Any]:
+def _run(tmp_path: Path, text: str, taskmanagers: int, out: str = "out",
+         records: list[Any] = RECORDS) -> tuple[str, str, Any]:
     """Run the pipeline (its sinks write under ``out``); returns (state, error text, outputs)."""
-    write_jsonl(tmp_path / "in.jsonl", RECORDS)
+    write_jsonl(tmp_path / "in.jsonl", records)
     graph = plan_file(write_pipeline(tmp_path, text.replace("@OUT@", out)), parallelism=2)
     conf = cfg.load(overrides={"log.level": "WARNING"}, env={})
     result = asyncio.run(execute_async(graph, conf, taskmanagers=taskmanagers))
@@ -33,8 +34,8 @@ def _run(tmp_path: Path, text: str, taskmanagers: int, out: str = "out") -> tupl
     return result.state, error, outputs
 
 
-def _both(tmp_path: Path, text: str) -> tuple[tuple[str, str, Any], tuple[str, str, Any]]:
-    return _run(tmp_path, text, 0, "out-embedded"), _run(tmp_path, text, 2, "out-cluster")
+def _both(tmp_path: Path, text: str, records: list[Any] = RECORDS) -> tuple[tuple[str, str, Any], tuple[str, str, Any]]:
+    return _run(tmp_path, text, 0, "out-embedded", records), _run(tmp_path, text, 2, "out-cluster", records)
 
 
 def test_a_record_that_is_not_json_fails_the_same_way_at_the_shuffle(tmp_path: Path) -> None:
@@ -105,3 +106,51 @@ def test_a_single_consumer_path_is_not_copied(tmp_path: Path, taskmanagers: int)
     for row in outputs["c"]:
         finals[row["k"]] = max(finals.get(row["k"], 0), row["n"])
     assert finals == {k: sum(1 for r in RECORDS if r["k"] == k) for k in range(5)}
+
+
+#: wide records: a keyed aggregation of one field lets remote channels carry two of six fields
+WIDE = [{"id": i, "k": i % 7, "v": i % 10, "url": f"https://x/{i}", "extra": "e" * (i % 50), "tags": [i]}
+        for i in range(300)]
+
+
+def test_keyed_aggregations_over_wide_records_give_the_same_rows(tmp_path: Path) -> None:
+    embedded, cluster = _both(tmp_path, """
+        name: wide
+        sources: {src: {type: file, path: in.jsonl, timestamp: id}}
+        transforms:
+          sums: {input: src, key_by: k, aggregate: {total: {sum: v}, n: count, vs: {collect: v}}}
+          win: {input: src, key_by: k, window: {type: tumbling, size: 100ms}, aggregate: {top: {max: v}}}
+        sinks:
+          out_sums: {input: sums, type: file, path: @OUT@/sums}
+          out_win: {input: win, type: file, path: @OUT@/win}
+    """, WIDE)
+    assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
+    expected = {}
+    for r in WIDE:
+        key = (r["k"], r["id"] // 100 * 100)
+        expected[key] = max(expected.get(key, -1), r["v"])
+    for _, _, outputs in (embedded, cluster):
+        assert canonical(outputs["win"]) == canonical(
+            {"k": k, "window_start": s, "window_end": s + 100, "top": top} for (k, s), top in expected.items())
+        # a running aggregate: a row per record (the two sources interleave differently); the
+        # last row of each key holds all its values
+        assert len(outputs["sums"]) == len(WIDE)
+        last = {}
+        for row in outputs["sums"]:
+            if row["n"] > last.get(row["k"], {"n": 0})["n"]:
+                last[row["k"]] = row
+        assert {k: (row["n"], row["total"], sorted(row["vs"])) for k, row in last.items()} == {
+            k: (len(vs), sum(vs), sorted(vs)) for k in range(7) for vs in [[r["v"] for r in WIDE if r["k"] == k]]}
+
+
+def test_a_record_without_the_aggregated_field_fails_the_same_way(tmp_path: Path) -> None:
+    records = WIDE[:150] + [{"id": 150, "k": 3, "url": "u", "extra": "", "tags": [], "other": 1}] + WIDE[151:]
+    embedded, cluster = _both(tmp_path, """
+        name: missing
+        sources: {src: {type: file, path: in.jsonl}}
+        transforms: {sums: {input: src, key_by: k, aggregate: {total: {sum: v}}}}
+        sinks: {out: {input: sums, type: file, path: @OUT@/sums}}
+    """, records)
+    assert embedded[0] == cluster[0] == "FAILED"
+    for _, error, _ in (embedded, cluster):
+        assert "sums" in error and "'other': 1" in error and "KeyError" in error, error

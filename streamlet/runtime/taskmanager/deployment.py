@@ -17,6 +17,7 @@ from streamlet.metrics.registry import MetricGroup, TaskIOMetrics
 from streamlet.operators.base import RuntimeContext
 from streamlet.runtime.taskmanager.network import partitioners
 from streamlet.runtime.taskmanager.network.channels import InputGate, OutputChannel
+from streamlet.runtime.taskmanager.network.projection import projection
 from streamlet.runtime.taskmanager.operator_chain import OperatorChain
 from streamlet.runtime.taskmanager.task import (
     ProcessingTimeOf, RecordWriter, SideOutputs, SinkOutput, SourceContextImpl, Task, TaskConfig,
@@ -55,7 +56,8 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
                                    tdd.subtask_index)
         copy = o.shared or not chain.json_output or (o.partitioner == BROADCAST and len(o.channel_ids) > 1)
         writer = RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, io,
-                              o.side_output or producer, copy, lambda: holder[0].arm_flush())
+                              o.side_output or producer, copy, lambda: holder[0].arm_flush(),
+                              projection(o.fields) if o.fields else None)
         if o.side_output is None:
             main.append(writer)
         else:

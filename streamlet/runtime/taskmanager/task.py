@@ -40,6 +40,7 @@ from streamlet.runtime.taskmanager.network.elements import (
 )
 from streamlet.runtime.taskmanager.network.errors import ElementEncodingError
 from streamlet.runtime.taskmanager.network.partitioners import Split
+from streamlet.runtime.taskmanager.network.projection import Projection
 from streamlet.runtime.taskmanager.operator_chain import OperatorChain
 from streamlet.serde import json_copy, raise_not_json
 from streamlet.time.watermarks import IDLE, MAX_WATERMARK, MIN_WATERMARK, WatermarkStrategy, WatermarkTracker
@@ -107,11 +108,13 @@ class RecordWriter:
     batch is sent by :meth:`flush`.  Records leave as JSON values: with ``copy`` (the chain's output
     may not be JSON, or several consumers read it) a local channel gets a JSON round trip of the
     batch, the same a remote channel delivers; remote channels encode it anyway.  ``node_id``
-    names the producer in the error for a record that is not JSON.
+    names the producer in the error for a record that is not JSON.  ``project`` (see
+    :mod:`.network.projection`) narrows the batches sent on remote channels.
     """
 
     def __init__(self, channels: list[OutputChannel], split: Split, batch_size: int, metrics: TaskIOMetrics,
-                 node_id: str = "", copy: bool = False, on_pending: Callable[[], None] | None = None) -> None:
+                 node_id: str = "", copy: bool = False, on_pending: Callable[[], None] | None = None,
+                 project: Projection | None = None) -> None:
         self.channels = channels
         self.split = split
         self.batch_size = batch_size
@@ -120,6 +123,7 @@ class RecordWriter:
         n = len(channels)
         self._local = [getattr(ch, "target", None) is not None for ch in channels]
         self._copy = copy
+        self._project = project
         self._pending: list[list[Any]] = [[] for _ in range(n)]
         self._pending_ts: list[list[int] | None] = [None] * n
         self._on_pending = on_pending
@@ -155,8 +159,12 @@ class RecordWriter:
 
     async def _put(self, i: int, element: Any) -> None:
         ch = self.channels[i]
-        if self._copy and self._local[i] and type(element) is RecordBatch:
-            element = RecordBatch(json_copy(element.records, self.node_id), element.timestamps)
+        if type(element) is RecordBatch:
+            if self._local[i]:
+                if self._copy:
+                    element = RecordBatch(json_copy(element.records, self.node_id), element.timestamps)
+            elif self._project is not None:
+                element = self._project(element)
         try:
             if ch.has_space():
                 await ch.put(element)

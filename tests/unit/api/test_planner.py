@@ -340,6 +340,7 @@ sinks: {o: {input: c, type: blackhole, parallelism: 3}}
     out = s1.outputs[0]
     assert (out.partitioner, out.key, out.key_node, out.target_subtasks) == ("hash", KeySpec(("a",)), "c",
                                                                              (0, 1, 2))
+    assert out.fields == ("a",)  # all the aggregate reads: remote channels may carry only that
     # every producer reaches every consumer through its own channel
     assert [len(t.inputs) for t in (a0, a1, a2)] == [2, 2, 2]
     sent = {c for t in (s0, s1) for c in t.outputs[0].channel_ids}

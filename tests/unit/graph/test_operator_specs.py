@@ -89,3 +89,32 @@ def test_a_new_operator_kind_is_one_spec_class_and_one_operator_class() -> None:
         assert chain.process(list(range(5, 10)), None)[0] == [61, 91]
     finally:
         SPECS.pop("test-every-other", None)
+
+
+# -- fields an operator reads (remote channels may carry only these) ---------------------------
+
+
+@pytest.mark.parametrize("spec, fields", [
+    (AggregateSpec("a", KeySpec(("user", "day")), (("n", "count", None), ("t", "sum", "v"), ("m", "max", "v"))),
+     ("user", "day", "v")),
+    (AggregateSpec("a", KeySpec(("user",)), (("vs", "collect", "url"),)), ("user", "url")),
+    # whatever the record holds may be read: a key expression, a filter, a user aggregate, all of r
+    (AggregateSpec("a", KeySpec(expr="r['u'] % 3"), (("n", "count", None),)), None),
+    (AggregateSpec("a", KeySpec(("u",)), (("n", "count", None, "r['x'] > 1"),)), None),
+    (AggregateSpec("a", KeySpec(("u",)), (("n", "pkg.mod:Agg", "v"),)), None),
+    (AggregateSpec("a", KeySpec(("u",)), (("rows", "collect", None),)), None),
+    (ReduceSpec("r", KeySpec(("u",)), "a"), None),
+    (MapSpec("m", "r"), None),
+])
+def test_fields_read_by_keyed_aggregations(spec: OpSpec, fields: tuple[str, ...] | None) -> None:
+    assert spec.fields_read() == fields
+
+
+def test_a_window_with_a_late_output_reads_whole_records() -> None:
+    from streamlet.graph.operators import WindowSpec
+
+    w = WindowSpec("w", KeySpec(("auction",)), "tumbling", 1000, aggregates=(("n", "count", None),))
+    assert w.fields_read() == ("auction",)
+    assert WindowSpec("w", KeySpec(("auction",)), "tumbling", 1000, late_output="late",
+                      aggregates=(("n", "count", None),)).fields_read() is None
+    assert WindowSpec("w", None, "tumbling", 1000, aggregates=(("n", "count", None),)).fields_read() is None
