@@ -143,6 +143,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("high-availability.storageDir", "str", None, "directory where the JobManager keeps its jobs and the pointer to each job's latest checkpoint, so a JobManager started again after a crash resumes them (unset = jobs are lost with the JobManager)"),
     Option("heartbeat.interval", "duration", "2s", "period of heartbeats between JobManager and TaskManagers"),
     Option("heartbeat.timeout", "duration", "10s", "a peer silent this long is considered lost"),
+    Option("process.gc.young-threshold", "int", 100_000, "container allocations between young-generation runs of "
+           "Python's cyclic garbage collector in streamlet's processes (Python's default 700 makes full collections "
+           "over large keyed state take much of the CPU; 0 = Python's default)"),
     Option("task.watchdog.timeout", "duration", None, "a subtask whose code holds a TaskManager's event loop this "
            "long (an endless loop in a user function) is interrupted and fails, so heartbeats go on; keep it below "
            "heartbeat.timeout (unset = half of heartbeat.timeout, 0 = no watchdog)"),

@@ -40,7 +40,7 @@ from streamlet.ids import new_id
 from streamlet.lifecycle import Lifecycle
 from streamlet.rest.schemas import JobInfo
 from streamlet.rpc.messages import RegisterTaskManager
-from streamlet.runtime.eventloop import new_event_loop
+from streamlet.runtime.eventloop import gc_threshold, new_event_loop
 from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import LocalJobManagerGateway
 from streamlet.runtime.jobmanager.process import JobManagerProcess
@@ -279,7 +279,7 @@ async def execute_async(graph: JobGraph, config: Configuration, taskmanagers: in
 
 def execute(graph: JobGraph, config: Configuration, **kwargs: Any) -> JobResult:
     """:func:`execute_async` on a fresh uvloop event loop (the ``streamlet run`` entry)."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with gc_threshold(config["process.gc.young-threshold"]), asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(execute_async(graph, config, **kwargs))
 
 

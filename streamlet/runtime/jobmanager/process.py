@@ -37,7 +37,7 @@ from streamlet.runtime.jobmanager.dispatcher import Dispatcher
 from streamlet.runtime.jobmanager.gateway import TaskManagerSession
 from streamlet.runtime.jobmanager.resource_manager import ResourceManager
 from streamlet.logging import configure_logging
-from streamlet.runtime.eventloop import new_event_loop
+from streamlet.runtime.eventloop import gc_threshold, new_event_loop
 
 logger = logging.getLogger(__name__)
 
@@ -141,5 +141,5 @@ def run_jobmanager(config: Configuration) -> int:
         logger.info("jobmanager stopped")
         return 0
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with gc_threshold(config["process.gc.young-threshold"]), asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main())

@@ -39,7 +39,7 @@ from streamlet.rpc.tls import internal_contexts
 from streamlet.rpc.messages import RegisterTaskManager
 from streamlet.rpc.gateways import RemoteJobManagerGateway
 from streamlet.logging import configure_logging
-from streamlet.runtime.eventloop import new_event_loop
+from streamlet.runtime.eventloop import gc_threshold, new_event_loop
 from streamlet.runtime.taskmanager.executor import TaskExecutor, state_options, task_config, watchdog_timeout
 from streamlet.runtime.taskmanager.gateway import TaskManagerEndpoint
 from streamlet.runtime.taskmanager.metrics_server import MetricsServer
@@ -258,5 +258,5 @@ def run_taskmanager(config: Configuration, jobmanager_address: str, slots: int |
         logger.info("taskmanager %s stopped", process.id)
         return 0
 
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+    with gc_threshold(config["process.gc.young-threshold"]), asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main())
