@@ -159,6 +159,32 @@ def test_poll_returns_at_once_while_the_read_thread_works(tmp_path: Path) -> Non
     assert asyncio.run(go()) == [f"line {i}" for i in range(100)]
 
 
+@pytest.mark.parametrize("chunk_size", [16, 64, 333])
+def test_jsonl_lines_across_and_longer_than_chunks_and_a_bad_line_after_a_boundary(tmp_path: Path,
+                                                                                  chunk_size: int) -> None:
+    # lines of 9 to ~300 bytes: many start in one chunk and end in the next, some span several
+    recs = [{"id": i, "pad": "y" * (i * 37 % 290)} for i in range(400)]
+    lines = [orjson.dumps(r) for r in recs]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines))  # and no final newline
+
+    async def read(p: Path) -> list[Any]:
+        reader = await _reader(_params(p), FileSource.enumerate_splits(_params(p), 1), batch_size=5,
+                               chunk_size=chunk_size)
+        try:
+            return [r for b in await read_batches(reader) for r in b]
+        finally:
+            await reader.close()
+    assert asyncio.run(read(path)) == recs
+    # the first line that starts in one chunk and ends in the next: it is the head of that chunk's first run
+    starts = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
+    k = next(i for i, at in enumerate(starts) if i > 50 and at // chunk_size != (at + len(lines[i])) // chunk_size)
+    bad = [*lines[:k], lines[k][:-1], *lines[k + 1:]]  # a truncated object
+    path.write_bytes(b"\n".join(bad) + b"\n")
+    with pytest.raises(DecodeError, match=rf"cannot decode jsonl at {path}:{k + 1}: not a JSON value"):
+        asyncio.run(read(path))
+
+
 def test_a_file_removed_after_planning_names_the_source_and_the_file(tmp_path: Path) -> None:
     path = tmp_path / "gone.jsonl"
     path.write_bytes(b'{"a": 1}\n')
