@@ -47,7 +47,9 @@ def _install_chromium() -> str | None:
     if os.geteuid() != 0:
         return "no /usr/bin/chromium, and installing Debian's chromium package needs root"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+    # another apt-get (a parallel test run, unattended upgrades) may hold dpkg's lock: wait for it
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    for cmd in (["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", "chromium"]):
         try:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as exc:
