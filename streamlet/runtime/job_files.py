@@ -10,6 +10,7 @@ leaves ``sys.path`` and its modules ``sys.modules`` (:func:`forget_job`).
 from __future__ import annotations
 
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from types import ModuleType
@@ -25,6 +26,12 @@ def safe_relative_path(name: str) -> Path:
         raise PipelineDefinitionError(f"job file name {name!r} must be a relative path without '..', "
                                       "e.g. 'udfs.py' or 'mypkg/text.py'")
     return Path(*p.parts)
+
+
+#: one job's imports at a time in this process: sys.modules is shared by every TaskManager and the
+#: JobManager of a process (MiniCluster, in-process clusters), and one block's clean-up must not
+#: take out a module another thread is importing
+_IMPORTS = threading.RLock()
 
 
 def write_job_files(job_dir: Path, files: dict[str, bytes]) -> None:
@@ -70,11 +77,16 @@ def job_modules(job_dir: Path | None, keep_on_path: bool = False) -> Iterator[No
        directory leaves ``sys.path`` unless ``keep_on_path`` (a TaskManager keeps it while the
        job runs, for imports made at run time, and calls :func:`forget_job` at the end).
 
-    Blocking (file listing, imports): call it in a worker thread, one job at a time.
+    Blocking (file listing, imports; one block at a time per process): call it in a worker thread.
     """
     if job_dir is None:
         yield
         return
+    with _IMPORTS:
+        yield from _job_modules(job_dir, keep_on_path)
+
+
+def _job_modules(job_dir: Path, keep_on_path: bool) -> Iterator[None]:
     d = str(job_dir)
     names = _top_level_names(job_dir)
     saved: dict[str, ModuleType] = {}
@@ -96,8 +108,12 @@ def job_modules(job_dir: Path | None, keep_on_path: bool = False) -> Iterator[No
 
 
 def forget_job(job_dir: str | Path) -> None:
-    """The job is gone: drop its modules from ``sys.modules`` and its directory from ``sys.path``."""
-    forget_modules(job_dir)
-    d = str(job_dir)
-    while d in sys.path:
-        sys.path.remove(d)
+    """The job is gone: drop its modules from ``sys.modules`` and its directory from ``sys.path``.
+
+    Waits for another job's imports (:func:`job_modules`): call it in a worker thread.
+    """
+    with _IMPORTS:
+        forget_modules(job_dir)
+        d = str(job_dir)
+        while d in sys.path:
+            sys.path.remove(d)

@@ -567,7 +567,7 @@ class TaskExecutor:
         # slots whose tasks still run are freed by the tasks' done callbacks, not here
         self._free_idle_slots(job)
         if job.job_dir is not None:
-            forget_job(job.job_dir)
+            await asyncio.to_thread(forget_job, job.job_dir)
             await asyncio.to_thread(shutil.rmtree, job.job_dir, True)
         logger.info("job %s: released", job.job_id)
 
