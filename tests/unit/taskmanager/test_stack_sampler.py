@@ -51,12 +51,14 @@ def test_a_running_task_is_sampled_on_cpu_and_a_suspended_one_off_cpu() -> None:
     # the loop thread spends nearly all its time in spin(); some samples land on its awaits (the
     # sampler gets the GIL more easily when the loop releases it in select, the more so on a
     # loaded host: see stack_sampler)
-    assert on >= 10, by[0]
+    in_spin = sum(s["count"] for s in by[0] if s["on_cpu"] and any(f.startswith("spin (") for f in s["stack"]))
+    assert on >= 10 and in_spin >= 10, by[0]
     for s in by[0]:
         if s["on_cpu"]:
+            # running: in spin(), or (rarely, it is also on-CPU) in the asyncio.sleep(0) between spins
             assert s["stack"][0].startswith("busy ("), s["stack"]
-            assert any(f.startswith("spin (") for f in s["stack"]), s["stack"]
             assert "test_stack_sampler.py:" in s["stack"][0]
+            assert any(f.startswith(("spin (", "sleep (")) for f in s["stack"][1:]), s["stack"]
     assert all(not s["on_cpu"] for s in by[1])
     stacks = {tuple(f.split(" (")[0] for f in s["stack"]) for s in by[1]}
     assert stacks == {("parked", "Event.wait")}, stacks
