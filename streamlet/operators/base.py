@@ -13,11 +13,21 @@ Life cycle on a subtask (Flink's ``StreamOperator`` steps, each a separate call)
 3. ``open()``: compile functions, obtain state handles;
 4. per input element, in order: ``process`` for a batch, ``process_watermark`` when the
    subtask's combined input watermark advances (the watermark is forwarded downstream after the
-   output this call returns), ``on_timer`` when a timer registered through ``ctx`` fires;
+   output this call returns; the runtime calls ``process_watermark_chunks``, see below),
+   ``on_timer`` when a timer registered through ``ctx`` fires;
 5. at a checkpoint barrier ``snapshot_state(checkpoint_id)`` (after every record before the
    barrier was processed), later ``notify_checkpoint_complete(checkpoint_id)``;
 6. ``end_input()`` once every input ended (bounded inputs; batch-mode aggregates emit their
    final rows here), then ``close()`` (also after a failure or cancellation).
+
+A watermark can fire very many windows or timers at once (the final watermark of a bounded
+input fires every open window).  An operator that fires timers overrides
+``process_watermark_chunks`` (and ``end_input_chunks`` when its end of input fires timers) to
+return its output as an iterator of chunks of at most :data:`FIRE_CHUNK` fired timers each,
+doing the work lazily, chunk by chunk; the task sends each chunk on and lets the event loop run
+(heartbeats, RPC, cancellation, other subtasks) before it asks for the next.  The concatenated
+chunks are exactly what one call would return; ``process_watermark`` / ``end_input`` return
+that concatenation (:func:`concat`).  No other hook of the operator runs between two chunks.
 
 Output other than the main output goes to a named side output with ``ctx.side_output(tag,
 records, timestamps)`` (late records of a window, a process function's extra outputs); nodes
@@ -27,7 +37,7 @@ that read ``tag`` receive it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from streamlet.clock import Clock, SystemClock
 from streamlet.keys import KeyGroupRange
@@ -38,6 +48,24 @@ Timestamps = list[int] | None
 #: what operator hooks return: an output batch and its timestamps
 Output = tuple[Batch, Timestamps]
 NO_OUTPUT: Output = ([], None)
+#: timers an operator fires per chunk of a watermark's output (see the module docstring): a few
+#: milliseconds of work, so a watermark that fires millions of windows never holds the loop long
+FIRE_CHUNK = 1024
+
+
+def concat(chunks: Iterable[Output]) -> Output:
+    """The chunks of one firing as one output (timestamps None only when every chunk has none)."""
+    records: Batch = []
+    timestamps: list[int] | None = None
+    for recs, ts in chunks:
+        if not recs:
+            continue
+        if ts is not None and timestamps is None:
+            timestamps = [0] * len(records)
+        if timestamps is not None:
+            timestamps.extend(ts if ts is not None else [0] * len(recs))
+        records.extend(recs)
+    return records, timestamps
 
 
 class SideOutputs(Protocol):
@@ -112,6 +140,17 @@ class Operator:
     def process_watermark(self, watermark: int) -> Output:
         """The combined input watermark advanced to ``watermark``; return what it fires."""
         return NO_OUTPUT
+
+    def process_watermark_chunks(self, watermark: int) -> Iterator[Output]:
+        """``process_watermark``'s output in chunks, computed lazily (see the module docstring).
+
+        The runtime calls this (never both).  Default: one chunk, ``process_watermark(watermark)``.
+        """
+        yield self.process_watermark(watermark)
+
+    def end_input_chunks(self) -> Iterator[Output]:
+        """``end_input``'s output in chunks, like :meth:`process_watermark_chunks`."""
+        yield self.end_input()
 
     def on_timer(self, timer: Any) -> Output:
         """A timer this operator registered fired; return its output."""

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import IntervalJoinSpec, LookupJoinSpec, RegularJoinSpec, WindowJoinSpec
-from streamlet.operators.base import NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps
+from streamlet.operators.base import FIRE_CHUNK, NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps, concat
 from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
 from streamlet.state.base import StateDescriptor, StateKind
 from streamlet.time.timers import TimerService
@@ -157,10 +157,17 @@ class IntervalJoinOperator(_JoinBase):
         return out, (out_ts if out else None)
 
     def process_watermark(self, watermark: int) -> Output:
+        return concat(self.process_watermark_chunks(watermark))
+
+    def process_watermark_chunks(self, watermark: int) -> Iterator[Output]:
+        n = 0
         for ts, k, side in self.timers.advance_watermark(watermark):
+            n += 1
+            if n > FIRE_CHUNK:
+                yield NO_OUTPUT
+                n = 1
             keep = self.upper if side == _LEFT else -self.lower
             self.buffers[side].remove(k, ts - keep)
-        return NO_OUTPUT
 
 
 class WindowJoinOperator(_JoinBase):
@@ -198,11 +205,19 @@ class WindowJoinOperator(_JoinBase):
         return NO_OUTPUT
 
     def process_watermark(self, watermark: int) -> Output:
+        return concat(self.process_watermark_chunks(watermark))
+
+    def process_watermark_chunks(self, watermark: int) -> Iterator[Output]:
         out: list[Any] = []
         out_ts: list[int] = []
         left, right = self.buffers
         pair = self.pair
+        n = 0
         for ts, k, start in self.timers.advance_watermark(watermark):
+            n += 1
+            if n > FIRE_CHUNK:
+                yield out, (out_ts if out else None)
+                out, out_ts, n = [], [], 1
             ls, rs = left.get(k, start), right.get(k, start)
             for lrec in ls:
                 for rrec in rs:
@@ -212,7 +227,7 @@ class WindowJoinOperator(_JoinBase):
                         out_ts.append(ts)
             left.clear(k, start)
             right.clear(k, start)
-        return out, (out_ts if out else None)
+        yield out, (out_ts if out else None)
 
 
 class RegularJoinOperator(_JoinBase):

@@ -41,11 +41,11 @@ Contract:
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import ProcessSpec
-from streamlet.operators.base import NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps
+from streamlet.operators.base import FIRE_CHUNK, NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps, concat
 from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
 from streamlet.state.base import StateDescriptor, StateKind
 from streamlet.time.timers import TimerService
@@ -270,15 +270,29 @@ class KeyedProcessOperator(Operator):
         ctx._flush_side()
         return out, (out_ts if timestamps is not None and out else None)
 
-    def _fire(self, timers: Iterable[tuple[int, Any, Any]], domain: str) -> Output:
+    def _fire(self, timers: Iterable[tuple[int, Any, Any]], domain: str) -> Iterator[Output]:
+        """Call ``on_timer`` per due timer (consumed lazily), yielding every :data:`FIRE_CHUNK` timers."""
         if self._on_timer is None:
+            n = 0
             for _ in timers:
-                pass
-            return NO_OUTPUT
+                n += 1
+                if n == FIRE_CHUNK:
+                    yield NO_OUTPUT
+                    n = 0
+            return
         ctx = self.pctx
+        # processing-time timers have no event time (Flink erases the timestamp)
+        timed = domain == EVENT
         out: list[Any] = []
         out_ts: list[int] = []
+        fired = 0
         for ts, k, _ in timers:
+            fired += 1
+            if fired > FIRE_CHUNK:
+                ctx._flush_side()
+                ctx.time_domain = None
+                yield out, (out_ts if out and timed else None)
+                out, out_ts, fired = [], [], 1
             ctx.key, ctx.timestamp, ctx.time_domain = k, ts, domain
             res = self._call(self._on_timer, {"timer": ts, "key": k}, ts, ctx)
             if res is not None:
@@ -287,16 +301,18 @@ class KeyedProcessOperator(Operator):
                 out_ts.extend([ts] * (len(out) - n))
         ctx._flush_side()
         ctx.time_domain = None
-        # processing-time timers have no event time (Flink erases the timestamp)
-        return out, (out_ts if out and domain == EVENT else None)
+        yield out, (out_ts if out and timed else None)
 
     def process_watermark(self, watermark: int) -> Output:
+        return concat(self.process_watermark_chunks(watermark))
+
+    def process_watermark_chunks(self, watermark: int) -> Iterator[Output]:
         if watermark <= self.timers.current_watermark:
-            return NO_OUTPUT
+            return iter(())
         return self._fire(self.timers.advance_watermark(watermark), EVENT)
 
     def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Output:
-        return self._fire(timers, PROCESSING)
+        return concat(self._fire(timers, PROCESSING))
 
     def close(self) -> None:
         closer = getattr(getattr(self, "fn", None), "close", None)

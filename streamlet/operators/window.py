@@ -19,11 +19,16 @@ to ``late_output`` (a side output) or are dropped, and are counted either way
   (each slice is merged O(1) times over its life, whatever ``size / slide``): a cache derived
   from state, rebuilt from it after a restore.  A key's next window timer is registered when
   one fires, so timers are one per (key, window that has data); windows of a key that are
-  already due (a watermark that jumps, the final one) fire in a row without timers, and the
-  rows of one firing leave in timestamp order.
+  already due (a watermark that jumps, the final one) fire in a row without timers (merged
+  with the due timers by timestamp), and the rows of one firing leave in timestamp order.
 * **session**: state ``key -> [[start, end, acc], ...]``; a record opens ``[ts, ts + gap)``,
   intersecting sessions merge (accumulators merged); one timer per session at ``end - 1``.
 * **global**: state ``key -> [count, acc]``; emits and starts over every ``count`` records.
+
+Firing is lazy and chunked: ``fire`` consumes due timers as it goes and yields output every
+:data:`~streamlet.operators.base.FIRE_CHUNK` timers (``process_watermark_chunks``), so the task
+lets the event loop run while a watermark fires millions of windows; the rows and their order
+are those of one call.
 
 Event time: a window fires when the watermark reaches ``end - 1``; its rows carry timestamp
 ``end - 1``.  ``allowed_lateness`` keeps a window's state that much longer: a late record then
@@ -38,12 +43,15 @@ windows) and each named aggregate.
 from __future__ import annotations
 
 import bisect
-from typing import Any, Callable, Iterable
+import heapq
+from typing import Any, Callable, Iterable, Iterator
 
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import WindowSpec
 from streamlet.operators.accumulators import AggregateCode
-from streamlet.operators.base import NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps
+from streamlet.operators.base import (
+    FIRE_CHUNK, Batch, Operator, Output, RuntimeContext, Timestamps, concat,
+)
 from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
 from streamlet.time.timers import TimerService
 from streamlet.time.watermarks import MAX_WATERMARK, MIN_WATERMARK
@@ -93,17 +101,23 @@ class WindowOperator(Operator):
         return self.impl.process(records, [now] * len(records), MIN_WATERMARK)
 
     def process_watermark(self, watermark: int) -> Output:
+        return concat(self.process_watermark_chunks(watermark))
+
+    def process_watermark_chunks(self, watermark: int) -> Iterator[Output]:
         if not self._event or watermark <= self._wm:
-            return NO_OUTPUT
+            return iter(())
         self._wm = watermark
         return self.impl.fire(self.timers.advance_watermark(watermark), watermark)
 
     def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Output:
-        return self.impl.fire(timers, time_ms)
+        return concat(self.impl.fire(timers, time_ms))
 
     def end_input(self) -> Output:
+        return concat(self.end_input_chunks())
+
+    def end_input_chunks(self) -> Iterator[Output]:
         if self._event:
-            return NO_OUTPUT  # the final watermark (MAX) already fired every window
+            return iter(())  # the final watermark (MAX) already fired every window
         # processing time: what is open fires now (a bounded job's windows are never lost)
         return self.impl.fire(self.timers.pop_processing_until(MAX_WATERMARK), MAX_WATERMARK)
 
@@ -181,7 +195,8 @@ class _Windows:
     def process(self, records: Batch, timestamps: list[int], wm: int) -> Output:
         raise NotImplementedError
 
-    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
+    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Iterator[Output]:
+        """Fire due ``timers`` (consumed lazily), yielding output every :data:`FIRE_CHUNK` timers."""
         raise NotImplementedError
 
     def restore(self) -> None:
@@ -252,12 +267,17 @@ class _Tumbling(_Windows):
                     row_ts.append(last)
         return rows, (row_ts if rows else None)
 
-    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
+    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Iterator[Output]:
         rows: list[Any] = []
         row_ts: list[int] = []
         get, delete, size, row = self.get_ns, self.delete_ns, self.size, self.op._row
         lateness = self.lateness
+        n = 0
         for ts, k, ns in timers:
+            n += 1
+            if n > FIRE_CHUNK:
+                yield rows, (row_ts if rows else None)
+                rows, row_ts, n = [], [], 1
             if ns == _CLEAN:
                 delete(k, ts - lateness - size + 1)
                 continue
@@ -270,7 +290,7 @@ class _Tumbling(_Windows):
                 self.op.register(k, _CLEAN, ts + lateness)
             else:
                 delete(k, w)
-        return rows, (row_ts if rows else None)
+        yield rows, (row_ts if rows else None)
 
 
 class _KeySlices:
@@ -378,42 +398,64 @@ class _Sliding(_Windows):
                 res = self.op.copy(acc) if res is None else self.op.merge(res, acc)
         return res
 
-    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
+    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Iterator[Output]:
+        # A key's windows due at ``wm`` fire one after the other without a timer each (a watermark
+        # far ahead, e.g. the final one, fires size / slide windows per key): the key's next due
+        # window waits in ``runs`` (ts, origin, key), merged with the timers by timestamp, so rows
+        # leave in timestamp order.  On equal timestamps, windows go by the order in which their
+        # key's run began (``origin``, the number of the timer that began it), before timers not
+        # yet taken: the order of firing each run to its end and stably sorting the rows by time.
         rows: list[Any] = []
         row_ts: list[int] = []
         row, size, register = self.op._row, self.size, self.op.register
         delete_timer = self.op.delete_timer
-        runs = False
-        for ts, k, ns in timers:
-            if ns != _FIRE:  # (_CLEAN, slice start): every window of the slice is past its lateness
-                self.delete_ns(k, ns[1])
-                c = self.keys.get(k)
-                if c is not None and ns[1] in c.pending:
-                    c.pending.remove(ns[1])
-                continue
-            # the key's windows due at ``wm`` fire here one after the other, without a timer each
-            # (a watermark far ahead, e.g. the final one, fires size / slide windows per key)
+        runs: list[tuple[int, int, Any]] = []
+        timers = iter(timers)
+        head = next(timers, None)
+        #: keys whose run reached the timestamp of ``head``: their timer at it may already have left the
+        #: timer queue with ``head`` (deleting it was a no-op), so it is skipped when it comes
+        ran_at_head: set[Any] = set()
+        ran_ts = None
+        taken = 0
+        n = 0
+        while head is not None or runs:
+            n += 1
+            if n > FIRE_CHUNK:
+                yield rows, (row_ts if rows else None)
+                rows, row_ts, n = [], [], 1
+            if runs and (head is None or runs[0][0] <= head[0]):
+                ts, origin, k = heapq.heappop(runs)
+            else:
+                assert head is not None
+                ts, k, ns = head
+                head = next(timers, None)
+                if ns != _FIRE:  # (_CLEAN, slice start): every window of the slice is past its lateness
+                    self.delete_ns(k, ns[1])
+                    c = self.keys.get(k)
+                    if c is not None and ns[1] in c.pending:
+                        c.pending.remove(ns[1])
+                    continue
+                if ts == ran_ts and k in ran_at_head:
+                    continue  # this window fired in the key's run
+                origin = taken
+                taken += 1
             end = ts + 1
-            while True:
-                res, nxt = self._window(k, end, wm)
-                if res is not None:
-                    rows.append(row(k, end - size, end, res))
-                    row_ts.append(end - 1)
-                if nxt is None:
-                    break
-                if nxt - 1 > wm:
-                    register(k, _FIRE, nxt - 1)
-                    break
-                delete_timer(k, _FIRE, nxt - 1)  # process() may have registered it for a new slice
-                end = nxt
-                runs = True
-        if runs:
-            # rows leave in timestamp order, as timers would have fired them (each key's run is
-            # sorted: the sort merges the runs)
-            order = sorted(range(len(rows)), key=row_ts.__getitem__)
-            rows = [rows[i] for i in order]
-            row_ts = [row_ts[i] for i in order]
-        return rows, (row_ts if rows else None)
+            res, nxt = self._window(k, end, wm)
+            if res is not None:
+                rows.append(row(k, end - size, end, res))
+                row_ts.append(ts)
+            if nxt is None:
+                continue
+            if nxt - 1 > wm:
+                register(k, _FIRE, nxt - 1)
+                continue
+            delete_timer(k, _FIRE, nxt - 1)  # process() may have registered it for a new slice
+            if head is not None and nxt - 1 == head[0]:
+                if ran_ts != head[0]:
+                    ran_ts, ran_at_head = head[0], set()
+                ran_at_head.add(k)
+            heapq.heappush(runs, (nxt - 1, origin, k))
+        yield rows, (row_ts if rows else None)
 
     def _window(self, k: Any, end: int, wm: int) -> tuple[Any, int | None]:
         """Fire window ``[end - size, end)`` of key ``k``: its slices merged (None: no data), and
@@ -579,10 +621,15 @@ class _Session(_Windows):
         else:
             t.delete_processing_time(k, _FIRE, end - 1)
 
-    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
+    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Iterator[Output]:
         rows: list[Any] = []
         row_ts: list[int] = []
+        n = 0
         for ts, k, ns in timers:
+            n += 1
+            if n > FIRE_CHUNK:
+                yield rows, (row_ts if rows else None)
+                rows, row_ts, n = [], [], 1
             stored = self._stored(k)
             if ns == _CLEAN:
                 end = ts - self.lateness + 1
@@ -601,7 +648,7 @@ class _Session(_Windows):
                 self.put(k, stored)
             else:
                 self.delete(k)
-        return rows, (row_ts if rows else None)
+        yield rows, (row_ts if rows else None)
 
 
 class _Global(_Windows):
@@ -636,5 +683,5 @@ class _Global(_Windows):
         out, out_t = call_generated(self.count_fn, records, timestamps)
         return out, (out_t if out and self.op._event else None)
 
-    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Output:
-        return NO_OUTPUT
+    def fire(self, timers: Iterable[tuple[int, Any, Any]], wm: int) -> Iterator[Output]:
+        return iter(())

@@ -8,21 +8,21 @@ source and sink specs become the task's reader and writer.  With event time at t
 decoder runs on its own so timestamps are taken from every decoded record, before user stages.
 
 Output of an operator always flows through the operators after it: a batch
-(:meth:`OperatorChain.process`), what a watermark fires (:meth:`process_watermark`), a timer's
+(:meth:`OperatorChain.process`), what a watermark fires (:meth:`process_watermark_chunks`), a timer's
 output (:meth:`process_from`), the second input of a two-input head (:meth:`process_right`), and
-the final output at end of input (:meth:`end_input`).
+the final output at end of input (:meth:`end_input_chunks`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Generator, Iterator
 
 from streamlet.api.registry import load_class, sink_class, source_class
 from streamlet.connectors.base import SinkWriter, SourceReader, named_writer
 from streamlet.graph.operators import MapSpec, OpSpec, SinkSpec, SourceSpec
 from streamlet.metrics.registry import Counter, MetricGroup
-from streamlet.operators.base import Operator, Output, RuntimeContext
+from streamlet.operators.base import Operator, Output, RuntimeContext, concat
 
 Batch = list[Any]
 Timestamps = list[int] | None
@@ -175,27 +175,34 @@ class OperatorChain:
         n_out.count += len(out)
         return self.process_from(1, out, out_ts)
 
-    def _cascade(self, produce: Callable[[Operator], Output]) -> tuple[Batch, Timestamps]:
-        """Call ``produce`` on each operator in order; its output flows through the later ones."""
-        out: Batch = []
-        out_ts: Timestamps = None
-        for i, (op, (n_in, n_out)) in enumerate(self._ops):
-            if out:
-                n_in.count += len(out)
-                out, out_ts = op.process(out, out_ts)
-                n_out.count += len(out)
-            recs, ts = produce(op)
-            if recs:
-                n_out.count += len(recs)
-                if out_ts is not None or ts is not None:
-                    out_ts = (out_ts or [0] * len(out)) + (ts or [0] * len(recs))
-                out = out + recs
-        return out, out_ts
+    def _cascade(self, produce: Callable[[Operator], Iterator[Output]]
+                 ) -> Generator[tuple[Batch, Timestamps], None, None]:
+        """Call ``produce`` on each operator in order; each chunk it yields flows through the later
+        operators at once and is yielded (also when empty, so the caller can pause between chunks).
+
+        Operator ``i``'s chunks all pass through operators ``i+1..`` before ``produce`` is called on
+        operator ``i+1`` (what fires upstream is processed before the watermark fires downstream).
+        """
+        for i, (op, (_, n_out)) in enumerate(self._ops):
+            for recs, ts in produce(op):
+                if recs:
+                    n_out.count += len(recs)
+                    recs, ts = self.process_from(i + 1, recs, ts)
+                yield recs, ts
+
+    def process_watermark_chunks(self, watermark: int) -> Generator[tuple[Batch, Timestamps], None, None]:
+        """What the watermark fires in each operator, flowing through the operators after it, in
+        chunks (see :meth:`~streamlet.operators.base.Operator.process_watermark_chunks`)."""
+        return self._cascade(lambda op: op.process_watermark_chunks(watermark))
+
+    def end_input_chunks(self) -> Generator[tuple[Batch, Timestamps], None, None]:
+        """Cascade end of input: each operator's final output flows through the rest, in chunks."""
+        return self._cascade(lambda op: op.end_input_chunks())
 
     def process_watermark(self, watermark: int) -> tuple[Batch, Timestamps]:
-        """What the watermark fires in each operator, flowing through the operators after it."""
-        return self._cascade(lambda op: op.process_watermark(watermark))
+        """:meth:`process_watermark_chunks` as one output."""
+        return concat(self.process_watermark_chunks(watermark))
 
     def end_input(self) -> tuple[Batch, Timestamps]:
-        """Cascade end of input: each operator's final output flows through the rest."""
-        return self._cascade(lambda op: op.end_input())
+        """:meth:`end_input_chunks` as one output."""
+        return concat(self.end_input_chunks())

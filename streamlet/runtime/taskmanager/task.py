@@ -6,11 +6,12 @@ Main loop of a task that reads channels (a source task polls its reader instead)
     poll the input gate; when empty: flush partly filled batches, then wait for input OR the mailbox
     RecordBatch         -> chain (input 0, or process_right for input 1) -> outputs (may wait: backpressure)
     Watermark / status  -> per-channel watermark; when the minimum over active channels advances:
-                           chain.process_watermark -> outputs, then the watermark goes downstream
+                           chain.process_watermark_chunks -> outputs chunk by chunk (the loop
+                           runs other coroutines between chunks), then the watermark goes downstream
     CheckpointBarrier   -> align (exactly-once: hold the channels that delivered it until all have;
                            at-least-once: hold none), then snapshot, forward the barrier, acknowledge
     EndOfPartition      -> the channel's watermark becomes MAX; when every channel ended:
-                           chain.end_input, flush, EndOfPartition out
+                           chain.end_input_chunks, flush, EndOfPartition out
 
 A source task: ``reader.poll()`` returns a batch (decoded, timestamped when the source declares
 event time, one watermark generator per split), ``[]`` (flush, then wait for
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Generator, Protocol
 
 from streamlet.connectors.base import SinkWriter
 from streamlet.metrics.registry import MetricGroup, TaskIOMetrics, perf
@@ -558,13 +559,37 @@ class Task:
         self.input_watermark = watermark
         if self._idle_out:
             await self._set_idle_out(False)
+        await self._emit_chunks(self.chain.process_watermark_chunks(watermark))
         t0 = perf()
         bp0 = self.metrics.backpressured.total
-        records, ts = self.chain.process_watermark(watermark)
-        await self._after_chain(records, ts)
         self.output_watermark = watermark
         await self._broadcast(Watermark(watermark))
         self.metrics.busy.total += perf() - t0 - (self.metrics.backpressured.total - bp0)
+
+    async def _emit_chunks(self, chunks: Generator[tuple[list[Any], list[int] | None], None, None]) -> None:
+        """Send what a watermark (or end of input) fires, chunk by chunk, letting the event loop run
+        between two chunks: heartbeats, RPC (cancel), other subtasks go on while a watermark fires
+        millions of windows.  The mailbox is not served meanwhile: its actions (checkpoints,
+        processing-time timers, periodic watermarks) never see an operator half-way through a
+        firing, so output order and snapshots are what one synchronous call gave."""
+        m = self.metrics
+        bp = m.backpressured
+        first = True
+        try:
+            while True:
+                if not first:
+                    await asyncio.sleep(0)
+                first = False
+                t0 = perf()
+                bp0 = bp.total
+                chunk = next(chunks, None)
+                if chunk is None:
+                    m.busy.total += perf() - t0
+                    return
+                await self._after_chain(*chunk)
+                m.busy.total += perf() - t0 - (bp.total - bp0)
+        finally:
+            chunks.close()
 
     async def _fire_processing_time(self, index: int, callback: Callable[[int], Any], time_ms: int) -> None:
         records, ts = callback(time_ms)
@@ -642,8 +667,7 @@ class Task:
                 raise TypeError(f"unexpected element {element!r} on channel {ch.channel_id}")
 
     async def _end_input(self) -> None:
-        records, ts = self.chain.end_input()
-        await self._after_chain(records, ts)
+        await self._emit_chunks(self.chain.end_input_chunks())
         await self._broadcast(END_OF_PARTITION)
 
     # -- checkpoints ------------------------------------------------------------------------

@@ -261,3 +261,48 @@ def test_lookup_join(tmp_path: Path) -> None:
     h.batch(recs, [a["a"] for a in recs])
     assert h.out == [{"a": r["a"], "value": f"value-{r['a'] % 50}"} for r in recs if (r["a"] % 50) % 2 == 0]
     assert h.out_ts == [r["a"] for r in h.out]
+
+
+def test_timers_due_at_one_watermark_fire_in_chunks_with_the_output_of_one_call(counter: str) -> None:
+    # ~3,900 event-time timers (4 keys, one per key and second over 970 s), all due at the final
+    # watermark: the chunks fire at most FIRE_CHUNK timers each, lazily (the rest stay queued until
+    # the next chunk is asked for), and together are exactly what process_watermark returns
+    from streamlet.operators.base import FIRE_CHUNK, concat
+
+    recs = records(10_000, 5)
+    spec = ProcessSpec("p", key=KeySpec(("k",)), path=counter, side_outputs=("thirteen",))
+    chunked, whole = Harness(spec), Harness(spec)
+    for h in (chunked, whole):
+        for i in range(0, len(recs), 100):
+            h.batch(recs[i:i + 100], [r["ts"] for r in recs[i:i + 100]])
+    queued = len(chunked.op.timers.event)
+    assert queued > 3 * FIRE_CHUNK
+    chunks = []
+    it = chunked.op.process_watermark_chunks(MAX_WATERMARK)
+    for out in it:
+        chunks.append(out)
+        fired = sum(1 for r in out[0] if "timer" in r)
+        assert fired <= FIRE_CHUNK
+        assert len(chunked.op.timers.event) >= queued - len(chunks) * FIRE_CHUNK - 4  # 4: one timestamp's timers
+    assert len(chunks) == -(-queued // FIRE_CHUNK)
+    assert len(chunked.op.timers.event) == 0
+    assert concat(chunks) == whole.op.process_watermark(MAX_WATERMARK)
+    assert chunked.side.records == whole.side.records
+
+
+def test_window_join_fires_in_chunks_with_the_output_of_one_call() -> None:
+    from streamlet.operators.base import FIRE_CHUNK, concat
+
+    left = [{"id": i % 3000, "l": i, "ts": i} for i in range(6000)]
+    right = [{"id": i % 3000, "r": i, "ts": i} for i in range(6000)]
+    spec = WindowJoinSpec("j", left_key=KeySpec(("id",)), right_key=KeySpec(("id",)), size_ms=100_000,
+                          select="{'l': l['l'], 'r': r['r']}")
+    chunked, whole = Harness(spec), Harness(spec)
+    for h in (chunked, whole):
+        h.op.process_side(0, left, [r["ts"] for r in left])
+        h.op.process_side(1, right, [r["ts"] for r in right])
+    chunks = list(chunked.op.process_watermark_chunks(MAX_WATERMARK))
+    assert len(chunks) == -(-3000 // FIRE_CHUNK)  # one timer per key (one window)
+    assert concat(chunks) == whole.op.process_watermark(MAX_WATERMARK)
+    assert sorted((o["l"], o["r"]) for o in concat(chunks)[0]) == sorted(
+        (a["l"], b["r"]) for a in left for b in right if a["id"] == b["id"])
