@@ -3,13 +3,17 @@
 * :class:`SlowSink` takes ``delay`` seconds per batch (an awaited sleep: it stands for a slow
   remote write, not for waiting on something) and records what it wrote in :data:`SINK_STATS`.
 * :class:`EndlessSource` produces ``{"id": n}`` records as fast as it is allowed to, forever.
+* :class:`ScriptedSource` reads what the test pushes to each of its splits (:data:`SCRIPT`),
+  its splits together (as Kafka partitions), so a test decides which split sends and when.
+* :class:`CommitSink` / :class:`CollectSink` record what they are asked to do / write.
 
-Both follow the connector contract of :mod:`streamlet.connectors.base`.
+All follow the connector contract of :mod:`streamlet.connectors.base`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -227,3 +231,123 @@ class CollectSink(SinkWriterBase):
         COLLECTED.records.extend(records)
         if COLLECTED.changed is not None:
             COLLECTED.changed.set()
+
+
+@dataclass
+class Script:
+    """The records a test hands to each split of a :class:`ScriptedSource`, batch by batch.
+
+    The test calls :meth:`push` (a batch for one split) and :meth:`close` (the split ends once
+    its batches were read); readers take batches as they poll, and :attr:`changed` is set
+    whenever one was taken, so the test can wait until everything pushed was read
+    (:meth:`drained`).  Create the events on the test's loop (``reset`` then set ``changed``).
+    """
+
+    queues: dict[str, deque[list[Any]]] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+    readers: list[ScriptedReader] = field(default_factory=list)
+    #: set whenever a reader took a batch (created by the test on its loop)
+    changed: asyncio.Event | None = None
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def push(self, split: str, records: list[Any]) -> None:
+        self.queues.setdefault(split, deque()).append(list(records))
+        for r in self.readers:
+            r.ready.set()
+
+    def close(self, split: str) -> None:
+        self.closed.add(split)
+        for r in self.readers:
+            r.ready.set()
+
+    def drained(self) -> bool:
+        """Every batch pushed so far was read."""
+        return not any(self.queues.values())
+
+
+SCRIPT = Script()
+
+
+class ScriptedSource:
+    """An unbounded source with ``splits`` splits (``s0``, ``s1``, ...) fed by the test through
+    :data:`SCRIPT`; its readers read their splits together (``active_splits``, as Kafka
+    partitions), so a split that sends nothing holds the watermark back until its idle_timeout."""
+
+    PARAMS: dict[str, Param] = {"splits": Param("int", "number of splits", default=1)}
+
+    @classmethod
+    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
+        return validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
+
+    @classmethod
+    def is_bounded(cls, params: Mapping[str, Any]) -> bool:
+        return False
+
+    @classmethod
+    def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
+        return [{"id": f"s{i}"} for i in range(params["splits"])]
+
+    @classmethod
+    def create_reader(cls, params: Mapping[str, Any], ctx: Any) -> ScriptedReader:
+        return ScriptedReader()
+
+
+class ScriptedReader:
+    """Polls the batches :data:`SCRIPT` holds for its splits, one split after the other in turn;
+    ends once each of its splits is closed and read."""
+
+    def __init__(self) -> None:
+        self.splits: list[str] = []
+        self.current_split: str | None = None
+        self.ready = asyncio.Event()
+        self._next = 0
+
+    async def open(self) -> None:
+        SCRIPT.readers.append(self)
+
+    def add_splits(self, splits: list[dict[str, Any]]) -> None:
+        self.splits += [s["id"] for s in splits]
+
+    def _queue(self, split: str) -> deque[list[Any]]:
+        return SCRIPT.queues.setdefault(split, deque())
+
+    def active_splits(self) -> list[str]:
+        return [s for s in self.splits if s not in SCRIPT.closed or self._queue(s)]
+
+    def poll(self) -> list[Any] | None:
+        n = len(self.splits)
+        for i in range(n):
+            split = self.splits[(self._next + i) % n]
+            queue = self._queue(split)
+            if queue:
+                self._next = (self._next + i + 1) % n
+                self.current_split = split
+                batch = queue.popleft()
+                if SCRIPT.changed is not None:
+                    SCRIPT.changed.set()
+                return batch
+        return [] if self.active_splits() else None
+
+    async def wait_available(self) -> None:
+        self.ready.clear()
+        if any(self._queue(s) for s in self.splits) or not self.active_splits():
+            return
+        await self.ready.wait()
+
+    def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
+        return [{"id": s} for s in self.splits]
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        return None
+
+    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
+        return None
+
+    def progress(self) -> float | None:
+        return None
+
+    async def close(self) -> None:
+        if self in SCRIPT.readers:
+            SCRIPT.readers.remove(self)
