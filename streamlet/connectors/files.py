@@ -129,11 +129,17 @@ class FileSource:
             if not isinstance(p, str) or not p:
                 raise PipelineDefinitionError(f"expected a path string, got {p!r}", f"{where}.path")
             rp = resolve_path(base_dir, p)
-            if not rp.exists():
+            try:
+                found = rp.exists()
+                if found:
+                    paths.append(str(rp.resolve()))
+            except OSError as exc:  # e.g. a name longer than the file system allows (ENAMETOOLONG)
+                raise PipelineDefinitionError(f"input {p!r} cannot be looked up: {exc.strerror or exc}; "
+                                              "fix the path", f"{where}.path") from None
+            if not found:
                 raise PipelineDefinitionError(
                     f"input {p!r} does not exist (looked for {str(rp)!r}); relative paths are resolved "
                     "against the pipeline file's directory", f"{where}.path")
-            paths.append(str(rp.resolve()))
         try:
             files = list_files(paths, out["pattern"])
         except (ValueError, NotImplementedError, IndexError) as exc:  # what pathlib's glob says of bad patterns

@@ -273,6 +273,8 @@ def test_aggregate_errors(data_dir: Path, spec: str, where: str, words: list[str
      ["expected bool"]),
     ("{type: file, path: nope.txt}", "{input: s, type: print}", "p.yaml: sources.s.path",
      ["'nope.txt' does not exist", "pipeline file's directory"]),
+    ("{type: file, path: " + "n" * 300 + ".txt}", "{input: s, type: print}", "p.yaml: sources.s.path",
+     ["cannot be looked up: File name too long", "fix the path"]),
     ("{type: file, path: in.txt, timestamp: 'r[1'}", "{input: s, type: print}", "p.yaml: sources.s.timestamp",
      ["does not compile"]),
     ("{type: file, path: in.txt, watermark: monotonous}", "{input: s, type: print}", "p.yaml: sources.s.watermark",
