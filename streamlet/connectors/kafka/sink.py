@@ -347,11 +347,9 @@ class KafkaWriter(SinkWriterBase):
     async def prepare_commit(self, checkpoint_id: int) -> list[Any]:
         """Flush; exactly_once: the transaction written since the last checkpoint is the committable."""
         if self._guarantee == "exactly_once":
-            txn, self._txn = self._txn, None
+            txn = await self._prepare_txn()
             if txn is None:
                 return []
-            await self._flush(txn.producer)
-            self._pending[txn.transactional_id] = txn
             if self._next is None:
                 self._next_seq = self._take_seq()
                 self._next = asyncio.get_running_loop().run_in_executor(None, self._begin, self._next_seq)
@@ -359,6 +357,15 @@ class KafkaWriter(SinkWriterBase):
         if self._guarantee == "at_least_once" and self._producer is not None:
             await self._flush(self._producer)
         return []
+
+    async def _prepare_txn(self) -> _Txn | None:
+        """Flush the open transaction and keep it with the prepared ones (None: nothing written)."""
+        txn, self._txn = self._txn, None
+        if txn is None:
+            return None
+        await self._flush(txn.producer)
+        self._pending[txn.transactional_id] = txn
+        return txn
 
     async def commit(self, committables: list[Any]) -> None:
         """Commit transactions: this writer's own by their producer, restored ones by EndTxn."""
@@ -394,7 +401,9 @@ class KafkaWriter(SinkWriterBase):
     async def finish(self) -> None:
         """End of input: everything written becomes visible (pending transactions and the open one)."""
         if self._guarantee == "exactly_once":
-            await self.commit(await self.prepare_commit(0) + [t.committable() for t in list(self._pending.values())])
+            # no next transaction is started: nothing is written after the end
+            await self._prepare_txn()
+            await self.commit([t.committable() for t in list(self._pending.values())])
         elif self._producer is not None:
             await self._flush(self._producer)
 

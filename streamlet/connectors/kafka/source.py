@@ -306,6 +306,19 @@ def _offsets_for_time(cfg: Mapping[str, Any], tps: list[tuple[str, int]], ts: in
     return out
 
 
+def _start_offset(offset: int | str) -> int:
+    """Where a consumer starts reading a partition whose position is ``offset``.
+
+    ``"earliest"`` is offset 0, not librdkafka's OFFSET_BEGINNING: that asks the broker with
+    ListOffsets, and tansu answers with the offset of the batch it *stored* first, which under
+    concurrent producers is not always the lowest (the records before it were skipped, seen as a
+    flaky read of a topic written by two transactional sink subtasks).  Where retention removed
+    offset 0 (a Kafka broker), the fetch is out of range and ``auto.offset.reset: earliest``
+    moves to the log start.
+    """
+    return 0 if offset == "earliest" else int(offset)
+
+
 class _Split:
     """Position in one partition: ``offset`` is the next offset to return (or ``"earliest"``)."""
 
@@ -468,8 +481,7 @@ class KafkaReader:
             self._splits[key] = sp
             if not sp.done:
                 self._active += 1
-                off = ck.OFFSET_BEGINNING if sp.offset == "earliest" else sp.offset
-                assign.append(ck.TopicPartition(sp.topic, sp.partition, off))
+                assign.append(ck.TopicPartition(sp.topic, sp.partition, _start_offset(sp.offset)))
         if assign:
             self._ops.append(("assign", assign))
 
