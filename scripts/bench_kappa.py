@@ -9,6 +9,10 @@ Workloads:
               map value*2, filter value%3==0, blackhole, parallelism 1 (``--taskmanagers 2``:
               parallelism 2 over two TaskManager processes)
   W2          the same topic, key_by user, running sum of value, blackhole
+  q0          Nexmark q0 from Kafka to Kafka: a 4-partition topic of Nexmark bids (JSON, keyed by
+              auction; --events events), bounded read, the q0 projection, the kafka sink
+              (at_least_once) into a 4-partition topic; records/s until the last is acknowledged
+  q0-eo       the same with exactly_once (a transaction per checkpoint, 1 s checkpoints)
   raw         the raw-client limit on the same topic: confluent-kafka consume(10000) + orjson
   pg-writer   the postgres sink's writer alone, upsert exactly-once: rows as fast as it takes
               them, a checkpoint (prepare_commit + commit) every second; beside it the same
@@ -51,6 +55,14 @@ transforms:
   doubled: {input: src, map: "dict(r, value=r['value'] * 2)"}
   kept: {input: doubled, filter: "r['value'] % 3 == 0"}
 sinks: {out: {input: kept, type: blackhole}}
+""",
+    "q0": """
+name: q0-kafka
+@CHECKPOINTING@
+sources: {bids: {type: kafka, bootstrap: "@BOOT@", topic: bids, bounded: true, properties: @PROPS@}}
+transforms:
+  q0: {input: bids, map: "{'auction': r['auction'], 'bidder': r['bidder'], 'price': r['price'], 'dateTime': r['dateTime'], 'extra': r['extra']}"}
+sinks: {out: {input: q0, type: kafka, bootstrap: "@BOOT@", topic: q0out, guarantee: @GUARANTEE@}}
 """,
     "W2": """
 name: w2
@@ -133,13 +145,43 @@ def fill(boot: str, topic: str, records: int, partitions: int) -> float:
     return records / (time.perf_counter() - t0)
 
 
+def fill_bids(boot: str, topic: str, events: int) -> tuple[int, float]:
+    """Produce the Nexmark bids of events [0, events) as JSON keyed by auction (the kappa example's
+    topic); returns (bids, records/s of producing)."""
+    import orjson
+    from confluent_kafka import Producer
+
+    from streamlet.connectors.nexmark import BLOCK, NexmarkGenerator
+
+    gen = NexmarkGenerator(kind="bid")
+    p = Producer({"bootstrap.servers": boot, "linger.ms": 20, "batch.size": 1 << 20, "queue.buffering.max.messages":
+                  1_000_000, "compression.type": "none"})
+    n = 0
+    t0 = time.perf_counter()
+    for b in range((events + BLOCK - 1) // BLOCK):
+        for r in gen.block(b, events):
+            v, k = orjson.dumps(r), str(r["auction"]).encode()
+            while True:
+                try:
+                    p.produce(topic, v, k)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+    assert p.flush(60) == 0
+    return n, n / (time.perf_counter() - t0)
+
+
 def child(workload: str, boot: str, dsn: str, args: argparse.Namespace) -> dict:
     from streamlet import config as cfg
     from streamlet.api.planner import plan
     from streamlet.api.yaml.loader import loads
     from streamlet.runtime import minicluster
 
-    text = (PIPELINES[workload].replace("@BOOT@", boot).replace("@DSN@", dsn).replace("@ROWS@", str(args.rows))
+    q0 = workload.startswith("q0")
+    text = (PIPELINES["q0" if q0 else workload].replace("@BOOT@", boot)
+            .replace("@CHECKPOINTING@", "checkpointing: {interval: 1s, mode: exactly_once}" if workload == "q0-eo" else "")
+            .replace("@GUARANTEE@", "exactly_once" if workload == "q0-eo" else "at_least_once").replace("@DSN@", dsn).replace("@ROWS@", str(args.rows))
             .replace("@KEYS@", str(args.keys)).replace("@PROPS@", args.props))
     t0 = time.perf_counter()
     graph = plan(loads(text, "bench.yaml", str(ROOT), variables={}), parallelism_override=args.parallelism)
@@ -285,6 +327,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workloads", nargs="*", default=["raw", "W1", "W2", "pg-writer", "pg", "latency"])
     ap.add_argument("--records", type=int, default=2_000_000)
+    ap.add_argument("--events", type=int, default=2_000_000, help="Nexmark events of the q0 workloads")
     ap.add_argument("--rows", type=int, default=2_000_000, help="rows of the pg workloads")
     ap.add_argument("--keys", type=int, default=2_000_000, help="distinct keys of the pg upserts")
     ap.add_argument("--parallelism", type=int, default=1)
@@ -314,11 +357,16 @@ def main() -> None:
             create_topic(boot, "w1", 4)
             rate = fill(boot, "w1", args.records, 4)
             print(f"filled w1: {args.records:,} records in 4 partitions at {rate:,.0f} records/s", flush=True)
+        if {"q0", "q0-eo"} & set(args.workloads):
+            create_topic(boot, "bids", 4)
+            create_topic(boot, "q0out", 4)
+            bids, rate = fill_bids(boot, "bids", args.events)
+            print(f"filled bids: {bids:,} Nexmark bids in 4 partitions at {rate:,.0f} records/s", flush=True)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         for w in args.workloads:
             if w == "raw":
                 out = raw_consume(boot, args.records)
-            elif w in ("W1", "W2", "pg"):
+            elif w in ("W1", "W2", "pg", "q0", "q0-eo"):
                 cmd = [sys.executable, __file__, "--child", w, "--boot", boot, "--dsn", dsn, "--rows", str(args.rows),
                        "--keys", str(args.keys), "--parallelism", str(args.parallelism),
                        "--taskmanagers", str(args.taskmanagers), "--props", args.props]
