@@ -258,6 +258,18 @@ def test_metadata_fields_key_timestamp_headers(kafka_broker: Broker) -> None:
     ]
 
 
+def test_tombstones_first_last_and_alone_in_a_run_are_skipped(kafka_broker: Broker) -> None:
+    """A run's values are decoded as one JSON array; a tombstone (no value) anywhere in it, also
+    first or last, sends the run value by value, which skips it."""
+    topic = kafka_broker.create_topic("tomb", 1)
+    kafka_broker.produce(topic, [None, b'{"a": 1}', b'{"a": 2}', None, b'{"a": 3}', None], partition=0)
+    params = _params(kafka_broker, topic, bounded=True)
+    for batch_size in (1, 2, 3, 100):
+        got = [r for _, b in asyncio.run(_read(params, KafkaSource.enumerate_splits(params, 1), batch_size=batch_size))
+               for r in b]
+        assert got == [{"a": 1}, {"a": 2}, {"a": 3}], batch_size
+
+
 def test_bad_json_fail_skip_and_dead_letter(kafka_broker: Broker, tmp_path: Path) -> None:
     topic = kafka_broker.create_topic("bad", 1)
     values = [b'{"a": 1}', b'{"a": 2', b'{"a": 3}', b"\xff", b'{"a": 5}']

@@ -770,7 +770,14 @@ class KafkaReader:
         records: list[Any] | None = None
         try:
             if fmt == "json":
-                records = orjson.loads(b"[" + b",".join(values) + b"]")
+                # one array for the run, copied once: the brackets go on the first and last value
+                first, last = values[0], values[-1]
+                try:
+                    values[0] = b"[" + first
+                    values[-1] = values[-1] + b"]"
+                    records = orjson.loads(b",".join(values))
+                finally:
+                    values[0], values[-1] = first, last
                 if len(records) != len(values):
                     records = None
             elif fmt == "text":
