@@ -71,8 +71,8 @@ class SlowSink(SinkWriterBase):
         return None
 
 
-class EndlessSource:
-    """An unbounded source of ``{"id": n}`` records, one split per subtask."""
+class _UnboundedTestSource:
+    """What the unbounded test sources share: their PARAMS validated, never bounded."""
 
     PARAMS: dict[str, Param] = {}
 
@@ -83,6 +83,12 @@ class EndlessSource:
     @classmethod
     def is_bounded(cls, params: Mapping[str, Any]) -> bool:
         return False
+
+
+class EndlessSource(_UnboundedTestSource):
+    """An unbounded source of ``{"id": n}`` records, one split per subtask."""
+
+    PARAMS: dict[str, Param] = {}
 
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
@@ -270,20 +276,12 @@ class Script:
 SCRIPT = Script()
 
 
-class ScriptedSource:
+class ScriptedSource(_UnboundedTestSource):
     """An unbounded source with ``splits`` splits (``s0``, ``s1``, ...) fed by the test through
     :data:`SCRIPT`; its readers read their splits together (``active_splits``, as Kafka
     partitions), so a split that sends nothing holds the watermark back until its idle_timeout."""
 
     PARAMS: dict[str, Param] = {"splits": Param("int", "number of splits", default=1)}
-
-    @classmethod
-    def validate(cls, params: Mapping[str, Any], where: str, base_dir: str) -> dict[str, Any]:
-        return validate_params(params, cls.PARAMS, where, ("type", "parallelism"))
-
-    @classmethod
-    def is_bounded(cls, params: Mapping[str, Any]) -> bool:
-        return False
 
     @classmethod
     def enumerate_splits(cls, params: Mapping[str, Any], parallelism: int) -> list[dict[str, Any]]:
