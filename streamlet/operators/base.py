@@ -77,10 +77,12 @@ class SideOutputs(Protocol):
 class ProcessingTimeService(Protocol):
     """Processing-time callbacks served by the subtask's mailbox (never concurrently with a batch)."""
 
-    def register(self, time_ms: int, callback: Callable[[int], Output]) -> None:
+    def register(self, time_ms: int, callback: Callable[[int], Iterable[Output]]) -> None:
         """Call ``callback(time_ms)`` once the clock's ``time_ms()`` reached ``time_ms``.
 
-        Its output enters the chain right after the operator that registered it.
+        The callback returns its output as chunks (like ``process_watermark_chunks``: at most
+        :data:`FIRE_CHUNK` fired timers each, made lazily); each chunk enters the chain right after
+        the operator that registered it, and the event loop runs between two chunks.
         """
 
 

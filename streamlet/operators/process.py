@@ -311,8 +311,8 @@ class KeyedProcessOperator(Operator):
             return iter(())
         return self._fire(self.timers.advance_watermark(watermark), EVENT)
 
-    def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Output:
-        return concat(self._fire(timers, PROCESSING))
+    def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Iterator[Output]:
+        return self._fire(timers, PROCESSING)
 
     def close(self) -> None:
         closer = getattr(getattr(self, "fn", None), "close", None)

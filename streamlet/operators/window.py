@@ -109,8 +109,8 @@ class WindowOperator(Operator):
         self._wm = watermark
         return self.impl.fire(self.timers.advance_watermark(watermark), watermark)
 
-    def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Output:
-        return concat(self.impl.fire(timers, time_ms))
+    def _on_processing_timers(self, timers: Iterable[tuple[int, Any, Any]], time_ms: int) -> Iterator[Output]:
+        return self.impl.fire(timers, time_ms)
 
     def end_input(self) -> Output:
         return concat(self.end_input_chunks())

@@ -12,7 +12,9 @@ restored and redistributed by key group with the rest of the operator's state:
 * processing-time timers fire when the task's clock reaches their timestamp: the service keeps
   exactly one callback registered with the task's processing-time service (``ctx.processing_time``,
   served by the task mailbox, never concurrently with a batch) for the earliest timer, and
-  calls the operator's handler with every due timer.
+  calls the operator's handler with every due timer; the handler returns its output as chunks
+  (at most ``FIRE_CHUNK`` fired timers each), so a clock tick that fires a million timers never
+  holds the event loop for the whole firing.
 
 Called by operators only (window, process function, joins), from their hooks. The service
 never reads the clock itself: the processing-time service decides when a callback runs.
@@ -20,7 +22,7 @@ never reads the clock itself: the processing-time service decides when a callbac
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterator, Protocol
+from typing import Any, Callable, Hashable, Iterable, Iterator, Protocol
 
 from streamlet.time.watermarks import MIN_WATERMARK
 
@@ -32,8 +34,9 @@ Output = tuple[list[Any], "list[int] | None"]
 class ProcessingTimeScheduler(Protocol):
     """The task's processing-time service (``RuntimeContext.processing_time``)."""
 
-    def register(self, time_ms: int, callback: Callable[[int], Output]) -> None:
-        """Call ``callback(time_ms)`` once the task's clock reached ``time_ms``."""
+    def register(self, time_ms: int, callback: Callable[[int], Iterable[Output]]) -> None:
+        """Call ``callback(time_ms)`` once the task's clock reached ``time_ms``; it returns its
+        output in chunks, consumed one by one."""
 
 
 class TimerService:
@@ -43,7 +46,8 @@ class TimerService:
     are ``<name>/event`` and ``<name>/processing``), ``scheduler`` the task's processing-time
     service (None when the operator uses no processing-time timers) and
     ``on_processing_timers(timers, time_ms)`` the operator's handler of due processing-time
-    timers, whose output the scheduler passes on.  Example::
+    timers (an iterator it consumes lazily), which returns its output as an iterator of chunks
+    that the scheduler passes on one by one.  Example::
 
         timers = TimerService(ctx.state, "counts", ctx.processing_time, self._on_proc)
         timers.register_event_time("k1", None, 9_999)
@@ -52,7 +56,7 @@ class TimerService:
     """
 
     def __init__(self, backend: Any, name: str, scheduler: ProcessingTimeScheduler | None = None,
-                 on_processing_timers: Callable[[Iterator[Timer], int], Output] | None = None) -> None:
+                 on_processing_timers: Callable[[Iterator[Timer], int], Iterable[Output]] | None = None) -> None:
         self.event = backend.timer_queue(f"{name}/event")
         self.processing = backend.timer_queue(f"{name}/processing")
         self._scheduler = scheduler
@@ -131,14 +135,17 @@ class TimerService:
             self._scheduled = timestamp
             self._scheduler.register(timestamp, self._fire)
 
-    def _fire(self, time_ms: int) -> Output:
+    def _fire(self, time_ms: int) -> Iterator[Output]:
+        """The scheduler's callback: the handler's chunks for the timers due at ``time_ms``, then
+        the next earliest timer is scheduled (once the last chunk was taken)."""
         if self._scheduled is not None and time_ms < self._scheduled:
-            return [], None  # an earlier callback superseded by nothing: a stale one
+            return  # an earlier callback superseded by nothing: a stale one
         self._scheduled = None
-        out: Output = ([], None)
         if self._handler is not None:
-            out = self._handler(self.pop_processing_until(time_ms), time_ms)
+            yield from self._handler(self.pop_processing_until(time_ms), time_ms)
+        else:
+            for _ in self.pop_processing_until(time_ms):
+                pass
         head = self.processing.peek()
         if head is not None:
             self._schedule(head[0])
-        return out

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from streamlet.api.registry import load_class
 from streamlet.clock import ManualClock
 from streamlet.keys import KeyGroupRange
-from streamlet.operators.base import RuntimeContext
+from streamlet.operators.base import RuntimeContext, concat
 from streamlet.state import create_backend
 from streamlet.state.storage import open_storage
 
@@ -40,7 +40,7 @@ class Scheduler:
                 return outs
             for p in due:
                 self.pending.remove(p)
-                outs.append(p[1](p[0]))
+                outs.append(concat(p[1](p[0])))  # the callback's chunks, as one output
 
 
 class SideOutputs:

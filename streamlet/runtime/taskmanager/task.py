@@ -592,10 +592,17 @@ class Task:
             chunks.close()
 
     async def _fire_processing_time(self, index: int, callback: Callable[[int], Any], time_ms: int) -> None:
-        records, ts = callback(time_ms)
-        if records:
-            records, ts = self.chain.process_from(index + 1, records, ts)
-        await self._after_chain(records, ts)
+        """A processing-time callback of operator ``index``: its chunks go through the rest of the
+        chain and out one by one, the loop running between two (as a watermark's firing)."""
+        process_from = self.chain.process_from
+
+        def chunks() -> Generator[tuple[list[Any], list[int] | None], None, None]:
+            for records, ts in callback(time_ms):
+                if records:
+                    records, ts = process_from(index + 1, records, ts)
+                yield records, ts
+
+        await self._emit_chunks(chunks())
 
     # -- tasks with input channels ----------------------------------------------------------
 
