@@ -105,8 +105,9 @@ class _DiscardCheckpoints:
 class RecordWriter:
     """Output of one edge: partitions batches over its channels and batches them up.
 
-    A channel's batch is sent when it reaches ``batch_size`` records, and every partly filled
-    batch is sent by :meth:`flush`.  Records leave as JSON values: with ``copy`` (the chain's output
+    A channel's batch is sent when it reaches ``batch_size`` records (a batch never holds more:
+    a larger output is cut into full batches), and every partly filled batch is sent by
+    :meth:`flush`.  Records leave as JSON values: with ``copy`` (the chain's output
     may not be JSON, or several consumers read it) a local channel gets a JSON round trip of the
     batch, the same a remote channel delivers; remote channels encode it anyway.  ``node_id``
     names the producer in the error for a record that is not JSON.  ``project`` (see
@@ -138,8 +139,17 @@ class RecordWriter:
                 continue
             p = pending[i]
             if not p and len(recs) >= size:
-                await self._put(i, RecordBatch(recs, t))
-                continue
+                if len(recs) == size:
+                    await self._put(i, RecordBatch(recs, t))
+                    continue
+                # a larger output (a window firing) leaves in full batches too: a frame of one
+                # batch decodes in cache, and a consumer never gets one element of many MB
+                full = len(recs) - len(recs) % size
+                await self._put_full(i, recs, t, full)
+                if full == len(recs):
+                    continue
+                recs = recs[full:]
+                t = t[full:] if t is not None else None
             if not p and self._on_pending is not None:
                 self._on_pending()
             p.extend(recs)
@@ -150,7 +160,24 @@ class RecordWriter:
                 else:
                     pt.extend(t)
             if len(p) >= size:
-                await self._send(i)
+                if len(p) == size:
+                    await self._send(i)
+                else:
+                    await self._send_full(i)
+
+    async def _put_full(self, i: int, recs: list[Any], t: list[int] | None, full: int) -> None:
+        """Send ``recs[:full]`` (``full`` a multiple of ``batch_size``) as full batches."""
+        size = self.batch_size
+        for lo in range(0, full, size):
+            await self._put(i, RecordBatch(recs[lo:lo + size], t[lo:lo + size] if t is not None else None))
+
+    async def _send_full(self, i: int) -> None:
+        """Send the full batches of channel ``i``'s pending records; the rest stays pending."""
+        p, pt = self._pending[i], self._pending_ts[i]
+        full = len(p) - len(p) % self.batch_size
+        self._pending[i] = p[full:]
+        self._pending_ts[i] = pt[full:] if pt is not None and full < len(p) else None
+        await self._put_full(i, p, pt, full)
 
     async def _send(self, i: int) -> None:
         batch = RecordBatch(self._pending[i], self._pending_ts[i])

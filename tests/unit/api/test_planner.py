@@ -411,14 +411,15 @@ def test_hash_sends_each_key_to_the_owner_of_its_key_group(key: dict, key_of: An
     assert [p for p, _ in split(recs, None)] == [p for p, _ in parts]
 
 
-def test_hash_key_errors_name_the_keyed_node() -> None:
+@pytest.mark.parametrize("with_ts", [False, True])
+def test_hash_key_errors_name_the_keyed_node(with_ts: bool) -> None:
     split = partitioners.build("hash", 2, KeySpec(("user",)), "counts", 128)
     with pytest.raises(UserFunctionError) as info:
-        split([{"user": 1}, {"name": "x"}], None)
+        split([{"user": 1}, {"name": "x"}], [1, 2] if with_ts else None)
     assert info.value.node_id == "counts"
     assert info.value.record == {"name": "x"}
     assert isinstance(info.value.cause, KeyError)
     with pytest.raises(UserFunctionError) as info:
-        split([{"user": [1, 2]}], None)
+        split([{"user": [1, 2]}], [1] if with_ts else None)
     assert (info.value.node_id, info.value.record) == ("counts", {"user": [1, 2]})
     assert isinstance(info.value.cause, TypeError)

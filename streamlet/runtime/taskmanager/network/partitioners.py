@@ -64,11 +64,11 @@ def hash_by_key(n: int, key: KeySpec, node_id: str, max_parallelism: int) -> Spl
         return ch
 
     b = CodeBuilder(f"partition:{node_id}")
-    get = b.bind("get", cache.get)
     slow = b.bind("slow", channel_of)
+    cached = b.bind("cache", cache)
     # the hot loop: one dict lookup and one bound append per record; a cache miss is the
     # exception path (zero-cost try in 3.11), a key that cannot be hashed fails on its own line
-    b.add(0, f"def _split(batch, n, _cache={b.bind('cache', cache)}):")
+    b.add(0, f"def _split(batch, n, _cache={cached}):")
     b.add(1, "outs = [[] for _ in range(n)]; _ap = [o.append for o in outs]")
     b.add(1, "for r in batch:")
     b.add(2, f"k = {key_code(b, key, node_id)}", node_id)
@@ -77,14 +77,17 @@ def hash_by_key(n: int, key: KeySpec, node_id: str, max_parallelism: int) -> Spl
     b.add(2, "except KeyError:")
     b.add(3, f"_ap[{slow}(k)](r)", node_id)
     b.add(1, "return outs")
-    b.add(0, "def _split_ts(batch, tss, n):")
+    # with timestamps: the same loop, one bound append per list (records, timestamps) and channel
+    b.add(0, f"def _split_ts(batch, tss, n, _cache={cached}):")
     b.add(1, "outs = [[] for _ in range(n)]; touts = [[] for _ in range(n)]")
+    b.add(1, "_ap = [o.append for o in outs]; _tp = [o.append for o in touts]")
     b.add(1, "for r, t in zip(batch, tss):")
     b.add(2, f"k = {key_code(b, key, node_id)}", node_id)
-    b.add(2, f"ch = {get}(k)", node_id)  # a key that cannot be hashed fails here
-    b.add(2, "if ch is None:")
+    b.add(2, "try:")
+    b.add(3, "ch = _cache[k]", node_id)  # a key that cannot be hashed fails here
+    b.add(2, "except KeyError:")
     b.add(3, f"ch = {slow}(k)", node_id)
-    b.add(2, "outs[ch].append(r); touts[ch].append(t)")
+    b.add(2, "_ap[ch](r); _tp[ch](t)")
     b.add(1, "return outs, touts")
     fn = b.compile("_split")
     fn_ts = b.namespace["_split_ts"]
