@@ -22,10 +22,11 @@ SLOW_HEARTBEAT = ("-D", "heartbeat.timeout=4s")
 
 def _pipelines(tmp_path: Path) -> None:
     (tmp_path / "udfs").mkdir()
-    (tmp_path / "udfs" / "e2e_stuck.py").write_text(textwrap.dedent("""
+    (tmp_path / "udfs" / "e2e_stuck.py").write_text(textwrap.dedent(f"""
         import sys
 
         def spin(r):
+            open({str(tmp_path / "spinning")!r}, "w").close()  # the test cancels once the loop is held
             n = 0
             while True:      # never returns
                 n += 1
@@ -77,6 +78,9 @@ def test_an_endless_user_function_is_cancelled_and_the_taskmanager_heartbeats_on
     tm_id = _the_taskmanager(cluster)["id"]
     job = _submit(cluster, tmp_path, "stuck")
     cluster.wait_state(job, "RUNNING")
+    # RUNNING is reported before the first record reaches the map: cancel only once it spins (a
+    # cancel before would end the job without the watchdog)
+    wait_for(lambda: (tmp_path / "spinning").exists(), 15, "the user function to start spinning", cluster.logs)
     started = time.monotonic()
     status, body = cluster.request("PATCH", f"/jobs/{job}?mode=cancel")
     assert status == 202, body
