@@ -77,6 +77,36 @@ def test_two_branches_of_one_node_do_not_share_records(tmp_path: Path) -> None:
     assert canonical(embedded[2]["a"]) == canonical(dict(r, seen_by="a") for r in RECORDS)
 
 
+@pytest.mark.parametrize("changer", ["a", "b", "c"])
+def test_one_branch_of_three_takes_the_originals_and_no_change_shows_in_another(
+        tmp_path: Path, changer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Embedded, the last of a node's local edges gets its records uncopied, the others a copy made
+    at emit time: N records are copied twice (not three times), and whichever branch changes its
+    records in place, the other two see them unchanged."""
+    from streamlet.runtime.taskmanager import task as task_module
+
+    copied: list[int] = []
+    real = task_module.json_copy
+
+    def counting(records: list[Any], node_id: str) -> list[Any]:
+        copied.append(len(records))
+        return real(records, node_id)
+
+    monkeypatch.setattr(task_module, "json_copy", counting)
+    branches = "".join(
+        f"  {b}: {{input: src, map: \"{'r.update(seen_by=1) or r' if b == changer else 'r'}\", partition: rebalance}}\n"
+        for b in "abc")
+    text = ("name: three\nsources: {src: {type: file, path: in.jsonl}}\ntransforms:\n" + branches
+            + "sinks:\n" + "".join(f"  out_{b}: {{input: {b}, type: file, path: @OUT@/{b}}}\n" for b in "abc"))
+    state, error, outputs = _run(tmp_path, text, 0)
+    assert state == "FINISHED", error
+    for b in "abc":
+        want = [dict(r, seen_by=1) for r in RECORDS] if b == changer else RECORDS
+        assert canonical(outputs[b]) == canonical(want), b
+    # the source's two subtasks each copy their records for two of the three edges
+    assert sum(copied) == 2 * len(RECORDS)
+
+
 def test_tuples_cross_a_channel_as_lists_in_both_modes(tmp_path: Path) -> None:
     embedded, cluster = _both(tmp_path, """
         name: tuples

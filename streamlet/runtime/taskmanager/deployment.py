@@ -51,13 +51,27 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
                           processing_time=lambda index: ProcessingTimeOf(lambda: holder[0], index), metrics=group)
     main: list[RecordWriter | SinkOutput] = []
     producer = tdd.operators[-1].id
+    # Several edges read the main output: each gets its own copy (a JSON round trip), except one
+    # when every other copies at emit time (Flink's copying collector copies for all outputs but
+    # the last).  That needs JSON output, local channels only, no record sent twice by an edge
+    # (broadcast), no chained sink holding the originals.
+    mains = [o for o in tdd.outputs if o.side_output is None]
+    uncopied = None
+    if (len(mains) > 1 and chain.json_output and chain.writer is None
+            and all(not (o.partitioner == BROADCAST and len(o.channel_ids) > 1)
+                    and all(getattr(output_channels[c], "target", None) is not None for c in o.channel_ids)
+                    for o in mains)):
+        uncopied = mains[-1]
     for o in tdd.outputs:
         split = partitioners.build(o.partitioner, len(o.channel_ids), o.key, o.key_node, tdd.max_parallelism,
                                    tdd.subtask_index)
         copy = o.shared or not chain.json_output or (o.partitioner == BROADCAST and len(o.channel_ids) > 1)
+        if o is uncopied:
+            copy = False
         writer = RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, io,
                               o.side_output or producer, copy, lambda: holder[0].arm_flush(),
-                              projection(o.fields) if o.fields else None)
+                              projection(o.fields) if o.fields else None,
+                              eager_copy=uncopied is not None and o.side_output is None)
         if o.side_output is None:
             main.append(writer)
         else:

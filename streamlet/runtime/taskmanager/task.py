@@ -112,11 +112,16 @@ class RecordWriter:
     batch, the same a remote channel delivers; remote channels encode it anyway.  ``node_id``
     names the producer in the error for a record that is not JSON.  ``project`` (see
     :mod:`.network.projection`) narrows the batches sent on remote channels.
+
+    ``eager_copy`` (with ``copy``; every channel local, each record to one channel) copies each
+    emitted batch at once, before :meth:`emit` returns, instead of when a channel's batch is sent:
+    then no record of the producer's output waits here uncopied, so one other consumer may take
+    the originals (see :func:`~streamlet.runtime.taskmanager.deployment.build_task`).
     """
 
     def __init__(self, channels: list[OutputChannel], split: Split, batch_size: int, metrics: TaskIOMetrics,
                  node_id: str = "", copy: bool = False, on_pending: Callable[[], None] | None = None,
-                 project: Projection | None = None) -> None:
+                 project: Projection | None = None, eager_copy: bool = False) -> None:
         self.channels = channels
         self.split = split
         self.batch_size = batch_size
@@ -124,7 +129,9 @@ class RecordWriter:
         self.node_id = node_id
         n = len(channels)
         self._local = [getattr(ch, "target", None) is not None for ch in channels]
-        self._copy = copy
+        self._eager = copy and eager_copy
+        #: copied when a batch is sent (a lazy copy)
+        self._copy = copy and not eager_copy
         self._project = project
         self._pending: list[list[Any]] = [[] for _ in range(n)]
         self._pending_ts: list[list[int] | None] = [None] * n
@@ -134,6 +141,8 @@ class RecordWriter:
     async def emit(self, records: list[Any], ts: list[int] | None) -> None:
         size = self.batch_size
         pending = self._pending
+        if self._eager and records:
+            records = json_copy(records, self.node_id)
         for i, (recs, t) in enumerate(self.split(records, ts)):
             if not recs:
                 continue
