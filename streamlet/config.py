@@ -111,7 +111,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("taskmanager.numberOfTaskSlots", "int", 1, "slots offered by each TaskManager"),
     Option("taskmanager.data.address", "str", "127.0.0.1", "address a TaskManager's data endpoint binds to"),
     Option("taskmanager.data.port", "int", 0, "port of a TaskManager's data endpoint (0 = any free port)"),
-    Option("taskmanager.network.queue-capacity", "int", 16, "batches buffered per channel (credits of a remote channel)"),
+    Option("taskmanager.network.queue-capacity", "int", 4, "batches buffered per channel (credits of a remote channel)"),
     Option("taskmanager.registration.max-backoff", "duration", "5s", "longest wait between registration attempts"),
     Option("parallelism.default", "int", 1, "parallelism of nodes that set none"),
     Option("pipeline.max-parallelism", "int", 128, "number of key groups (unit of rescaling)"),

@@ -31,16 +31,13 @@ Credit protocol (as Flink's credit-based flow control), per channel:
 2. The receiver *binds* the channel once both the ``open`` arrived and the task registered its
    input channel, in either order, and grants ``capacity - buffered`` credits.
 3. The sender spends one credit per data message; with no credit, ``put()`` waits (backpressure).
-4. Each element the consuming task takes (``InputChannel.on_consumed``) frees one credit; a
-   channel announces freed credits ``credit_batch(capacity)`` at a time (a quarter of its
-   capacity), or all of them as soon as its buffer is empty, so a consumer never waits for data
-   that waits for credit.  Grants are coalesced per connection into one ``credit`` message per
-   flush.
+4. Each element the consuming task takes (``InputChannel.on_consumed``) grants one credit back;
+   grants are coalesced per connection into one ``credit`` message per flush.
 
-Invariant: buffered + in flight + unspent credit + freed but unannounced credit <= capacity.  So
-the receiver's buffer never overflows, the socket reader never waits for a full channel, and a
-slow channel cannot block the other channels of its connection (no head-of-line blocking).
-Per-channel order holds because a channel has one producer and a websocket is ordered.
+Invariant: buffered + in flight + unspent credit <= capacity.  So the receiver's buffer never
+overflows, the socket reader never waits for a full channel, and a slow channel cannot block the
+other channels of its connection (no head-of-line blocking).  Per-channel order holds because a
+channel has one producer and a websocket is ordered.
 """
 
 from __future__ import annotations
@@ -326,38 +323,22 @@ class OutboundLink:
 # receiving side
 
 
-def credit_batch(capacity: int) -> int:
-    """How many freed slots of a channel of ``capacity`` are announced together (see step 4 of
-    the credit protocol): a quarter of the capacity, at least 1."""
-    return max(1, capacity // 4)
-
-
 class _RemoteInput:
     """A registered input channel and the (connection, number) currently feeding it."""
 
-    __slots__ = ("key", "channel", "link", "number", "held", "batch")
+    __slots__ = ("key", "channel", "link", "number")
 
     def __init__(self, key: ChannelKey, channel: InputChannel) -> None:
         self.key = key
         self.channel = channel
         self.link: InboundLink | None = None
         self.number = -1
-        #: slots freed since the last announcement (credits not yet granted)
-        self.held = 0
-        self.batch = credit_batch(channel.capacity)
 
     def consumed(self) -> None:
-        """``InputChannel.on_consumed``: one buffer slot freed; its credit goes back to the sender
-        with the next ``batch - 1`` ones, or at once when the channel ran dry (its consumer now
-        waits for this sender, which must not wait for credit)."""
+        """``InputChannel.on_consumed``: one buffer slot freed, one credit back to the sender."""
         link = self.link
         if link is not None:
-            held = self.held + 1
-            if held >= self.batch or not len(self.channel):
-                self.held = 0
-                link.grant(self.number, held)
-            else:
-                self.held = held
+            link.grant(self.number, 1)
 
 
 class InboundLink:
@@ -516,7 +497,6 @@ class InputChannelRegistry:
             del ri.link.inputs[ri.number]
         ri.link = link
         ri.number = n
-        ri.held = 0  # the grant below covers every free slot
         link.inputs[n] = ri
         free = ri.channel.capacity - len(ri.channel)
         if free > 0:
