@@ -56,6 +56,21 @@ def register_connector() -> Iterator[Callable[[str, str, str], None]]:
 
 
 @pytest.fixture
+def scripted(register_connector: Callable[[str, str, str], None]) -> Iterator[None]:
+    """The ``scripted`` test source and the ``collect`` test sink (tests.support.connectors)
+    registered, their SCRIPT and COLLECTED reset before and after."""
+    from tests.support.connectors import COLLECTED, SCRIPT
+
+    register_connector("source", "scripted", "tests.support.connectors:ScriptedSource")
+    register_connector("sink", "collect", "tests.support.connectors:CollectSink")
+    SCRIPT.reset()
+    COLLECTED.reset()
+    yield
+    SCRIPT.reset()
+    COLLECTED.reset()
+
+
+@pytest.fixture
 def slow_sink(register_connector: Callable[[str, str, str], None]) -> Iterator[None]:
     """The ``slow`` test sink (tests.support.connectors.SlowSink) registered, its stats reset."""
     from tests.support.connectors import SINK_STATS

@@ -26,7 +26,7 @@ import asyncio
 import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -40,17 +40,6 @@ from tests.support.pipelines import canonical, plan_file, write_pipeline
 INTERVAL = 0.1  # pipeline.auto-watermark-interval, seconds: one step of the manual clock
 IDLE_MS = 1000
 SPLITS = [f"s{i}" for i in range(4)]
-
-
-@pytest.fixture
-def scripted(register_connector: Callable[[str, str, str], None]) -> Iterator[None]:
-    register_connector("source", "scripted", "tests.support.connectors:ScriptedSource")
-    register_connector("sink", "collect", "tests.support.connectors:CollectSink")
-    SCRIPT.reset()
-    COLLECTED.reset()
-    yield
-    SCRIPT.reset()
-    COLLECTED.reset()
 
 
 def windows(records: list[dict[str, Any]], up_to: int | None = None) -> list[dict[str, Any]]:

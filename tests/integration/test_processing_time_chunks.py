@@ -22,7 +22,7 @@ import importlib
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import pytest
 
@@ -86,17 +86,6 @@ PROBE = """
 """
 
 USERS = 12_000
-
-
-@pytest.fixture
-def scripted(register_connector: Callable[[str, str, str], None]) -> Iterator[None]:
-    register_connector("source", "scripted", "tests.support.connectors:ScriptedSource")
-    register_connector("sink", "collect", "tests.support.connectors:CollectSink")
-    SCRIPT.reset()
-    COLLECTED.reset()
-    yield
-    SCRIPT.reset()
-    COLLECTED.reset()
 
 
 @pytest.mark.parametrize("kind", ["window", "process"])
