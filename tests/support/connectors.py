@@ -99,7 +99,21 @@ class EndlessSource(_UnboundedTestSource):
         return EndlessReader(getattr(ctx, "batch_size", 1024))
 
 
-class EndlessReader:
+class _TestReader:
+    """The reader hooks both test sources leave as they are: no commit on checkpoint completion,
+    no decode stage, no progress."""
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        return None
+
+    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
+        return None
+
+    def progress(self) -> float | None:
+        return None
+
+
+class EndlessReader(_TestReader):
     """Polls batches of ``batch_size`` sequence records forever (its splits only name it)."""
 
     def __init__(self, batch_size: int) -> None:
@@ -124,15 +138,6 @@ class EndlessReader:
 
     def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
         return [{"id": self.current_split, "next": self._next}] if self.current_split else []
-
-    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        return None
-
-    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
-        return None
-
-    def progress(self) -> float | None:
-        return None
 
     async def close(self) -> None:
         return None
@@ -292,7 +297,7 @@ class ScriptedSource(_UnboundedTestSource):
         return ScriptedReader()
 
 
-class ScriptedReader:
+class ScriptedReader(_TestReader):
     """Polls the batches :data:`SCRIPT` holds for its splits, one split after the other in turn;
     ends once each of its splits is closed and read."""
 
@@ -336,15 +341,6 @@ class ScriptedReader:
 
     def snapshot_state(self, checkpoint_id: int) -> list[dict[str, Any]]:
         return [{"id": s} for s in self.splits]
-
-    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        return None
-
-    def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
-        return None
-
-    def progress(self) -> float | None:
-        return None
 
     async def close(self) -> None:
         if self in SCRIPT.readers:
