@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from streamlet.graph.job_graph import FORWARD, JobGraph
-from streamlet.graph.operators import KeySpec, OpSpec
+from streamlet.graph.job_graph import FORWARD, JobEdge, JobGraph
+from streamlet.graph.operators import KeySpec, OpSpec, SinkSpec
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class OutputDesc:
     #: the only record fields the target's head operator reads (``OpSpec.fields_read``): a remote
     #: channel may carry just these; None: whole records
     fields: tuple[str, ...] | None = None
+    #: ``shared``, but the target reads the records in place and copies what it emits
+    #: (:func:`reads_in_place`): this edge takes them uncopied
+    in_place: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class TaskDeploymentDescriptor:
     #: what this subtask restores: ``{storage, keyed: [handles], operators, sink, committables,
     #: external}`` (see runtime/jobmanager/checkpoint/restore.py); None: a fresh start
     restore: dict[str, Any] | None = None
+    #: an input edge hands this subtask records other consumers read too (:func:`reads_in_place`):
+    #: every record it emits crosses its channels as a copy
+    copy_outputs: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -97,6 +103,26 @@ def channel_id(edge_index: int, src: int, dst: int) -> str:
     return f"{edge_index}.{src}.{dst}"
 
 
+def reads_in_place(graph: JobGraph, edge: JobEdge) -> bool:
+    """Whether ``edge``, one of several reading the same output of a node, may hand its target the
+    records the others get, uncopied (each reader otherwise gets a copy: a JSON round trip).
+
+    The target reads them in place when every operator of its chain provably leaves its input
+    unchanged and keeps none of it (``OpSpec.leaves_input``: expressions that call no method that
+    changes a dict, list or set) and it has no chained sink; it then copies what it emits, so no
+    record that leaves it is one another reader holds.  The source node's chain must emit only
+    JSON values (``JSON_OUTPUT``: nothing copies them for a JSON check anyway) and hold no sink
+    that could change them.  For a consumer that splits a stream with filters, this copies the
+    records each branch keeps instead of every record for every branch.
+    """
+    readers = sum(1 for e in graph.edges if e.source == edge.source and e.side_output == edge.side_output)
+    if readers < 2:
+        return False
+    up, down = graph.vertex(edge.source), graph.vertex(edge.target)
+    return (all(op.JSON_OUTPUT for op in up.operators) and not any(isinstance(op, SinkSpec) for op in up.operators)
+            and all(op.leaves_input() for op in down.operators))
+
+
 def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
            state_backend: str = "heap") -> list[TaskDeploymentDescriptor]:
     """One descriptor per subtask, vertices in topological order.
@@ -106,6 +132,7 @@ def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
     """
     out: list[TaskDeploymentDescriptor] = []
     edges = list(graph.edges)
+    in_place = [reads_in_place(graph, e) for e in edges]
     for v in graph.vertices:
         in_edges = [(i, e) for i, e in enumerate(edges) if e.target == v.id]
         out_edges = [(i, e) for i, e in enumerate(edges) if e.source == v.id]
@@ -124,12 +151,14 @@ def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],
                 targets = (sub,) if e.partitioner == FORWARD else tuple(range(down.parallelism))
                 outputs.append(OutputDesc(ei, down.id, e.partitioner, e.key, down.operators[0].id,
                                           tuple(channel_id(ei, sub, t) for t in targets), targets, e.side_output,
-                                          readers[e.side_output] > 1, down.operators[0].fields_read(e.input)))
+                                          readers[e.side_output] > 1, down.operators[0].fields_read(e.input),
+                                          in_place[ei]))
             out.append(TaskDeploymentDescriptor(
                 job_id=job_id, job_name=graph.name, vertex_id=v.id, vertex_name=v.name, subtask_index=sub,
                 parallelism=v.parallelism, max_parallelism=graph.max_parallelism, mode=graph.mode,
                 batch_size=graph.batch_size, operators=v.operators,
                 splits=tuple(splits.get(v.id, [[]] * v.parallelism)[sub]) if v.is_source else (),
                 inputs=tuple(inputs), outputs=tuple(outputs), sys_path=graph.sys_path,
-                state_backend=graph.state_backend or state_backend))
+                state_backend=graph.state_backend or state_backend,
+                copy_outputs=any(in_place[ei] for ei, _ in in_edges)))
     return out

@@ -19,7 +19,13 @@ into one function per batch by ``OPERATOR`` of the first of them.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import datetime
+import functools
+import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, TypeVar
 
@@ -126,6 +132,11 @@ class OpSpec:
         read the whole record.  An edge into this operator may then carry only these fields."""
         return None
 
+    def leaves_input(self) -> bool:
+        """True when this operator provably neither changes a record it is given (JSON values) nor
+        keeps one after the batch: then the records it reads may be shared with other readers."""
+        return False
+
 
 def _to_json(value: Any) -> Any:
     if isinstance(value, KeySpec):
@@ -188,6 +199,40 @@ class _FunctionSpec(OpSpec):
 
     def label(self) -> str:
         return f"{self.KIND} {self.id}: {self.expr or self.path}"
+
+    def leaves_input(self) -> bool:
+        # an expression (not an import path) that calls no method that changes a dict, list or set
+        return self.expr is not None and expression_leaves_input(self.expr)
+
+
+#: what changes a dict, a list or a set in place (the mutable values a JSON record holds)
+_MUTATORS = frozenset(name for t in (dict, list, set) for name in dir(t)
+                      if not name.startswith("_") and name not in dir(frozenset) and name not in dir(tuple)
+                      and name not in ("copy", "get", "keys", "values", "items", "fromkeys"))
+#: attributes an expression may read without changing what it reads: the methods of immutable
+#: values (str, bytes, numbers, dates, regular expression matches) and of the modules expressions
+#: see (streamlet.udf.EXPRESSION_GLOBALS), and the reading methods of dict, list and set
+_READERS = frozenset(
+    name for t in (str, bytes, int, float, complex, bool, frozenset, tuple, math, re, json, datetime,
+                   datetime.datetime, datetime.date, datetime.time, datetime.timedelta, datetime.timezone,
+                   re.Pattern, re.Match, dict, list, set)
+    for name in dir(t) if not name.startswith("_")) - _MUTATORS
+
+
+@functools.lru_cache(maxsize=4096)
+def expression_leaves_input(expr: str) -> bool:
+    """Whether the inline expression ``expr`` provably changes none of the JSON values it reads.
+
+    An expression has no statements, assignments (``:=`` is refused) or attribute access by name
+    (streamlet.api.expressions), so the only way it can change its record is a method that changes
+    a dict, a list or a set (``r.update(...)``, ``r['xs'].append(...)``, ``dict.pop(r, 'k')``):
+    every attribute it names must be one of :data:`_READERS`.  A name it does not know makes it
+    False (an answer that is only ever safe)."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return all(node.attr in _READERS for node in ast.walk(tree) if isinstance(node, ast.Attribute))
 
 
 @op_spec

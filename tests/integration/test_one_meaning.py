@@ -107,6 +107,71 @@ def test_one_branch_of_three_takes_the_originals_and_no_change_shows_in_another(
     assert sum(copied) == 2 * len(RECORDS)
 
 
+IN_PLACE = """
+    name: split
+    sources: {src: {type: file, path: in.jsonl}}
+    transforms:
+      # two branches that only read (filters: they share the source's records) ...
+      even: {input: src, filter: "r['id'] % 2 == 0 and r.get('k') is not None", partition: rebalance}
+      third: {input: src, filter: "r['id'] % 3 == 0 and len(r['tags']) == 2", partition: rebalance}
+      # ... whose consumers then change what they got in place
+      even_m: {input: even, map: "r.update(half=r['id'] // 2) or r", partition: rebalance}
+      third_m: {input: third, map: "r['tags'].append('x') or r", partition: rebalance}
+      # and one branch that changes the source's records at once (alone in its task)
+      direct: {input: src, map: "r['tags'].clear() or r", partition: rebalance}
+      direct_out: {input: direct, filter: "True", partition: rebalance}
+    sinks:
+      out_even: {input: even_m, type: file, path: @OUT@/even}
+      out_third: {input: third_m, type: file, path: @OUT@/third}
+      out_direct: {input: direct_out, type: file, path: @OUT@/direct}
+"""
+
+
+def test_branches_that_only_read_share_the_records_and_copy_what_they_keep(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node read by several edges hands the originals to branches whose operators provably leave
+    their input as it is (expressions calling no method that changes a dict or list): each copies
+    only the records it emits.  A branch that changes its input gets its own copy.  No change made
+    in one branch shows in another, embedded as over two TaskManager processes."""
+    from streamlet.runtime.taskmanager import task as task_module
+
+    copied: list[int] = []
+    real = task_module.json_copy
+
+    def counting(records: list[Any], node_id: str) -> list[Any]:
+        copied.append(len(records))
+        return real(records, node_id)
+
+    monkeypatch.setattr(task_module, "json_copy", counting)
+    embedded = _run(tmp_path, IN_PLACE, 0, "out-embedded")
+    embedded_copies = sum(copied)
+    cluster = _run(tmp_path, IN_PLACE, 2, "out-cluster")
+    evens = [r for r in RECORDS if r["id"] % 2 == 0]
+    thirds = [r for r in RECORDS if r["id"] % 3 == 0]
+    for state, error, outputs in (embedded, cluster):
+        assert state == "FINISHED", error
+        assert canonical(outputs["even"]) == canonical(dict(r, half=r["id"] // 2) for r in evens)
+        assert canonical(outputs["third"]) == canonical(dict(r, tags=[*r["tags"], "x"]) for r in thirds)
+        assert canonical(outputs["direct"]) == canonical(dict(r, tags=[]) for r in RECORDS)
+    # embedded: the source copies every record for `direct` only; `even` and `third` copy the
+    # records they keep; `direct` copies its output (a map's output may not be JSON); the
+    # mutating maps chained to their sinks copy nothing
+    assert embedded_copies == len(RECORDS) + len(evens) + len(thirds) + len(RECORDS)
+
+
+def test_what_provably_leaves_its_input_alone() -> None:
+    from streamlet.graph.operators import expression_leaves_input
+
+    for expr in ("r", "[r['bid']] if r['event_type'] == 2 else []", "r.get('a', 0) > 3", "dict(r, a=1)",
+                 "r['s'].lower().split()", "sorted(r['xs'])", "math.floor(r['x'])", "{**r, 'n': len(r.keys())}",
+                 "datetime.datetime.fromtimestamp(r['t'] / 1000).isoformat()", "re.sub('a', 'b', r['s'])"):
+        assert expression_leaves_input(expr), expr
+    for expr in ("r.update(a=1) or r", "r['xs'].append(1)", "dict.pop(r, 'k')", "r.setdefault('a', 1)",
+                 "r['xs'].sort() or r", "list(map(r['xs'].remove, [1]))", "r.popitem()", "r['s'].clear()",
+                 "[x.add(1) for x in r['sets']]", "r.frobnicate()"):
+        assert not expression_leaves_input(expr), expr
+
+
 def test_tuples_cross_a_channel_as_lists_in_both_modes(tmp_path: Path) -> None:
     embedded, cluster = _both(tmp_path, """
         name: tuples

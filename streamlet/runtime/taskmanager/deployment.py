@@ -51,13 +51,18 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
                           processing_time=lambda index: ProcessingTimeOf(lambda: holder[0], index), metrics=group)
     main: list[RecordWriter | SinkOutput] = []
     producer = tdd.operators[-1].id
-    # Several edges read the main output: each gets its own copy (a JSON round trip), except one
-    # when every other copies at emit time (Flink's copying collector copies for all outputs but
-    # the last).  That needs JSON output, local channels only, no record sent twice by an edge
-    # (broadcast), no chained sink holding the originals.
+    # Several edges read the main output: each gets its own copy (a JSON round trip), except
+    # * an edge whose target reads records in place and copies what it emits (``o.in_place``:
+    #   see streamlet.graph.execution_graph.reads_in_place); the others then copy when a batch is
+    #   sent, as no reader changes the originals;
+    # * otherwise one edge, when every other copies at emit time (Flink's copying collector
+    #   copies for all outputs but the last).  That needs JSON output, local channels only, no
+    #   record sent twice by an edge (broadcast), no chained sink holding the originals.
+    # A task that reads records in place (``tdd.copy_outputs``) copies everything it emits.
     mains = [o for o in tdd.outputs if o.side_output is None]
     uncopied = None
-    if (len(mains) > 1 and chain.json_output and chain.writer is None
+    if (len(mains) > 1 and chain.json_output and chain.writer is None and not tdd.copy_outputs
+            and not any(o.in_place for o in mains)
             and all(not (o.partitioner == BROADCAST and len(o.channel_ids) > 1)
                     and all(getattr(output_channels[c], "target", None) is not None for c in o.channel_ids)
                     for o in mains)):
@@ -65,7 +70,8 @@ def build_task(tdd: TaskDeploymentDescriptor, gate: InputGate | None, output_cha
     for o in tdd.outputs:
         split = partitioners.build(o.partitioner, len(o.channel_ids), o.key, o.key_node, tdd.max_parallelism,
                                    tdd.subtask_index)
-        copy = o.shared or not chain.json_output or (o.partitioner == BROADCAST and len(o.channel_ids) > 1)
+        copy = (tdd.copy_outputs or not chain.json_output
+                or (not o.in_place and (o.shared or (o.partitioner == BROADCAST and len(o.channel_ids) > 1))))
         if o is uncopied:
             copy = False
         writer = RecordWriter([output_channels[c] for c in o.channel_ids], split, tdd.batch_size, io,
