@@ -242,6 +242,11 @@ class MapSpec(_FunctionSpec):
 
     KIND: ClassVar[str] = "map"
 
+    @property
+    def JSON_OUTPUT(self) -> bool:  # noqa: N802 - OpSpec's flag, per spec here
+        """JSON out for an expression that provably builds a JSON value from JSON values."""
+        return self.expr is not None and expression_gives_json(self.expr, False)
+
 
 @op_spec
 @dataclass(frozen=True)
@@ -258,6 +263,11 @@ class FlatMapSpec(_FunctionSpec):
     """``flat_map:``: every element of the iterable the function returns."""
 
     KIND: ClassVar[str] = "flat_map"
+
+    @property
+    def JSON_OUTPUT(self) -> bool:  # noqa: N802 - OpSpec's flag, per spec here
+        """JSON out for an expression that provably gives JSON values to iterate over."""
+        return self.expr is not None and expression_gives_json(self.expr, True)
 
 
 @op_spec
@@ -465,3 +475,126 @@ class LookupJoinSpec(OpSpec):
 
     def label(self) -> str:
         return f"lookup_join {self.id}: {self.key.label()} in {self.path}"
+
+
+#: builtins whose result is a JSON scalar whatever JSON values they are given
+_SCALAR_BUILTINS = frozenset({"str", "repr", "ascii", "format", "chr", "hex", "oct", "bin", "int", "float", "len",
+                              "ord", "hash", "bool", "isinstance", "callable", "hasattr", "all", "any", "abs",
+                              "round", "pow", "sum"})
+#: str methods whose result is a str, a bool, an int or a list of str
+_STR_METHODS = frozenset({"lower", "upper", "strip", "lstrip", "rstrip", "title", "capitalize", "casefold",
+                          "swapcase", "replace", "zfill", "center", "ljust", "rjust", "split", "rsplit",
+                          "splitlines", "join", "format", "startswith", "endswith", "find", "rfind", "count",
+                          "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper", "isnumeric",
+                          "isdecimal"})
+
+
+@functools.lru_cache(maxsize=4096)
+def expression_gives_json(expr: str, iterable: bool) -> bool:
+    """Whether the inline expression ``expr`` (over a JSON record ``r``) provably gives a JSON value
+    (``iterable``: an iterable of JSON values, as a ``flat_map`` returns), so its output needs no
+    JSON round trip on a local channel: what a remote channel delivers is the same value.
+
+    Proven from the expression's shape: subscripts of ``r``, str/number/bool/None literals, list
+    displays, dict displays with literal str keys or ``**`` of a mapping, comprehensions over JSON
+    values, conditionals, comparisons, arithmetic, f-strings and the builtins and str methods whose
+    results are JSON scalars.  Tuples, sets, ``dict(...)`` (it takes pairs with keys of any type),
+    ``.items()`` and calls of import paths are not.  As for aggregates, arithmetic is not checked
+    for values JSON cannot hold (an integer beyond 64 bits, an infinite float): such a value fails
+    where it is encoded (a remote channel, a sink)."""
+    try:
+        tree = ast.parse(expr, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    try:
+        return (_json_iterable if iterable else _json_value)(tree, frozenset({"r"}))
+    except RecursionError:
+        return False
+
+
+def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
+    """``node`` evaluates to a JSON value when every name in ``env`` holds one."""
+    if isinstance(node, ast.Name):
+        return node.id in env
+    if isinstance(node, ast.Constant):
+        v = node.value
+        return v is None or type(v) in (str, int, bool) or (type(v) is float and math.isfinite(v))
+    if isinstance(node, ast.Subscript):  # an element or a slice of a JSON list, str or object
+        return _json_value(node.value, env)
+    if isinstance(node, ast.List):
+        return all(_json_iterable(e.value, env) if isinstance(e, ast.Starred) else _json_value(e, env)
+                   for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return all((_json_value(v, env) if k is None  # ``**v``: a mapping (else it raises), so str keys
+                    else isinstance(k, ast.Constant) and type(k.value) is str and _json_value(v, env))
+                   for k, v in zip(node.keys, node.values))
+    if isinstance(node, ast.IfExp):
+        return _json_value(node.body, env) and _json_value(node.orelse, env)
+    if isinstance(node, ast.BoolOp):
+        return all(_json_value(v, env) for v in node.values)
+    if isinstance(node, (ast.Compare, ast.JoinedStr)):
+        return True
+    if isinstance(node, ast.UnaryOp):
+        return isinstance(node.op, ast.Not) or _json_value(node.operand, env)
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) and type(node.left.value) is str:
+            return True  # '%02d:%02d' % (...): a str
+        return _json_value(node.left, env) and _json_value(node.right, env)
+    if isinstance(node, ast.ListComp):
+        inner = _comprehension_env(node.generators, env)
+        return inner is not None and _json_value(node.elt, inner)
+    if isinstance(node, ast.Call):
+        f = node.func
+        if any(isinstance(a, ast.Starred) for a in node.args) or node.keywords and not (
+                isinstance(f, ast.Name) and f.id in ("min", "max", "sorted") and all(k.arg == "key" for k in node.keywords)):
+            return False
+        if isinstance(f, ast.Name):
+            if f.id in _SCALAR_BUILTINS:
+                return f.id not in ("sum", "abs", "round", "pow") or all(_json_value(a, env) for a in node.args)
+            if f.id in ("min", "max") and len(node.args) == 1:
+                return _json_iterable(node.args[0], env)
+            if f.id in ("min", "max"):
+                return all(_json_value(a, env) for a in node.args)
+            if f.id in ("sorted", "list") and len(node.args) == 1:
+                return _json_iterable(node.args[0], env)
+            return False
+        if isinstance(f, ast.Attribute):
+            if f.attr in ("isoformat", "strftime"):  # only dates and times have them: a str
+                return True
+            if f.attr in _STR_METHODS:  # on a JSON str (a list's count and index: an int)
+                return _json_value(f.value, env)
+            if isinstance(f.value, ast.Name) and f.value.id == "math" and f.value.id not in env:
+                return f.attr not in ("frexp", "modf")  # the others give numbers (or raise)
+            if f.attr == "get" and _json_value(f.value, env):  # dict.get: a value or the default
+                return len(node.args) == 1 or (len(node.args) == 2 and _json_value(node.args[1], env))
+        return False
+    return False
+
+
+def _json_iterable(node: ast.AST, env: frozenset[str]) -> bool:
+    """``node`` evaluates to something whose elements are JSON values."""
+    if isinstance(node, ast.GeneratorExp):
+        inner = _comprehension_env(node.generators, env)
+        return inner is not None and _json_value(node.elt, inner)
+    # a JSON list (its elements), object (its keys: str) or str (its characters)
+    return _json_value(node, env)
+
+
+def _comprehension_env(generators: list[ast.comprehension], env: frozenset[str]) -> frozenset[str] | None:
+    """``env`` with the names the ``for`` clauses bind to JSON values; None when one may not be."""
+    for g in generators:
+        if g.is_async or not _json_iterable(g.iter, env):
+            return None
+        # an element of a JSON iterable is JSON; unpacking a JSON list gives JSON values
+        targets = [g.target]
+        names = []
+        while targets:
+            t = targets.pop()
+            if isinstance(t, ast.Name):
+                names.append(t.id)
+            elif isinstance(t, (ast.Tuple, ast.List)):
+                targets.extend(t.elts)
+            else:
+                return None
+        env = env | frozenset(names)
+    return env

@@ -203,6 +203,51 @@ def test_a_single_consumer_path_is_not_copied(tmp_path: Path, taskmanagers: int)
     assert finals == {k: sum(1 for r in RECORDS if r["k"] == k) for k in range(5)}
 
 
+@pytest.mark.parametrize("expr, copied", [
+    # provably JSON from JSON (streamlet.graph.operators.expression_gives_json): no copy
+    ("flat_map: \"[{**r, 'tag': t} for t in r['tags']] if r['id'] % 2 == 0 else []\"", False),
+    ("map: \"{'k': r['k'], 'first': r['tags'][0].upper(), 'half': r['id'] // 2}\"", False),
+    # a tuple, or dict() of whatever it is given: copied (a JSON round trip, as a remote channel)
+    ("map: \"(r['k'], r['id'])\"", True),
+    ("map: \"dict(r, half=r['id'] // 2)\"", True),
+])
+def test_a_user_expression_that_builds_json_crosses_a_channel_uncopied(
+        tmp_path: Path, expr: str, copied: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlet.runtime.taskmanager import task as task_module
+
+    calls: list[int] = []
+    real = task_module.json_copy
+
+    def counting(records: list[Any], node_id: str) -> list[Any]:
+        calls.append(len(records))
+        return real(records, node_id)
+
+    monkeypatch.setattr(task_module, "json_copy", counting)
+    text = f"""
+        name: shaped
+        sources: {{src: {{type: file, path: in.jsonl}}}}
+        transforms:
+          shaped: {{input: src, {expr}}}
+          again: {{input: shaped, map: "r", partition: rebalance}}
+        sinks: {{out: {{input: again, type: file, path: @OUT@/s}}}}
+    """
+    embedded = _run(tmp_path, text, 0, "out-embedded")
+    copies = sum(calls)
+    cluster = _run(tmp_path, text, 2, "out-cluster")
+    assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
+    assert canonical(embedded[2]["s"]) == canonical(cluster[2]["s"])
+    if "flat_map" in expr:
+        want = [dict(r, tag=t) for r in RECORDS if r["id"] % 2 == 0 for t in r["tags"]]
+    elif "upper" in expr:
+        want = [{"k": r["k"], "first": r["tags"][0].upper(), "half": r["id"] // 2} for r in RECORDS]
+    elif "dict(" in expr:
+        want = [dict(r, half=r["id"] // 2) for r in RECORDS]
+    else:
+        want = [[r["k"], r["id"]] for r in RECORDS]
+    assert canonical(embedded[2]["s"]) == canonical(want)
+    assert copies == (len(want) if copied else 0)
+
+
 #: wide records: a keyed aggregation of one field lets remote channels carry two of six fields
 WIDE = [{"id": i, "k": i % 7, "v": i % 10, "url": f"https://x/{i}", "extra": "e" * (i % 50), "tags": [i]}
         for i in range(300)]
