@@ -227,12 +227,19 @@ def expression_leaves_input(expr: str) -> bool:
     (streamlet.api.expressions), so the only way it can change its record is a method that changes
     a dict, a list or a set (``r.update(...)``, ``r['xs'].append(...)``, ``dict.pop(r, 'k')``):
     every attribute it names must be one of :data:`_READERS`.  A name it does not know makes it
-    False (an answer that is only ever safe)."""
+    False (an answer that is only ever safe).  Or a comprehension whose ``for`` target is not a
+    name: ``[r for r['seen'] in [1]]`` stores into r, so every target must bind names only."""
     try:
         tree = ast.parse(expr, mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
-    return all(node.attr in _READERS for node in ast.walk(tree) if isinstance(node, ast.Attribute))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr not in _READERS:
+            return False
+        # a subscript or attribute stored into (a comprehension target) changes what it names
+        if isinstance(node, (ast.Subscript, ast.Attribute)) and not isinstance(node.ctx, ast.Load):
+            return False
+    return True
 
 
 @op_spec

@@ -294,3 +294,46 @@ def test_a_record_without_the_aggregated_field_fails_the_same_way(tmp_path: Path
     assert embedded[0] == cluster[0] == "FAILED"
     for _, error, _ in (embedded, cluster):
         assert "sums" in error and "'other': 1" in error and "KeyError" in error, error
+
+
+#: two branches whose expressions call no changing method, yet assign into their record: a
+#: comprehension's ``for`` target may be a subscript (``for r['seen'] in ...`` stores r['seen'])
+STORING_TARGETS = """
+    name: targets
+    sources: {src: {type: file, path: in.jsonl}}
+    transforms:
+      a: {input: src, map: "[r for r['seen'] in [r.get('seen', 0) + 1]][0]", partition: rebalance}
+      b: {input: src, map: "[r for r['seen'] in [r.get('seen', 0) + 1]][0]", partition: rebalance}
+      c: {input: src, filter: "[0 for r['tags'][0] in ['zz']] and r['k'] >= 0", partition: rebalance}
+      # (a chained sink would keep them off the source's originals)
+      a_out: {input: a, filter: "True", partition: rebalance}
+      b_out: {input: b, filter: "True", partition: rebalance}
+      c_out: {input: c, filter: "True", partition: rebalance}
+    sinks:
+      out_a: {input: a_out, type: file, path: @OUT@/a}
+      out_b: {input: b_out, type: file, path: @OUT@/b}
+      out_c: {input: c_out, type: file, path: @OUT@/c}
+"""
+
+
+@pytest.mark.parametrize("taskmanagers", [0, 2])
+def test_a_branch_assigning_through_a_comprehension_target_gets_its_own_records(
+        tmp_path: Path, taskmanagers: int) -> None:
+    """``[r for r['seen'] in [...]]`` changes r without calling a method: a branch doing it must not
+    read the records other branches read (embedded, the second branch saw seen == 2)."""
+    state, error, outputs = _run(tmp_path, STORING_TARGETS, taskmanagers)
+    assert state == "FINISHED", error
+    assert canonical(outputs["a"]) == canonical(outputs["b"]) == canonical(dict(r, seen=1) for r in RECORDS)
+    assert canonical(outputs["c"]) == canonical(dict(r, tags=["zz", r["tags"][1]]) for r in RECORDS)
+
+
+def test_a_comprehension_target_storing_into_the_record_does_not_leave_it_alone() -> None:
+    from streamlet.graph.operators import expression_leaves_input
+
+    for expr in ("[r for r['seen'] in [1]][0]", "[0 for r['tags'][0] in ['zz']] or True",
+                 "any(1 for r['a'] in [2])", "{k: v for k, r['x'] in [(1, 2)] for v in [3]}",
+                 "[0 for (x, r['y']) in [(1, 2)]]", "[0 for [*r['z']] in [[1]]]"):
+        assert not expression_leaves_input(expr), expr
+    for expr in ("[x for x in r['xs']]", "{k: v for k, v in r.items()}", "[a + b for (a, b) in r['pairs']]",
+                 "[0 for [*xs] in [[1]]]"):
+        assert expression_leaves_input(expr), expr
