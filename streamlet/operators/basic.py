@@ -46,8 +46,15 @@ class FusedOperator(Operator):
             elif s.KIND == "filter":
                 b.add(indent, f"if not {call}: continue", s.id)
             elif s.KIND == "flat_map":
-                b.add(indent, f"for r in {call}:", s.id)
-                indent += 1
+                one = _at_most_one(s.expr) if s.expr is not None else None
+                if one is None:
+                    b.add(indent, f"for r in {call}:", s.id)
+                    indent += 1
+                else:  # [X] if C else []: no list per record, no inner loop
+                    cond, elt = one
+                    if cond is not None:
+                        b.add(indent, f"if not ({cond}): continue", s.id)
+                    b.add(indent, f"r = ({elt})", s.id)
             else:
                 raise ValueError(f"not a stateless stage: {s.KIND!r}")
         b.add(indent, "_append(r)")
@@ -62,3 +69,32 @@ class FusedOperator(Operator):
         if timestamps is None:
             return call_generated(self._plain, records), None
         return call_generated(self._with_ts, records, timestamps)
+
+
+def _at_most_one(expr: str) -> tuple[str | None, str] | None:
+    """``(C, X)`` for a flat_map expression ``[X] if C else []`` (``(None, X)`` for ``[X]``; ``[]
+    if C else [X]`` is ``(not C, X)``), which emits X when C holds: the fused loop then filters
+    and maps instead of building and iterating a list per record.  None for any other shape."""
+    import ast
+
+    try:
+        node = ast.parse(expr, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+    def single(n: ast.AST) -> ast.AST | None:
+        if isinstance(n, ast.List) and len(n.elts) == 1 and not isinstance(n.elts[0], ast.Starred):
+            return n.elts[0]
+        return None
+
+    def empty(n: ast.AST) -> bool:
+        return isinstance(n, ast.List) and not n.elts
+
+    if (elt := single(node)) is not None:
+        return None, ast.unparse(elt)
+    if isinstance(node, ast.IfExp):
+        if (elt := single(node.body)) is not None and empty(node.orelse):
+            return ast.unparse(node.test), ast.unparse(elt)
+        if empty(node.body) and (elt := single(node.orelse)) is not None:
+            return f"not ({ast.unparse(node.test)})", ast.unparse(elt)
+    return None

@@ -73,6 +73,32 @@ def test_fused_stages_keep_timestamps_parallel() -> None:
     assert op.process([], []) == ([], [])
 
 
+@pytest.mark.parametrize("expr, want", [
+    ("[r['i']] if r['day'] == 2 else []", lambda r: [r["i"]] if r["day"] == 2 else []),
+    ("[] if r['day'] == 2 else [{'i': r['i']}]", lambda r: [] if r["day"] == 2 else [{"i": r["i"]}]),
+    ("[r['v']]", lambda r: [r["v"]]),
+])
+def test_a_flat_map_of_at_most_one_element_emits_the_same_after_a_flat_map(expr: str, want: Any) -> None:
+    """``[X] if C else []`` compiles to a filter and a map (no list per record): the same records
+    and timestamps, also as the inner stage of another flat_map."""
+    op = FusedOperator([stage("flat_map", "outer", "[r, r] if r['i'] % 5 == 0 else [r]"),
+                        stage("flat_map", "one", expr)], ctx())
+    recs = RECORDS[:90]
+    ts = [7 * r["i"] for r in recs]
+    twice = [(r, t) for r, t in zip(recs, ts) for _ in range(2 if r["i"] % 5 == 0 else 1)]
+    expected = [(x, t) for r, t in twice for x in want(r)]
+    out, out_ts = op.process(recs, ts)
+    assert list(zip(out, out_ts)) == expected
+    assert op.process(recs, None)[0] == [x for x, _ in expected]
+
+
+def test_a_failing_single_element_flat_map_names_its_node_and_record() -> None:
+    op = FusedOperator([stage("flat_map", "pick", "[r['missing']] if r['i'] > 3 else []")], ctx())
+    with pytest.raises(UserFunctionError) as info:
+        op.process(RECORDS[:10], None)
+    assert info.value.node_id == "pick" and info.value.record == RECORDS[4]
+
+
 def test_expression_globals_and_import_paths(tmp_path, udf_module) -> None:
     mod = udf_module("""
         def tag(r):
