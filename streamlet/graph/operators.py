@@ -514,9 +514,115 @@ def expression_gives_json(expr: str, iterable: bool) -> bool:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return False
     try:
-        return (_json_iterable if iterable else _json_value)(tree, frozenset({"r"}))
+        return ((_json_iterable if iterable else _json_value)(tree, frozenset({"r"}))
+                and _refs(tree, {"r": ("r",)}) is not None)
     except RecursionError:
         return False
+
+
+#: a part of the input an output value may hold by reference: a path of subscripts from a name
+#: (``("r", "tags")``); ``"*"`` stands for any key (a computed subscript, a slice, an element)
+_Path = tuple[Any, ...]
+
+
+def _overlap(a: _Path, b: _Path) -> bool:
+    # one holds the other (a prefix, keys equal or either "*")
+    return all(x == y or x == "*" or y == "*" for x, y in zip(a, b))
+
+
+def _disjoint(*parts: list[_Path] | None) -> list[_Path] | None:
+    """The paths of values built of ``parts`` when no two parts may hold one value (else None)."""
+    out: list[_Path] = []
+    for part in parts:
+        if part is None or any(_overlap(p, q) for p in part for q in out):
+            return None
+        out += part
+    return out
+
+
+def _alternatives(*parts: list[_Path] | None) -> list[_Path] | None:
+    """The paths of a value that is one of ``parts`` (a conditional, ``or``, ``max``)."""
+    return None if any(p is None for p in parts) else [q for p in parts for q in p]  # type: ignore[union-attr]
+
+
+def _refs(node: ast.AST, env: dict[str, _Path]) -> list[_Path] | None:
+    """The input values (paths from the names of ``env``) that the value of ``node`` may hold by
+    reference, or None when it may hold one of them twice (``[r, r]``, ``{**r, 'a': r['a']}``, an
+    element built per iteration around an outer value, a list repeated by ``*``): a JSON round trip
+    would give each place its own list or map, so a consumer changing one would not change the
+    other.  Called on what :func:`_json_value` accepted; values it makes afresh hold no reference."""
+    if isinstance(node, ast.Name):
+        return [env[node.id]] if node.id in env else []
+    if isinstance(node, ast.Subscript):
+        inner = _refs(node.value, env)
+        if inner is None or len(inner) != 1:
+            return inner
+        key = node.slice.value if isinstance(node.slice, ast.Constant) and type(node.slice.value) in (str, int) else "*"
+        return [inner[0] + (key,)]
+    if isinstance(node, ast.List):
+        return _disjoint(*(_refs(e.value if isinstance(e, ast.Starred) else e, env) for e in node.elts))
+    if isinstance(node, ast.Dict):
+        return _disjoint(*(_refs(v, env) for v in node.values))
+    if isinstance(node, ast.IfExp):
+        return _alternatives(_refs(node.body, env), _refs(node.orelse, env))
+    if isinstance(node, ast.BoolOp):
+        return _alternatives(*(_refs(v, env) for v in node.values))
+    if isinstance(node, ast.BinOp):
+        if isinstance(node.op, ast.Add) and any(isinstance(x, ast.Constant) and type(x.value) in (int, float)
+                                                for x in (node.left, node.right)):
+            return []  # a number
+        if isinstance(node.op, (ast.Add, ast.BitOr)):  # lists concatenated, maps merged
+            return _disjoint(_refs(node.left, env), _refs(node.right, env))
+        if isinstance(node.op, ast.Mult):  # a number, or a list repeated (its elements held n times)
+            if any(isinstance(x, ast.Constant) and type(x.value) in (str, float) for x in (node.left, node.right)):
+                return []  # a str or a number
+            if _refs(node.left, env) == _refs(node.right, env) == [] and not any(
+                    isinstance(n, (ast.List, ast.ListComp, ast.Dict)) for n in ast.walk(node)):
+                return []  # numbers (no list, new or of the input, to repeat)
+            return None
+        return []  # numbers (or a str of %): nothing held
+    if isinstance(node, (ast.ListComp, ast.GeneratorExp)):
+        inner = dict(env)
+        last: set[str] = set()
+        for g in node.generators:
+            paths = _refs(g.iter, inner)
+            if paths is None or len(paths) > 1:
+                return None
+            root = paths[0] + ("*",) if paths else ("<new>", id(g))
+            last = set()
+            targets = [(g.target, root)]
+            while targets:
+                t, path = targets.pop()
+                if isinstance(t, ast.Name):
+                    inner[t.id] = path
+                    last.add(t.id)
+                elif isinstance(t, (ast.Tuple, ast.List)):
+                    targets += [(e, path + ("*" if isinstance(e, ast.Starred) else i,)) for i, e in enumerate(t.elts)]
+                elif isinstance(t, ast.Starred):
+                    targets.append((t.value, path))
+                else:
+                    return None
+        elt = _refs(node.elt, inner)
+        # only the innermost for's names take a new value per element: any other value it holds,
+        # it holds in every element
+        if elt is None or any(not any(p[:len(inner[n])] == inner[n] for n in last) for p in elt):
+            return None
+        return [p for p in elt if p[0] != "<new>"]
+    if isinstance(node, ast.Call):
+        f = node.func
+        if isinstance(f, ast.Name) and f.id in ("min", "max"):
+            return _alternatives(*(_refs(a, env) for a in node.args))
+        if isinstance(f, ast.Name) and f.id in ("sum", "sorted", "list"):
+            return _disjoint(*(_refs(a, env) for a in node.args))
+        if isinstance(f, ast.Attribute) and f.attr == "get":
+            inner = _refs(f.value, env)
+            if inner is None:
+                return None
+            key = node.args[0].value if isinstance(node.args[0], ast.Constant) else "*"
+            own = [inner[0] + (key,)] if len(inner) == 1 else inner
+            return _alternatives(own, *(_refs(a, env) for a in node.args[1:]))
+        return []  # scalars: str, numbers, booleans (or a list of new str)
+    return []  # constants, comparisons, f-strings, not
 
 
 def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
@@ -546,6 +652,8 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
     if isinstance(node, ast.BinOp):
         if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) and type(node.left.value) is str:
             return True  # '%02d:%02d' % (...): a str
+        if isinstance(node.op, ast.Pow) and not _int_constant(node.right):
+            return False  # (-4) ** 0.5 is a complex number
         return _json_value(node.left, env) and _json_value(node.right, env)
     if isinstance(node, ast.ListComp):
         inner = _comprehension_env(node.generators, env)
@@ -556,6 +664,8 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
                 isinstance(f, ast.Name) and f.id in ("min", "max", "sorted") and all(k.arg == "key" for k in node.keywords)):
             return False
         if isinstance(f, ast.Name):
+            if f.id == "pow" and len(node.args) == 2 and not _int_constant(node.args[1]):
+                return False  # pow(-4, 0.5) is a complex number
             if f.id in _SCALAR_BUILTINS:
                 return f.id not in ("sum", "abs", "round", "pow") or all(_json_value(a, env) for a in node.args)
             if f.id in ("min", "max") and len(node.args) == 1:
@@ -576,6 +686,13 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
                 return len(node.args) == 1 or (len(node.args) == 2 and _json_value(node.args[1], env))
         return False
     return False
+
+
+def _int_constant(node: ast.AST) -> bool:
+    """``node`` is an int literal (``2``, ``-1``): a power with it is a number, never complex."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        node = node.operand
+    return isinstance(node, ast.Constant) and type(node.value) is int
 
 
 def _json_iterable(node: ast.AST, env: frozenset[str]) -> bool:

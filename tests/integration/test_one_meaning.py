@@ -205,7 +205,9 @@ def test_a_single_consumer_path_is_not_copied(tmp_path: Path, taskmanagers: int)
 
 @pytest.mark.parametrize("expr, copied", [
     # provably JSON from JSON (streamlet.graph.operators.expression_gives_json): no copy
-    ("flat_map: \"[{**r, 'tag': t} for t in r['tags']] if r['id'] % 2 == 0 else []\"", False),
+    ("flat_map: \"[{'tag': t, 'half': r['id'] // 2} for t in r['tags']] if r['id'] % 2 == 0 else []\"", False),
+    # every element holds r's own tags list (a JSON round trip gives each its own): copied
+    ("flat_map: \"[{**r, 'tag': t} for t in r['tags']] if r['id'] % 2 == 0 else []\"", True),
     ("map: \"{'k': r['k'], 'first': r['tags'][0].upper(), 'half': r['id'] // 2}\"", False),
     # a tuple, or dict() of whatever it is given: copied (a JSON round trip, as a remote channel)
     ("map: \"(r['k'], r['id'])\"", True),
@@ -236,7 +238,9 @@ def test_a_user_expression_that_builds_json_crosses_a_channel_uncopied(
     cluster = _run(tmp_path, text, 2, "out-cluster")
     assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
     assert canonical(embedded[2]["s"]) == canonical(cluster[2]["s"])
-    if "flat_map" in expr:
+    if "'half': r['id'] // 2}" in expr and "flat_map" in expr:
+        want = [{"tag": t, "half": r["id"] // 2} for r in RECORDS if r["id"] % 2 == 0 for t in r["tags"]]
+    elif "flat_map" in expr:
         want = [dict(r, tag=t) for r in RECORDS if r["id"] % 2 == 0 for t in r["tags"]]
     elif "upper" in expr:
         want = [{"k": r["k"], "first": r["tags"][0].upper(), "half": r["id"] // 2} for r in RECORDS]
@@ -337,3 +341,70 @@ def test_a_comprehension_target_storing_into_the_record_does_not_leave_it_alone(
     for expr in ("[x for x in r['xs']]", "{k: v for k, v in r.items()}", "[a + b for (a, b) in r['pairs']]",
                  "[0 for [*xs] in [[1]]]"):
         assert expression_leaves_input(expr), expr
+
+
+@pytest.mark.parametrize("expr", [
+    # one list under two fields: the consumer's append to one showed in the other
+    "map: \"{**r, 'again': r['tags']}\"",
+    "map: \"{'id': r['id'], 'tags': r['tags'], 'pair': [r['tags'], r['k']]}\"",
+    # one record (or its tags) in every element: an append to one element's showed in the others
+    "flat_map: \"[r, r]\"",
+    "flat_map: \"[{**r, 'tag': t} for t in r['tags']]\"",
+    "flat_map: \"[{'id': r['id'], 'tags': r['tags'], 'n': n} for n in [0, 1]]\"",
+    "flat_map: \"[{'id': r['id'], 'tags': x} for x in [r['tags']] * 2]\"",
+])
+@pytest.mark.parametrize("taskmanagers", [0, 2])
+def test_output_holding_one_value_twice_reaches_a_changing_consumer_as_a_json_copy(
+        tmp_path: Path, expr: str, taskmanagers: int) -> None:
+    """A JSON round trip gives every place of a value its own list or map; an expression whose
+    output holds one of its input's values in two places must cross a channel as that copy, or a
+    consumer changing one place in place changes the other (embedded, and locally on a TaskManager)."""
+    text = f"""
+        name: shared_parts
+        sources: {{src: {{type: file, path: in.jsonl}}}}
+        transforms:
+          shaped: {{input: src, {expr}}}
+          changed: {{input: shaped, map: "r['tags'].append('x') or r", partition: rebalance}}
+        sinks: {{out: {{input: changed, type: file, path: @OUT@/s}}}}
+    """
+    state, error, outputs = _run(tmp_path, text, taskmanagers)
+    assert state == "FINISHED", error
+    assert outputs["s"]
+    for row in outputs["s"]:  # each record's tags got one 'x'; no other list got any
+        assert row["tags"][-1] == "x" and row["tags"].count("x") == 1, row
+        assert "x" not in row.get("again", []) and "x" not in row.get("pair", [[]])[0], row
+
+
+@pytest.mark.parametrize("expr", ["(r['id'] - 100) ** 0.5", "pow(r['id'] - 100, 0.5)"])
+def test_a_power_that_may_be_complex_is_not_json_in_both_modes(tmp_path: Path, expr: str) -> None:
+    """(-4) ** 0.5 is a complex number: not JSON, so it fails at the channel in both modes (embedded
+    it crossed uncopied and the next map turned it into a str)."""
+    embedded, cluster = _both(tmp_path, f"""
+        name: roots
+        sources: {{src: {{type: file, path: in.jsonl}}}}
+        transforms:
+          roots: {{input: src, map: "{{'id': r['id'], 'root': {expr}}}"}}
+          shown: {{input: roots, map: "{{'id': r['id'], 'root': str(r['root'])}}", partition: rebalance}}
+        sinks: {{out: {{input: shown, type: file, path: @OUT@/s}}}}
+    """)
+    assert embedded[0] == cluster[0] == "FAILED", (embedded, cluster)
+    for state, error, _ in (embedded, cluster):
+        assert "node 'roots' emitted a record that is not a JSON value" in error and "complex" in error, error
+
+
+def test_what_provably_builds_json_holding_no_value_twice() -> None:
+    from streamlet.graph.operators import expression_gives_json
+
+    for expr, iterable in [("{**r, 'x': 1}", False), ("{**r, 'minute': '%02d' % (r['t'] // 60000 % 60)}", False),
+                           ("{'a': r['a'], 'b': r['b'], 'p': r['price'] * 0.908}", False),
+                           ("[r['bid']] if r['event_type'] == 2 else []", True), ("[x for xs in r['a'] for x in xs]", True),
+                           ("[{'tag': t} for t in r['tags']]", True), ("{'a': r['a'] + r['b']}", False),
+                           ("{'sq': r['x'] ** 2, 'inv': r['x'] ** -1}", False), ("'-' * r['n']", False)]:
+        assert expression_gives_json(expr, iterable), expr
+    for expr, iterable in [("{**r, 'again': r['tags']}", False), ("[r, r]", True), ("r['xs'] * 2", False),
+                           ("[{**r, 'tag': t} for t in r['tags']]", True), ("[[5]] * 2", False),
+                           ("[x for x in [[1]] for n in [0, 1]]", True), ("[xs for xs in r['a'] for x in xs]", True),
+                           ("{'a': r['a'] + r['a']}", False), ("r['a'] if r['c'] else [r['a'], r['a']]", False),
+                           ("[max(r['a'], r['b']), r['a']]", False), ("{'a': r.get('a'), 'b': r['a']}", False),
+                           ("(r['x'] - 1) ** 0.5", False), ("pow(r['x'], 0.5)", False)]:
+        assert not expression_gives_json(expr, iterable), expr
