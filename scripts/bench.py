@@ -419,6 +419,19 @@ def child_hand(workload: str, records: int, events: int, mixed: bool = False) ->
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def host_loop_seconds() -> float:
+    """The best of three timings of a plain loop of 10,000,000 integer additions: how fast this
+    host runs Python now (shared hosts drift; figures from different runs compare through it)."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def run_child(kind: str, workload: str, args: argparse.Namespace) -> dict | None:
     events = args.nexmark_events if workload in NEXMARK_QUERIES else args.events
     cmd = [sys.executable, __file__, "--child", kind, workload, "--records", str(args.records),
@@ -473,6 +486,9 @@ def main() -> None:
     if any(w.startswith("W3") for w in args.workloads):
         make_input_ts(args.records)
     rows = []
+    host_before = host_loop_seconds()
+    print(f"host: a plain Python loop of 10M additions takes {host_before:.2f} s (the host's speed, to compare runs "
+          "on other machines; measured again at the end)", flush=True)
     print(f"{'workload':<12} {'streamlet rec/s':>16} {'per core':>10} {'start-up':>9} {'peak MB':>8} "
           f"{'hand rec/s':>11} {'ratio':>6} {'gen':>5} {'flink/core':>11} {'vs flink':>8}")
     for w in args.workloads:
@@ -500,7 +516,11 @@ def main() -> None:
             print(f"{'':<12} checkpoints: {c['completed']} completed, {c['failed']} failed; duration p50 "
                   f"{c['duration_ms_p50']} ms, p99 {c['duration_ms_p99']} ms, max {c['duration_ms_max']} ms; "
                   f"state {c['state_bytes_max']:,} B, uploaded {c['uploaded_bytes_avg']:,} B/checkpoint", flush=True)
+    host_after = host_loop_seconds()
+    print(f"host: the same loop at the end takes {host_after:.2f} s", flush=True)
     if args.json:
+        for row in rows:
+            row["host_loop_s"] = [host_before, host_after]
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
 
