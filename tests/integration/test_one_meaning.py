@@ -21,6 +21,22 @@ from tests.support.pipelines import canonical, plan_file, read_output, write_jso
 RECORDS = [{"id": i, "k": i % 5, "tags": [f"t{i % 3}", f"t{i % 2}"]} for i in range(200)]
 
 
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch the task module copies through JSON (``json_copy``), in order."""
+    from streamlet.runtime.taskmanager import task as task_module
+
+    sizes: list[int] = []
+    real = task_module.json_copy
+
+    def counting(records: list[Any], node_id: str) -> list[Any]:
+        sizes.append(len(records))
+        return real(records, node_id)
+
+    monkeypatch.setattr(task_module, "json_copy", counting)
+    return sizes
+
+
 def _run(tmp_path: Path, text: str, taskmanagers: int, out: str = "out",
          records: list[Any] = RECORDS) -> tuple[str, str, Any]:
     """Run the pipeline (its sinks write under ``out``); returns (state, error text, outputs)."""
@@ -79,20 +95,10 @@ def test_two_branches_of_one_node_do_not_share_records(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("changer", ["a", "b", "c"])
 def test_one_branch_of_three_takes_the_originals_and_no_change_shows_in_another(
-        tmp_path: Path, changer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, changer: str, copies: list[int]) -> None:
     """Embedded, the last of a node's local edges gets its records uncopied, the others a copy made
     at emit time: N records are copied twice (not three times), and whichever branch changes its
     records in place, the other two see them unchanged."""
-    from streamlet.runtime.taskmanager import task as task_module
-
-    copied: list[int] = []
-    real = task_module.json_copy
-
-    def counting(records: list[Any], node_id: str) -> list[Any]:
-        copied.append(len(records))
-        return real(records, node_id)
-
-    monkeypatch.setattr(task_module, "json_copy", counting)
     branches = "".join(
         f"  {b}: {{input: src, map: \"{'r.update(seen_by=1) or r' if b == changer else 'r'}\", partition: rebalance}}\n"
         for b in "abc")
@@ -104,7 +110,7 @@ def test_one_branch_of_three_takes_the_originals_and_no_change_shows_in_another(
         want = [dict(r, seen_by=1) for r in RECORDS] if b == changer else RECORDS
         assert canonical(outputs[b]) == canonical(want), b
     # the source's two subtasks each copy their records for two of the three edges
-    assert sum(copied) == 2 * len(RECORDS)
+    assert sum(copies) == 2 * len(RECORDS)
 
 
 IN_PLACE = """
@@ -128,23 +134,13 @@ IN_PLACE = """
 
 
 def test_branches_that_only_read_share_the_records_and_copy_what_they_keep(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, copies: list[int]) -> None:
     """A node read by several edges hands the originals to branches whose operators provably leave
     their input as it is (expressions calling no method that changes a dict or list): each copies
     only the records it emits.  A branch that changes its input gets its own copy.  No change made
     in one branch shows in another, embedded as over two TaskManager processes."""
-    from streamlet.runtime.taskmanager import task as task_module
-
-    copied: list[int] = []
-    real = task_module.json_copy
-
-    def counting(records: list[Any], node_id: str) -> list[Any]:
-        copied.append(len(records))
-        return real(records, node_id)
-
-    monkeypatch.setattr(task_module, "json_copy", counting)
     embedded = _run(tmp_path, IN_PLACE, 0, "out-embedded")
-    embedded_copies = sum(copied)
+    embedded_copies = sum(copies)
     cluster = _run(tmp_path, IN_PLACE, 2, "out-cluster")
     evens = [r for r in RECORDS if r["id"] % 2 == 0]
     thirds = [r for r in RECORDS if r["id"] % 3 == 0]
@@ -214,17 +210,7 @@ def test_a_single_consumer_path_is_not_copied(tmp_path: Path, taskmanagers: int)
     ("map: \"dict(r, half=r['id'] // 2)\"", True),
 ])
 def test_a_user_expression_that_builds_json_crosses_a_channel_uncopied(
-        tmp_path: Path, expr: str, copied: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamlet.runtime.taskmanager import task as task_module
-
-    calls: list[int] = []
-    real = task_module.json_copy
-
-    def counting(records: list[Any], node_id: str) -> list[Any]:
-        calls.append(len(records))
-        return real(records, node_id)
-
-    monkeypatch.setattr(task_module, "json_copy", counting)
+        tmp_path: Path, expr: str, copied: bool, copies: list[int]) -> None:
     text = f"""
         name: shaped
         sources: {{src: {{type: file, path: in.jsonl}}}}
@@ -234,7 +220,7 @@ def test_a_user_expression_that_builds_json_crosses_a_channel_uncopied(
         sinks: {{out: {{input: again, type: file, path: @OUT@/s}}}}
     """
     embedded = _run(tmp_path, text, 0, "out-embedded")
-    copies = sum(calls)
+    n_copied = sum(copies)
     cluster = _run(tmp_path, text, 2, "out-cluster")
     assert embedded[0] == cluster[0] == "FINISHED", (embedded[1], cluster[1])
     assert canonical(embedded[2]["s"]) == canonical(cluster[2]["s"])
@@ -249,7 +235,7 @@ def test_a_user_expression_that_builds_json_crosses_a_channel_uncopied(
     else:
         want = [[r["k"], r["id"]] for r in RECORDS]
     assert canonical(embedded[2]["s"]) == canonical(want)
-    assert copies == (len(want) if copied else 0)
+    assert n_copied == (len(want) if copied else 0)
 
 
 #: wide records: a keyed aggregation of one field lets remote channels carry two of six fields
