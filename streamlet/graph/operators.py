@@ -484,8 +484,19 @@ class LookupJoinSpec(OpSpec):
         return f"lookup_join {self.id}: {self.key.label()} in {self.path}"
 
 
-#: builtins whose result is a JSON scalar whatever JSON values they are given
-_SCALAR_BUILTINS = frozenset({"str", "repr", "ascii", "format", "chr", "hex", "oct", "bin", "int", "float", "len",
+#: a code point JSON text cannot hold (orjson, and so a remote channel, refuses it)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _format_spec_safe(spec: ast.AST) -> bool:
+    """An f-string format spec that cannot turn a number into a code point (``:c``)."""
+    return isinstance(spec, ast.JoinedStr) and all(
+        isinstance(v, ast.Constant) and "c" not in str(v.value) for v in spec.values)
+
+
+#: builtins whose result is a JSON scalar whatever JSON values they are given (not chr: a lone
+#: surrogate is a str JSON cannot hold)
+_SCALAR_BUILTINS = frozenset({"str", "repr", "ascii", "format", "hex", "oct", "bin", "int", "float", "len",
                               "ord", "hash", "bool", "isinstance", "callable", "hasattr", "all", "any", "abs",
                               "round", "pow", "sum"})
 #: str methods whose result is a str, a bool, an int or a list of str
@@ -631,7 +642,8 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
         return node.id in env
     if isinstance(node, ast.Constant):
         v = node.value
-        return v is None or type(v) in (str, int, bool) or (type(v) is float and math.isfinite(v))
+        return (v is None or type(v) in (int, bool) or (type(v) is float and math.isfinite(v))
+                or (type(v) is str and not _SURROGATE.search(v)))
     if isinstance(node, ast.Subscript):  # an element or a slice of a JSON list, str or object
         return _json_value(node.value, env)
     if isinstance(node, ast.List):
@@ -645,13 +657,17 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
         return _json_value(node.body, env) and _json_value(node.orelse, env)
     if isinstance(node, ast.BoolOp):
         return all(_json_value(v, env) for v in node.values)
-    if isinstance(node, (ast.Compare, ast.JoinedStr)):
+    if isinstance(node, ast.Compare):
         return True
+    if isinstance(node, ast.JoinedStr):  # an f-string: a str, unless a spec makes a code point (:c)
+        return all(_json_value(v, env) if isinstance(v, ast.Constant) else
+                   v.format_spec is None or _format_spec_safe(v.format_spec) for v in node.values)
     if isinstance(node, ast.UnaryOp):
         return isinstance(node.op, ast.Not) or _json_value(node.operand, env)
     if isinstance(node, ast.BinOp):
         if isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) and type(node.left.value) is str:
-            return True  # '%02d:%02d' % (...): a str
+            # '%02d:%02d' % (...): a str (%c makes any code point, a lone surrogate too)
+            return _json_value(node.left, env) and not re.search(r"%[^a-zA-Z%]*c", node.left.value)
         if isinstance(node.op, ast.Pow) and not _int_constant(node.right):
             return False  # (-4) ** 0.5 is a complex number
         return _json_value(node.left, env) and _json_value(node.right, env)
@@ -666,6 +682,10 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
         if isinstance(f, ast.Name):
             if f.id == "pow" and len(node.args) == 2 and not _int_constant(node.args[1]):
                 return False  # pow(-4, 0.5) is a complex number
+            if f.id == "format" and len(node.args) > 1 and not (
+                    isinstance(node.args[1], ast.Constant) and type(node.args[1].value) is str
+                    and "c" not in node.args[1].value):
+                return False  # format(55296, 'c'): a lone surrogate, not UTF-8
             if f.id in _SCALAR_BUILTINS:
                 return f.id not in ("sum", "abs", "round", "pow") or all(_json_value(a, env) for a in node.args)
             if f.id in ("min", "max") and len(node.args) == 1:
@@ -678,6 +698,9 @@ def _json_value(node: ast.AST, env: frozenset[str]) -> bool:
         if isinstance(f, ast.Attribute):
             if f.attr in ("isoformat", "strftime"):  # only dates and times have them: a str
                 return True
+            if f.attr == "format" and not (isinstance(f.value, ast.Constant) and type(f.value.value) is str
+                                           and not re.search(r":[^}]*c", f.value.value)):
+                return False  # '{:c}'.format(55296): a lone surrogate
             if f.attr in _STR_METHODS:  # on a JSON str (a list's count and index: an int)
                 return _json_value(f.value, env)
             if isinstance(f.value, ast.Name) and f.value.id == "math" and f.value.id not in env:
