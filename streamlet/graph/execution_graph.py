@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from streamlet.graph.job_graph import FORWARD, JobEdge, JobGraph
-from streamlet.graph.operators import KeySpec, OpSpec, SinkSpec
+from streamlet.graph.operators import KeySpec, OpSpec
 
 
 @dataclass(frozen=True)
@@ -119,8 +119,8 @@ def reads_in_place(graph: JobGraph, edge: JobEdge) -> bool:
     if readers < 2:
         return False
     up, down = graph.vertex(edge.source), graph.vertex(edge.target)
-    return (all(op.JSON_OUTPUT for op in up.operators) and not any(isinstance(op, SinkSpec) for op in up.operators)
-            and all(op.leaves_input() for op in down.operators))
+    # (a sink's JSON_OUTPUT is False: a chain holding one never hands its records over uncopied)
+    return all(op.JSON_OUTPUT for op in up.operators) and all(op.leaves_input() for op in down.operators)
 
 
 def expand(graph: JobGraph, job_id: str, splits: dict[str, list[list[Any]]],

@@ -205,6 +205,16 @@ class _FunctionSpec(OpSpec):
         return self.expr is not None and expression_leaves_input(self.expr)
 
 
+def parse_expression(expr: str) -> ast.expr | None:
+    """The syntax tree of an inline expression (its body), for the analyses that prove what it
+    does (:func:`expression_leaves_input`, :func:`expression_gives_json`, the fused flat_map's
+    shapes); None when it does not parse, which each of them treats as proving nothing."""
+    try:
+        return ast.parse(expr, mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
 #: what changes a dict, a list or a set in place (the mutable values a JSON record holds)
 _MUTATORS = frozenset(name for t in (dict, list, set) for name in dir(t)
                       if not name.startswith("_") and name not in dir(frozenset) and name not in dir(tuple)
@@ -229,9 +239,8 @@ def expression_leaves_input(expr: str) -> bool:
     every attribute it names must be one of :data:`_READERS`.  A name it does not know makes it
     False (an answer that is only ever safe).  Or a comprehension whose ``for`` target is not a
     name: ``[r for r['seen'] in [1]]`` stores into r, so every target must bind names only."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = parse_expression(expr)
+    if tree is None:
         return False
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr not in _READERS:
@@ -520,9 +529,8 @@ def expression_gives_json(expr: str, iterable: bool) -> bool:
     ``.items()`` and calls of import paths are not.  As for aggregates, arithmetic is not checked
     for values JSON cannot hold (an integer beyond 64 bits, an infinite float): such a value fails
     where it is encoded (a remote channel, a sink)."""
-    try:
-        tree = ast.parse(expr, mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree = parse_expression(expr)
+    if tree is None:
         return False
     try:
         return ((_json_iterable if iterable else _json_value)(tree, frozenset({"r"}))

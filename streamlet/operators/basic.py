@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
+from streamlet.graph.operators import parse_expression
 from streamlet.operators.base import Batch, Operator, RuntimeContext, Timestamps
 from streamlet.operators.codegen import CodeBuilder, call_generated, function_ref
 
@@ -75,11 +77,8 @@ def _at_most_one(expr: str) -> tuple[str | None, str] | None:
     """``(C, X)`` for a flat_map expression ``[X] if C else []`` (``(None, X)`` for ``[X]``; ``[]
     if C else [X]`` is ``(not C, X)``), which emits X when C holds: the fused loop then filters
     and maps instead of building and iterating a list per record.  None for any other shape."""
-    import ast
-
-    try:
-        node = ast.parse(expr, mode="eval").body
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    node = parse_expression(expr)
+    if node is None:
         return None
 
     def single(n: ast.AST) -> ast.AST | None:
