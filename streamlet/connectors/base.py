@@ -179,6 +179,14 @@ class SourceReader(Protocol):
     # the watermark back (until the watermark's idle_timeout), and a split that left the list
     # (finished) leaves the minimum.  Without it, a split counts from its first batch.
 
+    # optional: ``timestamp_stage(spec) -> (batch -> list[int]) | None``, for a source with event
+    # time: the reader's own event times for the source's ``timestamp:`` spec (see
+    # :mod:`streamlet.time.timestamps`), when it knows them without reading records (a generator
+    # knows each event's time from its number).  The task calls the function once per batch, right
+    # after :meth:`poll` returned that batch (its raw elements), and takes the list (int epoch ms,
+    # parallel to the batch) in place of reading the spec from every record.  None (or no method):
+    # the task reads the records.
+
     def decode_stage(self) -> tuple[str, dict[str, Any]] | None:
         """An optional ``(expression over r, globals)`` turning raw elements into records.
 

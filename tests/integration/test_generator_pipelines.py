@@ -143,3 +143,66 @@ def test_cli_runs_a_nexmark_pipeline(tmp_path: Path) -> None:
     got = _read(out)
     assert len(got) == 1840
     assert Counter(r["dateTime"] for r in got) == _bid_times(2000)
+
+
+def _window_counts(events: int, base: int, rate: int, size: int) -> Counter[tuple[int, int]]:
+    # event e is a person when e % 50 == 0, an auction when 1..3, else a bid; its dateTime is
+    # base + e * 1000 / rate ms (exactly: floored); tumbling windows start at multiples of size
+    out: Counter[tuple[int, int]] = Counter()
+    for e in range(events):
+        kind = 0 if e % 50 == 0 else 1 if e % 50 < 4 else 2
+        t = base + e * 1000 // rate
+        out[(t - t % size, kind)] += 1
+    return out
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+@pytest.mark.parametrize("events,base,rate,size", [
+    (2500, 0, 1000, 100),                       # 1 event per ms: a timestamp per record
+    (7000, 1_700_000_000_123, 300, 1000),       # several ms per event
+    (40_000, 1_700_000_000_007, 2_500_000, 1),  # 2,500 events per ms: blocks of one or two ms
+    (9_999, 5, 10_000_000, 1),                  # Nexmark's rate, and a last block cut short
+])
+def test_nexmark_mixed_stream_event_time_is_each_events_date_time(
+        tmp_path: Path, parallelism: int, events: int, base: int, rate: int, size: int) -> None:
+    # timestamp: dateTime on the mixed stream is the wrapped person's, auction's or bid's dateTime
+    out = tmp_path / "counts"
+    _run(tmp_path, f"""
+        name: nexmark-mixed-time
+        sources:
+          events: {{type: nexmark, events: {events}, base_time: {base}, first_event_rate: {rate},
+                    timestamp: dateTime, watermark: {{max_out_of_orderness: 0s}}}}
+        transforms:
+          counts:
+            input: events
+            key_by: event_type
+            window: {{type: tumbling, size: {size}ms}}
+            aggregate: {{n: count}}
+        sinks:
+          out: {{input: counts, type: file, path: {out}}}
+    """, parallelism)
+    got = Counter()
+    for r in _read(out):
+        assert r["window_end"] - r["window_start"] == size
+        got[(r["window_start"], r["event_type"])] += r["n"]
+    assert got == _window_counts(events, base, rate, size)
+
+
+def test_nexmark_kind_event_time_is_its_date_time(tmp_path: Path) -> None:
+    out = tmp_path / "counts"
+    _run(tmp_path, f"""
+        name: nexmark-bid-time
+        sources:
+          bids: {{type: nexmark, kind: bid, events: 30000, base_time: 11, first_event_rate: 1300000,
+                  timestamp: dateTime}}
+        transforms:
+          counts: {{input: bids, key_by: "r['bidder'] % 2", window: {{type: tumbling, size: 1ms}},
+                    aggregate: {{n: count}}}}
+        sinks:
+          out: {{input: counts, type: file, path: {out}}}
+    """, 1)
+    got = Counter()
+    for r in _read(out):
+        got[r["window_start"]] += r["n"]
+    expected = Counter({w: n for (w, kind), n in _window_counts(30000, 11, 1_300_000, 1).items() if kind == 2})
+    assert got == expected

@@ -5,7 +5,8 @@ Each spec names the class that runs it (``OpSpec.OPERATOR``, an import string). 
 fusable specs (and a source's decoder) are compiled together into one operator (the first one's
 class, :class:`~streamlet.operators.basic.FusedOperator`); other operators stand alone; the
 source and sink specs become the task's reader and writer.  With event time at the source, the
-decoder runs on its own so timestamps are taken from every decoded record, before user stages.
+decoder runs on its own so timestamps are taken from every decoded record, before user stages
+(unless the reader gives the timestamps itself: ``timestamp_stage``).
 
 Output of an operator always flows through the operators after it: a batch
 (:meth:`OperatorChain.process`), what a watermark fires (:meth:`process_watermark_chunks`), a timer's
@@ -45,6 +46,8 @@ class OperatorChain:
         self.source: SourceSpec | None = None
         #: the source's decoder when event time is declared (timestamps are taken after it)
         self.decoder: Operator | None = None
+        #: the reader's own timestamps of each batch (``timestamp_stage``), when it gives them
+        self.native_timestamps: Callable[[Batch], list[int]] | None = None
         self.operators: list[Operator] = []
         body = list(specs)
         pending: list[OpSpec] = []
@@ -52,10 +55,13 @@ class OperatorChain:
         if body and isinstance(body[0], SourceSpec):
             src = self.source = body.pop(0)
             self.reader = source_class(src.type).create_reader(src.params, source_ctx)
+            stage = getattr(self.reader, "timestamp_stage", None)
+            if src.timestamp is not None and stage is not None:
+                self.native_timestamps = stage(src.timestamp)
             decode = self.reader.decode_stage()
             if decode is not None:
                 expr, extra_globals = decode
-                if src.timestamp is not None:
+                if src.timestamp is not None and self.native_timestamps is None:
                     fused = load_class(MapSpec.OPERATOR)
                     self.decoder = fused([MapSpec(src.id, expr)], ctx, extra_globals)
                     extra_globals = {}

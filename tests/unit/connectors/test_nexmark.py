@@ -387,3 +387,104 @@ def test_a_paced_restore_goes_on_where_the_pacing_stopped() -> None:
     first, rest = asyncio.run(go())
     assert first == expected[:count_kind("auction", 0, 76)]
     assert first + rest == expected[:count_kind("auction", 0, 176)]
+
+
+def _date_time(r: dict[str, Any]) -> int:
+    """A flat record's dateTime, or a mixed-stream event's (its person's, auction's or bid's)."""
+    return r["dateTime"] if "dateTime" in r else (r["person"] or r["auction"] or r["bid"])["dateTime"]
+
+
+@pytest.mark.parametrize("kind", [None, "person", "auction", "bid"])
+@pytest.mark.parametrize("rate", [10_000_000, 2_500_000, 123_457, 10_000, 300, 0.5])
+def test_block_timestamps_are_the_records_date_times(kind: str | None, rate: float) -> None:
+    for base in (0, 1_700_000_000_123):
+        gen = NexmarkGenerator(seed=3, base_time=base, event_rate=rate, kind=kind)
+        for b, stop in [(0, None), (1, None), (9, None), (4321, None), (3, 3001), (3, 3049), (3, 3777), (3, 3000)]:
+            assert gen.block_timestamps(b, stop) == [_date_time(r) for r in gen.block(b, stop)], (b, stop, base)
+
+
+async def _stamped_batches(params: dict[str, Any], splits: list[dict[str, Any]], ctx: Any,
+                           max_records: int | None = None) -> tuple[Any, list[tuple[list[Any], list[int]]]]:
+    """Drive a reader with native timestamps: (reader, [(batch, its timestamps)])."""
+    reader = NexmarkSource.create_reader(params, ctx)
+    stamps = reader.timestamp_stage({"field": "dateTime"})
+    await reader.open()
+    reader.add_splits(splits)
+    out, seen = [], 0
+    while max_records is None or seen < max_records:
+        batch = reader.poll()
+        if batch is None:
+            break
+        out.append((batch, list(stamps(batch))))
+        seen += len(batch)
+    return reader, out
+
+
+@pytest.mark.parametrize("kind", [None, "bid", "person"])
+@pytest.mark.parametrize("batch_size", [100, 1000, 2500])
+def test_native_timestamps_are_each_batchs_date_times(kind: str | None, batch_size: int) -> None:
+    events = 5 * BLOCK + 321
+    params = _params(events=events, seed=5, first_event_rate=2_500_000, **({"kind": kind} if kind else {}))
+
+    async def go() -> list[tuple[list[Any], list[int]]]:
+        got = []
+        # one reader of every slice, and one of slices 0 and 2 of 3 (they take turns, block by block)
+        for splits in (NexmarkSource.enumerate_splits(params, 1), NexmarkSource.enumerate_splits(params, 3)[::2]):
+            got += (await _stamped_batches(params, splits, _Ctx(batch_size=batch_size)))[1]
+        return got
+    batches = asyncio.run(go())
+    assert sum(len(b) for b, _ in batches) > count_kind(kind, 0, events)
+    for batch, ts in batches:
+        assert ts == [_date_time(r) for r in batch]
+
+
+@pytest.mark.parametrize("cut", [1, 450, 1000, 2200])
+def test_native_timestamps_after_a_restore(cut: int) -> None:
+    events = 4 * BLOCK + 77
+    params = _params(events=events, first_event_rate=10_000)
+
+    async def go() -> list[tuple[list[Any], list[int]]]:
+        reader, first = await _stamped_batches(params, NexmarkSource.enumerate_splits(params, 1), _Ctx(batch_size=150),
+                                               max_records=cut)
+        state = orjson.loads(orjson.dumps(reader.snapshot_state(1)))
+        return first + (await _stamped_batches(params, state, _Ctx(batch_size=150)))[1]
+    batches = asyncio.run(go())
+    assert [r for b, _ in batches for r in b] == NexmarkGenerator(event_rate=10_000).generate(0, events)
+    for batch, ts in batches:
+        assert ts == [_date_time(r) for r in batch]
+
+
+def test_native_timestamps_of_paced_batches() -> None:
+    clock = ManualClock()
+    params = _params(events=2 * BLOCK, rate=1000, kind="bid")  # 10 events per chunk of 10 ms
+    got: list[tuple[list[Any], list[int]]] = []
+
+    async def go() -> None:
+        reader = NexmarkSource.create_reader(params, _Ctx(clock=clock))
+        stamps = reader.timestamp_stage({"field": "dateTime"})
+        await reader.open()
+        reader.add_splits(NexmarkSource.enumerate_splits(params, 1))
+
+        async def consume() -> None:
+            while (batch := reader.poll()) is not None:
+                if batch:
+                    got.append((batch, list(stamps(batch))))
+                else:
+                    await reader.wait_available()
+        task = asyncio.create_task(consume())
+        for _ in range(150):
+            await clock.advance(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    asyncio.run(go())
+    assert sum(len(b) for b, _ in got) >= count_kind("bid", 0, 1000)
+    for batch, ts in got:
+        assert ts == [r["dateTime"] for r in batch]
+
+
+def test_native_timestamps_only_for_date_time() -> None:
+    reader = NexmarkSource.create_reader(_params(events=10), _Ctx())
+    assert reader.timestamp_stage({"field": "price"}) is None
+    assert reader.timestamp_stage({"expr": "r['bid']['dateTime']", "path": None}) is None
+    assert reader.timestamp_stage({"field": "dateTime"}) is not None
