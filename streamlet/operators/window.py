@@ -405,11 +405,13 @@ class _Sliding(_Windows):
         # leave in timestamp order.  On equal timestamps, windows go by the order in which their
         # key's run began (``origin``, the number of the timer that began it), before timers not
         # yet taken: the order of firing each run to its end and stably sorting the rows by time.
+        # ``runs`` is a min-queue of (ts, origin) kept as buckets per timestamp (a watermark far
+        # ahead puts every key of the task at a few timestamps): see :class:`_Runs`.
         rows: list[Any] = []
         row_ts: list[int] = []
         row, size, register = self.op._row, self.size, self.op.register
         delete_timer = self.op.delete_timer
-        runs: list[tuple[int, int, Any]] = []
+        runs = _Runs()
         timers = iter(timers)
         head = next(timers, None)
         #: keys whose run reached the timestamp of ``head``: their timer at it may already have left the
@@ -423,8 +425,8 @@ class _Sliding(_Windows):
             if n > FIRE_CHUNK:
                 yield rows, (row_ts if rows else None)
                 rows, row_ts, n = [], [], 1
-            if runs and (head is None or runs[0][0] <= head[0]):
-                ts, origin, k = heapq.heappop(runs)
+            if runs and (head is None or runs.first() <= head[0]):
+                ts, origin, k = runs.pop()
             else:
                 assert head is not None
                 ts, k, ns = head
@@ -454,7 +456,7 @@ class _Sliding(_Windows):
                 if ran_ts != head[0]:
                     ran_ts, ran_at_head = head[0], set()
                 ran_at_head.add(k)
-            heapq.heappush(runs, (nxt - 1, origin, k))
+            runs.push(nxt - 1, origin, k)
         yield rows, (row_ts if rows else None)
 
     def _window(self, k: Any, end: int, wm: int) -> tuple[Any, int | None]:
@@ -514,6 +516,61 @@ class _Sliding(_Windows):
             return res, max(self.w.first_window_end(c.pending[0]), nxt)
         del self.keys[k]
         return res, None
+
+
+class _Runs:
+    """A min-queue of ``(ts, origin, key)`` by ``(ts, origin)`` (origins are unique), for
+    :meth:`_Sliding.fire`: a list per timestamp, appended to (in origin order, nearly always)
+    and read from its front; a heap holds only the distinct timestamps.  Pops give what a heap
+    of the tuples would: the least ``(ts, origin)`` among the entries present."""
+
+    __slots__ = ("_buckets", "_ts", "_pos", "_unsorted", "_n")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[tuple[int, Any]]] = {}
+        self._ts: list[int] = []  # heap of the timestamps with entries left
+        self._pos: dict[int, int] = {}  # entries already taken from a bucket's front
+        self._unsorted: set[int] = set()  # buckets whose untaken part may be out of origin order
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def push(self, ts: int, origin: int, key: Any) -> None:
+        b = self._buckets.get(ts)
+        if b is None:
+            self._buckets[ts] = [(origin, key)]
+            heapq.heappush(self._ts, ts)
+        else:
+            if origin < b[-1][0]:
+                self._unsorted.add(ts)
+            b.append((origin, key))
+        self._n += 1
+
+    def first(self) -> int:
+        """The least timestamp (the queue is not empty)."""
+        return self._ts[0]
+
+    def pop(self) -> tuple[int, int, Any]:
+        ts = self._ts[0]
+        b = self._buckets[ts]
+        i = self._pos.get(ts, 0)
+        if ts in self._unsorted:
+            self._unsorted.discard(ts)
+            b[i:] = sorted(b[i:], key=_first)
+        origin, key = b[i]
+        self._n -= 1
+        if i + 1 == len(b):
+            del self._buckets[ts]
+            self._pos.pop(ts, None)
+            heapq.heappop(self._ts)
+        else:
+            self._pos[ts] = i + 1
+        return ts, origin, key
+
+
+def _first(entry: tuple[int, Any]) -> int:
+    return entry[0]
 
 
 class _Session(_Windows):
