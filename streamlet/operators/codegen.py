@@ -110,6 +110,28 @@ def key_code(b: CodeBuilder, key: KeySpec, node: str) -> str:
     return f"{fr}({function_ref(b, key.expr, key.path)})"
 
 
+def batch_keys_code(b: CodeBuilder, key: KeySpec, node: str, batch: str = "batch") -> str:
+    """Source text of the list of keys of the records of ``batch`` (as :func:`key_code`'s, each).
+
+    A key expression's results are frozen only when one is a list or a map (a C-level type scan
+    per batch), not through a call per record."""
+    if key.fields:
+        return f"[{key_code(b, key, node)} for r in {batch}]"
+    from streamlet.keys import freeze
+
+    fr = b.bind("freeze_keys", _freeze_keys(_hashable(freeze)))
+    return f"{fr}([{function_ref(b, key.expr, key.path)} for r in {batch}])"
+
+
+_UNHASHABLE = frozenset((list, dict))
+
+
+def _freeze_keys(hk: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    def freeze_keys(keys: list[Any]) -> list[Any]:
+        return keys if _UNHASHABLE.isdisjoint(map(type, keys)) else [hk(k) for k in keys]
+    return freeze_keys
+
+
 def _hashable(freeze: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def hk(k: Any) -> Any:
         if type(k) in (list, dict):

@@ -34,7 +34,7 @@ import orjson
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import IntervalJoinSpec, LookupJoinSpec, RegularJoinSpec, WindowJoinSpec
 from streamlet.operators.base import FIRE_CHUNK, NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps, concat
-from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
+from streamlet.operators.codegen import CodeBuilder, batch_keys_code, call_generated
 from streamlet.state.base import StateDescriptor, StateKind
 from streamlet.time.timers import TimerService
 from streamlet.time.watermarks import MIN_WATERMARK
@@ -66,7 +66,7 @@ _NO = _NoMatch()
 
 def _keys_function(b: CodeBuilder, key: Any, node: str, name: str) -> Callable[[list[Any]], list[Any]]:
     b.add(0, f"def {name}(batch):")
-    b.add(1, f"return [{key_code(b, key, node)} for r in batch]", node)
+    b.add(1, f"return {batch_keys_code(b, key, node)}", node)
     return b.compile(name)
 
 
@@ -271,9 +271,27 @@ class LookupJoinOperator(Operator):
         self._keys = _keys_function(b, spec.key, spec.id, "_keys")
         self._pair = _pair_function(spec)
         self.table = load_lookup_table(spec)
+        #: the fast path: without ``where`` and with one row per key, a batch whose every key is
+        #: in the table is joined by one comprehension (the select inlined), its timestamps kept
+        self._single: dict[Any, Any] | None = None
+        self._joined: Callable[[Batch, list[Any]], list[Any]] | None = None
+        if not spec.where and all(len(rows) == 1 for rows in self.table.values()):
+            self._single = {k: rows[0] for k, rows in self.table.items()}
+            code = f"lambda batch, rows: [({spec.select or '{**l, **r}'}) for l, r in zip(batch, rows)]"
+            self._joined = eval(compile(code, f"<join:{spec.id}>", "eval"),  # noqa: S307 - the pipeline's expression
+                                dict(EXPRESSION_GLOBALS))
 
     def process(self, records: Batch, timestamps: Timestamps) -> Output:
         keys = call_generated(self._keys, records)
+        if self._single is not None:
+            try:
+                # C-level lookups: a KeyError as soon as one key has no row (then record by record)
+                rows = list(map(self._single.__getitem__, keys))
+                out = self._joined(records, rows)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - an unmatched key, or a select that raised: found again below
+                pass
+            else:
+                return out, (timestamps if out else None)
         get, pair = self.table.get, self._pair
         out: list[Any] = []
         out_ts: list[Any] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from collections import defaultdict
@@ -261,6 +262,69 @@ def test_lookup_join(tmp_path: Path) -> None:
     h.batch(recs, [a["a"] for a in recs])
     assert h.out == [{"a": r["a"], "value": f"value-{r['a'] % 50}"} for r in recs if (r["a"] % 50) % 2 == 0]
     assert h.out_ts == [r["a"] for r in h.out]
+
+
+def _lookup(tmp_path: Path, lines: str, **kw: Any) -> Harness:
+    side = tmp_path / "side.csv"
+    side.write_text(lines)
+    return Harness(LookupJoinSpec("lk", key=KeySpec(expr="r['a'] % 10"), path=str(side), header=False,
+                                  columns=("key", "value"), lookup_key="int(r['key'])", **kw))
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_lookup_join_of_batches_whose_every_key_matches(tmp_path: Path, timed: bool) -> None:
+    # one row per key: the whole batch is joined at once, then a batch with an unmatched key
+    h = _lookup(tmp_path, "".join(f"{k},v{k}\n" for k in range(8)), select="{'a': l['a'], 'value': r['value']}")
+    all_in = [{"a": a} for a in range(0, 80) if a % 10 < 8]
+    some_out = [{"a": a} for a in range(100, 140)]
+    for recs in (all_in, some_out, all_in[:1]):
+        h.batch(recs, [r["a"] * 3 for r in recs] if timed else None)
+    recs = [r for r in all_in + some_out + all_in[:1] if r["a"] % 10 < 8]
+    assert h.out == [{"a": r["a"], "value": f"v{r['a'] % 10}"} for r in recs]
+    assert h.out_ts == [r["a"] * 3 if timed else None for r in recs]
+    h.batch([{"a": 9}], [1])  # nothing matches: no output, no timestamps
+    assert len(h.out) == len(h.out_ts) == len(recs)
+
+
+def test_lookup_join_default_select_where_and_several_rows_per_key(tmp_path: Path) -> None:
+    recs = [{"a": a} for a in range(30)]
+    h = _lookup(tmp_path, "".join(f"{k},v{k}\n" for k in range(10)))
+    h.batch(recs, None)
+    assert h.out == [{"a": r["a"], "key": str(r["a"] % 10), "value": f"v{r['a'] % 10}"} for r in recs]
+    h = _lookup(tmp_path, "".join(f"{k},v{k}\n" for k in range(10)), where="l['a'] > 25",
+                select="{'a': l['a'], 'value': r['value']}")
+    h.batch(recs, list(range(30)))
+    assert h.out == [{"a": a, "value": f"v{a % 10}"} for a in range(26, 30)]
+    assert h.out_ts == list(range(26, 30))
+    h = _lookup(tmp_path, "".join(f"{k},v{k}\n{k},w{k}\n" for k in range(10)), select="r['value']")
+    h.batch(recs[:3], [5, 6, 7])
+    assert h.out == ["v0", "w0", "v1", "w1", "v2", "w2"]
+    assert h.out_ts == [5, 5, 6, 6, 7, 7]
+
+
+def test_join_keys_given_as_lists_are_frozen_and_a_map_key_is_refused(tmp_path: Path) -> None:
+    side = tmp_path / "side.jsonl"
+    side.write_text('{"k": [1, [2]], "v": "x"}\n{"k": [3], "v": "y"}\n')
+    h = Harness(LookupJoinSpec("lk", key=KeySpec(expr="[r['a'], [r['b']]] if r['b'] else [r['a']]"), path=str(side),
+                               format="jsonl", lookup_key="tuple(r['k'][:1]) + tuple(tuple(x) for x in r['k'][1:])",
+                               select="{'a': l['a'], 'v': r['v']}"))
+    h.batch([{"a": 1, "b": 2}, {"a": 3, "b": 0}, {"a": 1, "b": 3}], [1, 2, 3])
+    assert h.out == [{"a": 1, "v": "x"}, {"a": 3, "v": "y"}]
+    assert h.out_ts == [1, 2]
+    j = Harness(RegularJoinSpec("j", left_key=KeySpec(expr="[r['id'], r['id']]"), right_key=KeySpec(expr="(r['id'],) * 2"),
+                                select="{'l': l['l'], 'r': r['r']}"))
+    j.batch([{"id": 1, "l": 10}, {"id": 2, "l": 20}], None)
+    j._take(j.op.process_right([{"id": 2, "r": 5}, {"id": 3, "r": 6}], None))
+    assert j.out == [{"l": 20, "r": 5}]
+    with pytest.raises(UserFunctionError, match="node 'lk'.*a key cannot be a dict"):
+        Harness(dataclasses.replace(h.spec, key=KeySpec(expr="{'a': r['a']}"))).batch([{"a": 1}], None)
+
+
+def test_lookup_join_select_error_names_the_pair(tmp_path: Path) -> None:
+    h = _lookup(tmp_path, "".join(f"{k},v{k}\n" for k in range(10)), select="{'x': 10 // l['d']}")
+    with pytest.raises(UserFunctionError, match="node 'lk'.*ZeroDivisionError.*'d': 0"):
+        h.batch([{"a": 1, "d": 2}, {"a": 2, "d": 0}, {"a": 3, "d": 1}], [1, 2, 3])
+    assert h.out == []
 
 
 def test_timers_due_at_one_watermark_fire_in_chunks_with_the_output_of_one_call(counter: str) -> None:
