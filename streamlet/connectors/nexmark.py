@@ -242,15 +242,18 @@ class NexmarkGenerator:
         if hi <= lo:
             return []
         # offsets from lo of the block's records' events (ascending)
-        offs: Any = range(hi - lo) if self.kind is None else _kind_offsets(self.kind, hi - lo)
+        return self._times(lo, range(hi - lo) if self.kind is None else _kind_offsets(self.kind, hi - lo))
+
+    def _times(self, lo: int, offs: Any) -> list[int]:
+        """The dateTime of events ``lo + o`` for the ascending offsets ``offs`` (a list or a range)."""
         n = len(offs)
         if not n:
             return []
         base, num, den = self.base_time, self._num, self._den
         first, last = self.timestamp(lo + offs[0]), self.timestamp(lo + offs[-1])
         if (last - first + 1) * 10 > n:
-            if self.kind is None:
-                return [base + e * num // den for e in range(lo, hi)]
+            if type(offs) is range:
+                return [base + e * num // den for e in range(lo + offs.start, lo + offs.stop)]
             return [base + (lo + o) * num // den for o in offs]
         out: list[int] = []
         start = 0
@@ -291,9 +294,11 @@ class NexmarkGenerator:
         rng = self._rng(b, 2)
         n = count_kind("bid", lo, hi)
         w1, w2 = _words(rng, n), _words(rng, n)
+        # the bids' dateTimes, made at once (runs of equal ms at fast rates); lo is a block's start,
+        # a multiple of 50, so the bids' offsets are those of every block
+        times = self._times(lo, _kind_offsets("bid", hi - lo))
         p = self._pools
         channels, urls, extras = p.channels, p.urls, p.bid_extras
-        base, num, den = self.base_time, self._num, self._den
         # module constants as locals: the comprehension reads them as cells, not globals
         u32, scale, n_channels = _U32, _PRICE_SCALE, CHANNELS_NUMBER
         per, first_bid = PROPORTION_DENOMINATOR, PERSON_PROPORTION + AUCTION_PROPORTION
@@ -327,9 +332,9 @@ class NexmarkGenerator:
                     "price": int(10.0 ** ((y & u32) * scale) * 100.0 + 0.5),
                     "channel": channels[(c := (x >> 4 & 3) if x & 8 else 4 + (y >> 32 & 0xFFFFF) % n_channels)],
                     "url": urls[c],
-                    "dateTime": base + e * num // den,
+                    "dateTime": t,
                     "extra": extras[y >> 52 & 1023],
-                }} for e, x, y in zip(range(e0, e1), w1[i:i + m], w2[i:i + m])])
+                }} for t, x, y in zip(times[i:i + m], w1[i:i + m], w2[i:i + m])])
             else:
                 out += [{
                     "auction": hot_a if x & 1 else base_a + (x >> 8 & 0xFFFFFF) % span_a,
@@ -337,16 +342,11 @@ class NexmarkGenerator:
                     "price": int(10.0 ** ((y & u32) * scale) * 100.0 + 0.5),
                     "channel": channels[(c := (x >> 4 & 3) if x & 8 else 4 + (y >> 32 & 0xFFFFF) % n_channels)],
                     "url": urls[c],
-                    "dateTime": base + e * num // den,
+                    "dateTime": t,
                     "extra": extras[y >> 52 & 1023],
-                } for e, x, y in zip(range(e0, e1), w1[i:i + m], w2[i:i + m])]
+                } for t, x, y in zip(times[i:i + m], w1[i:i + m], w2[i:i + m])]
             i += m
         return out
-
-    @staticmethod
-    def _price(u: float) -> int:
-        """PriceGenerator.nextPrice for a uniform ``u`` in [0, 1)."""
-        return int(10.0 ** (u * 6.0) * 100.0 + 0.5)
 
     def _next_person_id(self, k: int, u: Callable[[], float]) -> int:
         """PersonGenerator.nextBase0PersonId + FIRST_PERSON_ID, for an event of epoch ``k``."""
@@ -355,39 +355,39 @@ class NexmarkGenerator:
         return people - active + int(u() * (active + PERSON_ID_LEAD)) + FIRST_PERSON_ID
 
     def _auctions(self, b: int, lo: int, hi: int) -> list[dict[str, Any]]:
-        # auctions are 6% of events: a plain loop keeps this readable at no real cost
+        # auctions are 6% of events: a plain loop over them (the epochs' offsets 1..3), the random
+        # draws in AuctionGenerator's order; PriceGenerator.nextPrice and the times inlined
         u = self._rng(b, 1).random
         p = self._pools
         names, descs, extras = p.item_names, p.descriptions, p.auction_extras
-        ts = self.timestamp
+        base, num, den = self.base_time, self._num, self._den
+        per, first_a, end_a = PROPORTION_DENOMINATOR, PERSON_PROPORTION, PERSON_PROPORTION + AUCTION_PROPORTION
         # events until NUM_IN_FLIGHT_AUCTIONS more auctions exist: the horizon of auction lengths
         ahead = NUM_IN_FLIGHT_AUCTIONS * PROPORTION_DENOMINATOR // AUCTION_PROPORTION
         out = []
-        for e in range(lo, hi):
-            k, off = divmod(e, PROPORTION_DENOMINATOR)
-            if not PERSON_PROPORTION <= off < PERSON_PROPORTION + AUCTION_PROPORTION:
-                continue
-            if u() * HOT_SELLERS_RATIO >= 1:
-                seller = k // HOT_GROUP * HOT_GROUP + FIRST_PERSON_ID
-            else:
-                seller = self._next_person_id(k, u)
-            category = FIRST_CATEGORY_ID + int(u() * NUM_CATEGORIES)
-            initial = self._price(u())
-            t = ts(e)
-            horizon = ts(e + ahead) - t
-            expires = t + 1 + int(u() * max(horizon * 2, 1))
-            out.append({
-                "id": k * AUCTION_PROPORTION + off - PERSON_PROPORTION + FIRST_AUCTION_ID,
-                "itemName": names[int(u() * _POOL)],
-                "description": descs[int(u() * _POOL)],
-                "initialBid": initial,
-                "reserve": initial + self._price(u()),
-                "dateTime": t,
-                "expires": expires,
-                "seller": seller,
-                "category": category,
-                "extra": extras[int(u() * _POOL)],
-            })
+        for k in range(lo // per, (hi + per - 1) // per):
+            for e in range(max(per * k + first_a, lo), min(per * k + end_a, hi)):
+                if u() * HOT_SELLERS_RATIO >= 1:
+                    seller = k // HOT_GROUP * HOT_GROUP + FIRST_PERSON_ID
+                else:
+                    seller = self._next_person_id(k, u)
+                category = FIRST_CATEGORY_ID + int(u() * NUM_CATEGORIES)
+                initial = int(10.0 ** (u() * 6.0) * 100.0 + 0.5)
+                t = base + e * num // den
+                horizon = base + (e + ahead) * num // den - t
+                expires = t + 1 + int(u() * max(horizon * 2, 1))
+                out.append({
+                    "id": k * AUCTION_PROPORTION + e - per * k - PERSON_PROPORTION + FIRST_AUCTION_ID,
+                    "itemName": names[int(u() * _POOL)],
+                    "description": descs[int(u() * _POOL)],
+                    "initialBid": initial,
+                    "reserve": initial + int(10.0 ** (u() * 6.0) * 100.0 + 0.5),
+                    "dateTime": t,
+                    "expires": expires,
+                    "seller": seller,
+                    "category": category,
+                    "extra": extras[int(u() * _POOL)],
+                })
         return out
 
     def _persons(self, b: int, lo: int, hi: int) -> list[dict[str, Any]]:
