@@ -84,6 +84,13 @@ class InProcessCluster:
                     return info
                 await asyncio.sleep(0.02)
 
+    async def wait_free_slots(self, slots: int, timeout: float = 30.0) -> None:
+        """Return once ``slots`` slots are free (a finished job's slots come back after the release
+        round trip to its taskmanagers; polls; raises TimeoutError)."""
+        async with asyncio.timeout(timeout):
+            while self.dispatcher.overview().slots_available != slots:
+                await asyncio.sleep(0.02)
+
 
 async def _first(waiter: Any, task: asyncio.Task[None], timeout: float) -> None:
     """Wait for ``waiter``; raise what ``task`` raised if it ended first."""

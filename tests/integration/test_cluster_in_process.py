@@ -33,7 +33,7 @@ def test_keyed_job_on_two_in_process_taskmanagers_equals_the_local_run(tmp_path:
             hosts = {s.host for v in info.vertices for s in v.subtasks}
             assert len(hosts) == 2
             assert info.vertices[0].metrics.records_in == 5000
-            assert cluster.dispatcher.overview().slots_available == 4
+            await cluster.wait_free_slots(4)  # released after the job ended: the round trip to both
 
     asyncio.run(main())
     assert canonical(read_output(tmp_path / "cluster")) == canonical(read_output(tmp_path / "local"))
@@ -58,10 +58,6 @@ def test_cancel_and_user_function_failure_in_process(tmp_path: Path) -> None:
             await cluster.wait(endless, states=("RUNNING",))
             cluster.dispatcher.cancel(endless)
             assert (await cluster.wait(endless)).state == "CANCELED"
-            for _ in range(100):  # the release round trip to both taskmanagers
-                if cluster.dispatcher.overview().slots_available == 2:
-                    break
-                await asyncio.sleep(0.02)
-            assert cluster.dispatcher.overview().slots_available == 2
+            await cluster.wait_free_slots(2)  # the release round trip to both taskmanagers
 
     asyncio.run(main())
