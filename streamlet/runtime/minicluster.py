@@ -283,11 +283,24 @@ def execute(graph: JobGraph, config: Configuration, **kwargs: Any) -> JobResult:
         return runner.run(execute_async(graph, config, **kwargs))
 
 
+#: ports free_port handed out in this process (the kernel may offer a closed one again at once)
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (another process may still take it before it is bound)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port free on ``host`` right now (another process may still take it before it is bound),
+    never one this process was given before: two calls in a row (a REST and an RPC port) cannot
+    get the same port, which made a jobmanager fail to bind its second one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) > 20000:
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
+    return port
 
 
 class _Processes:

@@ -24,13 +24,14 @@ from typing import Any, Iterator
 
 import pytest
 
+from streamlet.runtime.minicluster import free_port as _free_port
+
 PG_ADMIN_DSN = os.environ.get("STREAMLET_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1, never one handed out before in this process."""
+    return _free_port()
 
 
 def tansu_binary() -> str | None:
