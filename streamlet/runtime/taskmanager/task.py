@@ -346,15 +346,12 @@ class Task:
         src = chain.source
         self._timestamps = None
         self._strategy: WatermarkStrategy | None = None
-        #: the reader gives each batch's timestamps itself (chain.native_timestamps)
-        self._native_timestamps = False
         if src is not None and src.timestamp is not None:
             from streamlet.time.timestamps import compile_timestamps
 
-            if chain.native_timestamps is not None:
-                self._timestamps, self._native_timestamps = chain.native_timestamps, True
-            else:
-                self._timestamps = compile_timestamps(src.timestamp, src.id)
+            # the reader's own timestamps when it gives them (the chain then has no decoder: the
+            # branch in _run_source that reads them from decoded records takes the raw batch)
+            self._timestamps = chain.native_timestamps or compile_timestamps(src.timestamp, src.id)
             self._strategy = (WatermarkStrategy.from_spec(src.watermark) if src.watermark is not None
                               else WatermarkStrategy(0, None))
         #: set by the builder: this subtask's index, and the id of its chain's first operator (the
@@ -474,7 +471,6 @@ class Task:
         process = self.chain.process
         decoder = self.chain.decoder
         timestamps = self._timestamps
-        native = self._native_timestamps
         m = self.metrics
         busy = m.busy
         bp = m.backpressured
@@ -504,10 +500,6 @@ class Task:
                 bp0 = bp.total
                 if timestamps is None:
                     records, ts = process(raw, None)
-                elif native:
-                    ts = timestamps(raw)
-                    self._generator(reader.current_split).on_batch(ts, self.clock.time_ms())
-                    records, ts = process(raw, ts)
                 else:
                     decoded = decoder.process(raw, None)[0] if decoder is not None else raw
                     ts = timestamps(decoded)
