@@ -638,10 +638,8 @@ class NexmarkReader:
             self._events = hi - lo
 
     def _event_offsets(self, lo: int, hi: int) -> list[int]:
-        if self._kind is None:
-            return list(range(hi - lo))
-        a, b = _KIND_OFFSETS[self._kind]
-        return [e - lo for e in range(lo, hi) if a <= e % PROPORTION_DENOMINATOR < b]
+        # lo is a block's start (a multiple of the 50 events of an epoch): every block's offsets
+        return list(range(hi - lo)) if self._kind is None else _kind_offsets(self._kind, hi - lo)
 
     def _next_slice(self) -> _Slice | None:
         """The live slice whose turn it is (its block loaded), or None when all are done."""
