@@ -45,16 +45,23 @@ _LEFT = 0
 _RIGHT = 1
 
 
-def _pair_function(spec: Any) -> Callable[[Any, Any], Any]:
-    """``pair(l, r)``: the output record of a matching pair, or a sentinel when ``where`` fails."""
-    select = spec.select or "{**l, **r}"
-    if spec.where:
-        code = f"lambda l, r: ({select}) if ({spec.where}) else _NO"
-    else:
-        code = f"lambda l, r: ({select})"
+def _join_lambda(spec: Any, code: str) -> Callable[..., Any]:
+    """The lambda ``code`` (built of the join's expressions, see :func:`_select`), compiled."""
     ns = dict(EXPRESSION_GLOBALS)
     ns["_NO"] = _NO
     return eval(compile(code, f"<join:{spec.id}>", "eval"), ns)  # noqa: S307 - the pipeline's expressions
+
+
+def _select(spec: Any) -> str:
+    """The output record of a pair ``l``, ``r``: the join's ``select``, or both merged."""
+    return f"({spec.select or '{**l, **r}'})"
+
+
+def _pair_function(spec: Any) -> Callable[[Any, Any], Any]:
+    """``pair(l, r)``: the output record of a matching pair, or a sentinel when ``where`` fails."""
+    if spec.where:
+        return _join_lambda(spec, f"lambda l, r: {_select(spec)} if ({spec.where}) else _NO")
+    return _join_lambda(spec, f"lambda l, r: {_select(spec)}")
 
 
 class _NoMatch:
@@ -277,9 +284,7 @@ class LookupJoinOperator(Operator):
         self._joined: Callable[[Batch, list[Any]], list[Any]] | None = None
         if not spec.where and all(len(rows) == 1 for rows in self.table.values()):
             self._single = {k: rows[0] for k, rows in self.table.items()}
-            code = f"lambda batch, rows: [({spec.select or '{**l, **r}'}) for l, r in zip(batch, rows)]"
-            self._joined = eval(compile(code, f"<join:{spec.id}>", "eval"),  # noqa: S307 - the pipeline's expression
-                                dict(EXPRESSION_GLOBALS))
+            self._joined = _join_lambda(spec, f"lambda batch, rows: [{_select(spec)} for l, r in zip(batch, rows)]")
 
     def process(self, records: Batch, timestamps: Timestamps) -> Output:
         keys = call_generated(self._keys, records)
