@@ -123,6 +123,13 @@ def batch_keys_code(b: CodeBuilder, key: KeySpec, node: str, batch: str = "batch
     return f"{fr}([{function_ref(b, key.expr, key.path)} for r in {batch}])"
 
 
+def keys_function(b: CodeBuilder, key: KeySpec, node: str, name: str = "_keys") -> Callable[[list[Any]], list[Any]]:
+    """``name(batch)``: the keys of a batch's records (:func:`batch_keys_code`), compiled in ``b``."""
+    b.add(0, f"def {name}(batch):")
+    b.add(1, f"return {batch_keys_code(b, key, node)}", node)
+    return b.compile(name)
+
+
 _UNHASHABLE = frozenset((list, dict))
 
 

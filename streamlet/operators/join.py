@@ -34,7 +34,7 @@ import orjson
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import IntervalJoinSpec, LookupJoinSpec, RegularJoinSpec, WindowJoinSpec
 from streamlet.operators.base import FIRE_CHUNK, NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps, concat
-from streamlet.operators.codegen import CodeBuilder, batch_keys_code, call_generated
+from streamlet.operators.codegen import CodeBuilder, call_generated, keys_function
 from streamlet.state.base import StateDescriptor, StateKind
 from streamlet.time.timers import TimerService
 from streamlet.time.watermarks import MIN_WATERMARK
@@ -71,12 +71,6 @@ class _NoMatch:
 _NO = _NoMatch()
 
 
-def _keys_function(b: CodeBuilder, key: Any, node: str, name: str) -> Callable[[list[Any]], list[Any]]:
-    b.add(0, f"def {name}(batch):")
-    b.add(1, f"return {batch_keys_code(b, key, node)}", node)
-    return b.compile(name)
-
-
 class _JoinBase(Operator):
     """Key extraction, the pair function and error naming shared by the joins."""
 
@@ -92,8 +86,8 @@ class _JoinBase(Operator):
     def open(self) -> None:
         spec = self.spec
         b = CodeBuilder(f"{self.ctx.vertex_name}:{spec.id}")
-        self._keys = (_keys_function(b, spec.left_key, spec.id, "_lkeys"),
-                      _keys_function(b, spec.right_key, spec.id, "_rkeys"))
+        self._keys = (keys_function(b, spec.left_key, spec.id, "_lkeys"),
+                      keys_function(b, spec.right_key, spec.id, "_rkeys"))
         self._pair = _pair_function(spec)
 
     def keys(self, side: int, records: Batch) -> list[Any]:
@@ -275,7 +269,7 @@ class LookupJoinOperator(Operator):
     def open(self) -> None:
         spec = self.spec
         b = CodeBuilder(f"{self.ctx.vertex_name}:{spec.id}")
-        self._keys = _keys_function(b, spec.key, spec.id, "_keys")
+        self._keys = keys_function(b, spec.key, spec.id, "_keys")
         self._pair = _pair_function(spec)
         self.table = load_lookup_table(spec)
         #: the fast path: without ``where`` and with one row per key, a batch whose every key is

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Iterator
 from streamlet.errors import UserFunctionError
 from streamlet.graph.operators import ProcessSpec
 from streamlet.operators.base import FIRE_CHUNK, NO_OUTPUT, Batch, Operator, Output, RuntimeContext, Timestamps, concat
-from streamlet.operators.codegen import CodeBuilder, call_generated, key_code
+from streamlet.operators.codegen import CodeBuilder, call_generated, keys_function
 from streamlet.state.base import StateDescriptor, StateKind
 from streamlet.time.timers import TimerService
 from streamlet.udf import resolve_path
@@ -230,9 +230,7 @@ class KeyedProcessOperator(Operator):
                 "process_element and optionally open, on_timer and close"))
         self.pctx = ProcessContext(self)
         b = CodeBuilder(f"{self.ctx.vertex_name}:{spec.id}")
-        b.add(0, "def _keys(batch):")
-        b.add(1, f"return [{key_code(b, spec.key, spec.id)} for r in batch]", spec.id)
-        self._keys = b.compile("_keys")
+        self._keys = keys_function(b, spec.key, spec.id)
         self._on_timer = getattr(self.fn, "on_timer", None)
         opener = getattr(self.fn, "open", None)
         if opener is not None:

@@ -320,6 +320,16 @@ def test_join_keys_given_as_lists_are_frozen_and_a_map_key_is_refused(tmp_path: 
         Harness(dataclasses.replace(h.spec, key=KeySpec(expr="{'a': r['a']}"))).batch([{"a": 1}], None)
 
 
+def test_process_function_keys_given_as_lists_are_frozen_and_a_map_key_is_refused(udf_module, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(tmp_path))
+    path = udf_module("class Echo:\n    def process_element(self, r, ctx):\n        return [ctx.key]\n") + ":Echo"
+    h = Harness(ProcessSpec("p", key=KeySpec(expr="[r['a'], [r['b']]]"), path=path))
+    h.batch([{"a": 1, "b": 2}, {"a": 3, "b": 4}])
+    assert h.out == [(1, (2,)), (3, (4,))]  # the key as keyed state holds it: frozen
+    with pytest.raises(UserFunctionError, match="node 'p'.*a key cannot be a dict"):
+        Harness(ProcessSpec("p", key=KeySpec(expr="{'a': r['a']}"), path=path)).batch([{"a": 1}])
+
+
 def test_lookup_join_select_error_names_the_pair(tmp_path: Path) -> None:
     h = _lookup(tmp_path, "".join(f"{k},v{k}\n" for k in range(10)), select="{'x': 10 // l['d']}")
     with pytest.raises(UserFunctionError, match="node 'lk'.*ZeroDivisionError.*'d': 0"):
