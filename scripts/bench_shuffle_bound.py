@@ -24,10 +24,11 @@ import time
 
 import orjson
 
+from streamlet.connectors.files import jsonl_run
 from streamlet.graph.operators import KeySpec
 from streamlet.runtime.taskmanager.network.elements import RecordBatch, from_wire
 from streamlet.runtime.taskmanager.network.partitioners import hash_by_key
-from streamlet.runtime.taskmanager.network.remote import _decode_frame, encode_data
+from streamlet.runtime.taskmanager.network.remote import OutboundLink, _decode_frame, encode_data
 from streamlet.serde import dumps_lines
 
 BATCH = 1024  # pipeline.batch-size
@@ -37,11 +38,6 @@ def runs_of(records: int) -> list[bytes]:
     """The input as the file reader cuts it: runs of BATCH lines (without the last newline)."""
     lines = [orjson.dumps({"id": i, "user": i % 10000, "value": i % 1000}) for i in range(records)]
     return [b"\n".join(lines[i:i + BATCH]) for i in range(0, records, BATCH)]
-
-
-def decode(run: bytes) -> list[dict]:
-    # FileReader._decode_jsonl's fast path: the run as one JSON array
-    return orjson.loads(b"".join((b"[", run.replace(b"\n", b","), b"]")))
 
 
 def aggregate_and_write(records: list[dict], totals: dict, sink: list[bytes]) -> None:
@@ -60,7 +56,7 @@ def one_process(runs: list[bytes]) -> float:
     sink: list[bytes] = []
     t0 = time.process_time()
     for run in runs:
-        aggregate_and_write(decode(run), totals, sink)
+        aggregate_and_write(jsonl_run(run), totals, sink)
     return time.process_time() - t0
 
 
@@ -69,13 +65,15 @@ def one_of_two(runs: list[bytes]) -> float:
     encoded; process 1's half of the input sends process 0 as much (the key groups are balanced),
     modelled by decoding process 0's own outgoing frames."""
     split = hash_by_key(2, KeySpec(fields=("user",)), "sums", 128)
+    link = OutboundLink("peer", lambda: None)
     totals: dict = {}
     sink: list[bytes] = []
     mine = runs[: len(runs) // 2]
     t0 = time.process_time()
     for run in mine:
-        (local, _), (remote, _) = split(decode(run), None)
-        frame = b"[" + encode_data(0, RecordBatch(remote)) + b"]"
+        (local, _), (remote, _) = split(jsonl_run(run), None)
+        link.enqueue(encode_data(0, RecordBatch(remote)))
+        frame = link.take_frame()
         aggregate_and_write(local, totals, sink)
         received = from_wire(_decode_frame(frame, "peer")[0][2])
         aggregate_and_write(received.records, totals, sink)

@@ -237,6 +237,16 @@ def _read_job(fh: Any, path: str, offset: int, n: int, close_after: bool, stale:
     return fh, data
 
 
+def jsonl_run(run: bytes) -> list[Any] | None:
+    """The records of a run of JSON lines, by one ``orjson.loads`` of the run as an array; None
+    when that does not give one value per line (blank or malformed lines: decode line by line)."""
+    try:
+        records = orjson.loads(b"".join((b"[", run.replace(b"\n", b","), b"]")))
+    except orjson.JSONDecodeError:
+        return None
+    return records if len(records) == run.count(b"\n") + 1 else None
+
+
 class FileReader:
     """Reads the byte ranges of one subtask's splits (a :class:`~streamlet.connectors.base.SourceReader`).
 
@@ -480,12 +490,9 @@ class FileReader:
         return [row for row in rows if row]
 
     def _decode_jsonl(self, run: bytes, offset: int) -> list[Any]:
-        try:
-            records = orjson.loads(b"".join((b"[", run.replace(b"\n", b","), b"]")))
-            if len(records) == run.count(b"\n") + 1:
-                return records
-        except orjson.JSONDecodeError:
-            pass
+        records = jsonl_run(run)
+        if records is not None:
+            return records
         out = []
         at = offset
         for line in run.split(b"\n"):
