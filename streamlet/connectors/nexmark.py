@@ -36,7 +36,7 @@ import math
 import random
 from bisect import bisect_left
 from fractions import Fraction
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from streamlet.connectors.base import Param, slice_splits, validate_params
 from streamlet.connectors.generator import DEFAULT_BASE_TIME
@@ -185,8 +185,11 @@ class _Pools:
 
 
 @functools.lru_cache(maxsize=16)
-def _kind_offsets(kind: str, length: int) -> list[int]:
-    """Offsets in ``[0, length)`` of the events of ``kind`` in a block (every block has the same)."""
+def _kind_offsets(kind: str | None, length: int) -> Sequence[int]:
+    """Offsets in ``[0, length)`` of the events of ``kind`` in a block (every block has the same);
+    all of them for the mixed stream (``kind`` None)."""
+    if kind is None:
+        return range(length)
     a, b = _KIND_OFFSETS[kind]
     return [o for o in range(length) if a <= o % PROPORTION_DENOMINATOR < b]
 
@@ -242,9 +245,9 @@ class NexmarkGenerator:
         if hi <= lo:
             return []
         # offsets from lo of the block's records' events (ascending)
-        return self._times(lo, range(hi - lo) if self.kind is None else _kind_offsets(self.kind, hi - lo))
+        return self._times(lo, _kind_offsets(self.kind, hi - lo))
 
-    def _times(self, lo: int, offs: Any) -> list[int]:
+    def _times(self, lo: int, offs: Sequence[int]) -> list[int]:
         """The dateTime of events ``lo + o`` for the ascending offsets ``offs`` (a list or a range)."""
         n = len(offs)
         if not n:
@@ -547,7 +550,7 @@ class NexmarkReader:
         # the block in memory: its slice, records and (paced) event offsets
         self._cur: _Slice | None = None
         self._buf: list[Any] = []
-        self._offsets: list[int] = []
+        self._offsets: Sequence[int] = []
         self._events = 0
         #: with native timestamps (:meth:`timestamp_stage`): the block's dateTimes, and the last batch's
         self._stamped = False
@@ -634,12 +637,9 @@ class NexmarkReader:
         if self._limiter is not None:
             lo = b * BLOCK
             hi = lo + BLOCK if self._stop is None else min(lo + BLOCK, self._stop)
-            self._offsets = self._event_offsets(lo, hi)
+            # lo is a block's start (a multiple of the 50 events of an epoch): every block's offsets
+            self._offsets = _kind_offsets(self._kind, hi - lo)
             self._events = hi - lo
-
-    def _event_offsets(self, lo: int, hi: int) -> list[int]:
-        # lo is a block's start (a multiple of the 50 events of an epoch): every block's offsets
-        return list(range(hi - lo)) if self._kind is None else _kind_offsets(self._kind, hi - lo)
 
     def _next_slice(self) -> _Slice | None:
         """The live slice whose turn it is (its block loaded), or None when all are done."""
